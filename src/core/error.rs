@@ -1,0 +1,86 @@
+//! Errors of the invocation core. Messages are short, lower-case, and name the
+//! value at fault; they never contain credentials.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CoreError {
+    #[error("invalid function name \"{value}\": {reason}")]
+    InvalidFunctionName { value: String, reason: String },
+
+    #[error("invalid qualifier \"{value}\": {reason}")]
+    InvalidQualifier { value: String, reason: String },
+
+    #[error("invalid region \"{0}\"")]
+    InvalidRegion(String),
+
+    #[error("region \"{given}\" conflicts with region \"{in_arn}\" in the function ARN")]
+    RegionConflict { given: String, in_arn: String },
+
+    #[error("qualifier \"{given}\" conflicts with qualifier \"{in_name}\" in the function name")]
+    QualifierConflict { given: String, in_name: String },
+
+    #[error("no AWS region for the lambda function")]
+    NoRegion,
+
+    #[error("invalid invocation_type \"{0}\"")]
+    InvalidInvocationType(String),
+
+    #[error("invalid log_type \"{0}\"")]
+    InvalidLogType(String),
+
+    #[error("context must be a JSON object")]
+    ContextNotObject,
+
+    #[error(
+        "context is {size} bytes once base64-encoded, more than the {limit} bytes Lambda accepts"
+    )]
+    ContextTooLarge { size: usize, limit: usize },
+
+    #[error("payload is {size} bytes, more than the {limit} bytes Lambda accepts for {invocation_type} invocations")]
+    PayloadTooLarge {
+        size: usize,
+        limit: usize,
+        invocation_type: &'static str,
+    },
+
+    #[error("lambda function {function} returned error \"{kind}\": {message}")]
+    FunctionError {
+        function: String,
+        kind: String,
+        message: String,
+        payload: String,
+    },
+
+    #[error("connection to lambda endpoint timed out after {limit_ms} ms")]
+    ConnectTimeout { limit_ms: u64 },
+
+    #[error("lambda call to {function} timed out after {limit_ms} ms")]
+    RequestTimeout { function: String, limit_ms: u64 },
+
+    #[error("could not connect to lambda endpoint: {0}")]
+    Connect(String),
+
+    #[error("could not get AWS credentials: {0}")]
+    Credentials(String),
+
+    #[error("lambda returned {code} for {function}: {message}")]
+    Service {
+        function: String,
+        code: String,
+        message: String,
+        status: u16,
+        request_id: Option<String>,
+    },
+
+    #[error("invalid response from lambda for {function}: {message}")]
+    Response { function: String, message: String },
+
+    #[error("could not start the async runtime: {0}")]
+    Runtime(String),
+
+    #[error("lambda call to {function} failed: {message}")]
+    Other { function: String, message: String },
+}
+
+pub type CoreResult<T> = Result<T, CoreError>;

@@ -1,0 +1,232 @@
+//! Sending invocations and reading their outcomes: one call, or many with
+//! bounded concurrency, and mapping SDK errors to [`CoreError`].
+
+use std::error::Error as StdError;
+
+use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::operation::invoke::InvokeError;
+use aws_sdk_lambda::operation::RequestId;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{InvocationType as SdkInvocationType, LogType as SdkLogType};
+use futures::stream::{self, LocalBoxStream, StreamExt};
+
+use super::client::LambdaClient;
+use super::error::{CoreError, CoreResult};
+use super::request::{InvocationType, InvokeRequest, LogType};
+
+/// What one invocation returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvokeOutcome {
+    pub status_code: i32,
+    /// The response payload (JSON text); `None` when the service sent none.
+    pub payload: Option<Vec<u8>>,
+    pub executed_version: Option<String>,
+    /// Base64 tail of the log, with `LogType::Tail`.
+    pub log_result: Option<String>,
+    /// `Handled` or `Unhandled` when the function failed.
+    pub function_error: Option<String>,
+}
+
+impl InvokeOutcome {
+    /// Turns a function error into [`CoreError::FunctionError`]; other
+    /// outcomes pass through.
+    pub fn raise_function_error(self, display: &str) -> CoreResult<Self> {
+        match &self.function_error {
+            None => Ok(self),
+            Some(kind) => {
+                let payload = self
+                    .payload
+                    .as_deref()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .unwrap_or_default();
+                let message = serde_json::from_str::<serde_json::Value>(&payload)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("errorMessage")
+                            .and_then(|m| m.as_str())
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_else(|| payload.clone());
+                Err(CoreError::FunctionError {
+                    function: display.to_string(),
+                    kind: kind.clone(),
+                    message,
+                    payload,
+                })
+            }
+        }
+    }
+}
+
+fn sdk_invocation_type(t: InvocationType) -> SdkInvocationType {
+    match t {
+        InvocationType::RequestResponse => SdkInvocationType::RequestResponse,
+        InvocationType::Event => SdkInvocationType::Event,
+        InvocationType::DryRun => SdkInvocationType::DryRun,
+    }
+}
+
+fn sdk_log_type(t: LogType) -> SdkLogType {
+    match t {
+        LogType::None => SdkLogType::None,
+        LogType::Tail => SdkLogType::Tail,
+    }
+}
+
+/// The innermost cause of an error, which is the part a person can act on
+/// ("Connection refused (os error 111)").
+fn root_cause(e: &(dyn StdError + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+fn map_sdk_error(err: SdkError<InvokeError>, client: &LambdaClient, function: &str) -> CoreError {
+    match &err {
+        SdkError::TimeoutError(_) => CoreError::RequestTimeout {
+            function: function.to_string(),
+            limit_ms: client.request_timeout_ms,
+        },
+        SdkError::DispatchFailure(d) => {
+            if d.is_timeout() {
+                CoreError::ConnectTimeout {
+                    limit_ms: client.connect_timeout_ms,
+                }
+            } else {
+                let cause = root_cause(&err);
+                if cause.contains("credentials") {
+                    CoreError::Credentials(cause)
+                } else {
+                    CoreError::Connect(cause)
+                }
+            }
+        }
+        SdkError::ServiceError(ctx) => {
+            let e = ctx.err();
+            CoreError::Service {
+                function: function.to_string(),
+                code: e.code().unwrap_or("UnknownError").to_string(),
+                message: e.message().unwrap_or("no message").to_string(),
+                status: ctx.raw().status().as_u16(),
+                request_id: e.request_id().map(str::to_string),
+            }
+        }
+        SdkError::ResponseError(_) => CoreError::Response {
+            function: function.to_string(),
+            message: root_cause(&err),
+        },
+        _ => {
+            let cause = root_cause(&err);
+            if cause.contains("credentials") || cause.contains("identity") {
+                CoreError::Credentials(cause)
+            } else {
+                CoreError::Other {
+                    function: function.to_string(),
+                    message: cause,
+                }
+            }
+        }
+    }
+}
+
+impl LambdaClient {
+    /// Sends one invocation.
+    pub async fn invoke(&self, req: &InvokeRequest) -> CoreResult<InvokeOutcome> {
+        let out = self
+            .inner
+            .invoke()
+            .function_name(req.target.function_name.clone())
+            .set_qualifier(req.target.qualifier.clone())
+            .invocation_type(sdk_invocation_type(req.invocation_type))
+            .log_type(sdk_log_type(req.log_type))
+            .set_client_context(req.client_context.clone())
+            .payload(Blob::new(req.payload.clone()))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, self, &req.target.display))?;
+        let payload = out.payload.map(Blob::into_inner).filter(|p| !p.is_empty());
+        Ok(InvokeOutcome {
+            status_code: out.status_code,
+            payload,
+            executed_version: out.executed_version,
+            log_result: out.log_result,
+            function_error: out.function_error,
+        })
+    }
+
+    /// Sends every request, at most `concurrency` at a time, yielding outcomes
+    /// in request order. Nothing is sent until the stream is polled, and a
+    /// request is only started when a slot frees up, so a consumer that stops
+    /// early (LIMIT) leaves the rest unsent.
+    pub fn invoke_all(
+        &self,
+        requests: Vec<InvokeRequest>,
+        concurrency: usize,
+    ) -> LocalBoxStream<'static, CoreResult<InvokeOutcome>> {
+        let client = self.clone();
+        stream::iter(requests)
+            .map(move |req| {
+                let client = client.clone();
+                async move { client.invoke(&req).await }
+            })
+            .buffered(concurrency.max(1))
+            .boxed_local()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(err: Option<&str>, payload: &str) -> InvokeOutcome {
+        InvokeOutcome {
+            status_code: 200,
+            payload: Some(payload.as_bytes().to_vec()),
+            executed_version: Some("$LATEST".into()),
+            log_result: None,
+            function_error: err.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn function_error_takes_error_message() {
+        let e = outcome(
+            Some("Unhandled"),
+            r#"{"errorMessage":"boom","errorType":"Exception"}"#,
+        )
+        .raise_function_error("f")
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "lambda function f returned error \"Unhandled\": boom"
+        );
+        match e {
+            CoreError::FunctionError { payload, .. } => {
+                assert_eq!(
+                    payload,
+                    r#"{"errorMessage":"boom","errorType":"Exception"}"#
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn function_error_without_json_keeps_the_body() {
+        let e = outcome(Some("Handled"), "plain text")
+            .raise_function_error("f")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "lambda function f returned error \"Handled\": plain text"
+        );
+    }
+
+    #[test]
+    fn success_passes_through() {
+        let o = outcome(None, "{}");
+        assert_eq!(o.clone().raise_function_error("f").unwrap(), o);
+    }
+}

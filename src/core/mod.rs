@@ -1,0 +1,17 @@
+//! The invocation core: everything about calling Lambda, nothing about SQL.
+
+pub mod client;
+pub mod error;
+pub mod executor;
+pub mod invoke;
+pub mod name;
+pub mod request;
+pub mod settings;
+
+pub use client::{client_for, LambdaClient};
+pub use error::{CoreError, CoreResult};
+pub use executor::{block_on, Interrupts};
+pub use invoke::InvokeOutcome;
+pub use name::{parse_function_name, FunctionRef, ResolvedFunction};
+pub use request::{InvocationType, InvokeRequest, LogType};
+pub use settings::{AssumeRole, ClientSettings, CredentialSource};

@@ -1,0 +1,228 @@
+//! The request model: what one invocation sends, checked before any network call.
+
+use base64::Engine as _;
+
+use super::error::{CoreError, CoreResult};
+use super::name::ResolvedFunction;
+
+/// Largest base64-encoded client context Lambda accepts.
+pub const MAX_CLIENT_CONTEXT_BYTES: usize = 3583;
+/// Largest payload of a synchronous (RequestResponse, DryRun) invocation.
+pub const MAX_SYNC_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+/// Largest payload of an asynchronous (Event) invocation.
+pub const MAX_EVENT_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InvocationType {
+    RequestResponse,
+    Event,
+    DryRun,
+}
+
+impl InvocationType {
+    pub fn parse(s: &str) -> CoreResult<Self> {
+        match s {
+            "RequestResponse" => Ok(Self::RequestResponse),
+            "Event" => Ok(Self::Event),
+            "DryRun" => Ok(Self::DryRun),
+            other => Err(CoreError::InvalidInvocationType(other.to_string())),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RequestResponse => "RequestResponse",
+            Self::Event => "Event",
+            Self::DryRun => "DryRun",
+        }
+    }
+
+    pub fn max_payload_bytes(self) -> usize {
+        match self {
+            Self::Event => MAX_EVENT_PAYLOAD_BYTES,
+            Self::RequestResponse | Self::DryRun => MAX_SYNC_PAYLOAD_BYTES,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LogType {
+    None,
+    Tail,
+}
+
+impl LogType {
+    pub fn parse(s: &str) -> CoreResult<Self> {
+        match s {
+            "None" => Ok(Self::None),
+            "Tail" => Ok(Self::Tail),
+            other => Err(CoreError::InvalidLogType(other.to_string())),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "None",
+            Self::Tail => "Tail",
+        }
+    }
+}
+
+/// Base64-encodes a client context given as JSON text, checking that it is an
+/// object and fits Lambda's limit.
+pub fn encode_client_context(json_text: &str) -> CoreResult<String> {
+    if !json_text.trim_start().starts_with('{') {
+        return Err(CoreError::ContextNotObject);
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(json_text.as_bytes());
+    if encoded.len() > MAX_CLIENT_CONTEXT_BYTES {
+        return Err(CoreError::ContextTooLarge {
+            size: encoded.len(),
+            limit: MAX_CLIENT_CONTEXT_BYTES,
+        });
+    }
+    Ok(encoded)
+}
+
+/// One invocation, ready to send.
+#[derive(Clone, Debug)]
+pub struct InvokeRequest {
+    pub target: ResolvedFunction,
+    pub invocation_type: InvocationType,
+    pub log_type: LogType,
+    /// Base64 client context, already checked.
+    pub client_context: Option<String>,
+    /// JSON text of the payload.
+    pub payload: Vec<u8>,
+}
+
+impl InvokeRequest {
+    /// Builds a request, checking the payload size for the invocation type and
+    /// encoding the client context.
+    pub fn new(
+        target: ResolvedFunction,
+        invocation_type: InvocationType,
+        log_type: LogType,
+        context_json: Option<&str>,
+        payload: Vec<u8>,
+    ) -> CoreResult<Self> {
+        let limit = invocation_type.max_payload_bytes();
+        if payload.len() > limit {
+            return Err(CoreError::PayloadTooLarge {
+                size: payload.len(),
+                limit,
+                invocation_type: invocation_type.as_str(),
+            });
+        }
+        let client_context = context_json.map(encode_client_context).transpose()?;
+        Ok(Self {
+            target,
+            invocation_type,
+            log_type,
+            client_context,
+            payload,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::name::parse_function_name;
+
+    fn target() -> ResolvedFunction {
+        parse_function_name("f")
+            .unwrap()
+            .resolve(Some("us-east-1"), None, None)
+            .unwrap()
+    }
+
+    #[test]
+    fn enums_are_case_sensitive() {
+        assert_eq!(
+            InvocationType::parse("Event").unwrap(),
+            InvocationType::Event
+        );
+        assert_eq!(
+            InvocationType::parse("DryRun").unwrap(),
+            InvocationType::DryRun
+        );
+        assert_eq!(
+            InvocationType::parse("RequestResponse").unwrap(),
+            InvocationType::RequestResponse
+        );
+        for bad in ["event", "EVENT", "requestresponse", "", "Event "] {
+            assert!(matches!(
+                InvocationType::parse(bad),
+                Err(CoreError::InvalidInvocationType(v)) if v == bad
+            ));
+        }
+        assert_eq!(LogType::parse("Tail").unwrap(), LogType::Tail);
+        assert_eq!(LogType::parse("None").unwrap(), LogType::None);
+        for bad in ["tail", "none", "NULL", ""] {
+            assert!(matches!(
+                LogType::parse(bad),
+                Err(CoreError::InvalidLogType(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn client_context_is_base64_of_the_json() {
+        assert_eq!(
+            encode_client_context(r#"{"custom":{"a":1}}"#).unwrap(),
+            "eyJjdXN0b20iOnsiYSI6MX19"
+        );
+        assert!(matches!(
+            encode_client_context("[1]"),
+            Err(CoreError::ContextNotObject)
+        ));
+        assert!(matches!(
+            encode_client_context("\"x\""),
+            Err(CoreError::ContextNotObject)
+        ));
+    }
+
+    #[test]
+    fn client_context_limit() {
+        // 2,685 bytes of JSON encode to 3,580 base64 bytes: accepted.
+        let fits = format!(r#"{{"k":"{}"}}"#, "x".repeat(2685 - 8));
+        assert_eq!(fits.len(), 2685);
+        assert!(encode_client_context(&fits).is_ok());
+        let too_big = format!(r#"{{"k":"{}"}}"#, "x".repeat(2700));
+        match encode_client_context(&too_big) {
+            Err(CoreError::ContextTooLarge { size, limit }) => {
+                assert_eq!(limit, 3583);
+                assert!(size > 3583);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn payload_limits_depend_on_invocation_type() {
+        let six_mb = vec![b' '; MAX_SYNC_PAYLOAD_BYTES];
+        assert!(InvokeRequest::new(
+            target(),
+            InvocationType::RequestResponse,
+            LogType::None,
+            None,
+            six_mb.clone()
+        )
+        .is_ok());
+        let err = InvokeRequest::new(target(), InvocationType::Event, LogType::None, None, six_mb)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "payload is 6291456 bytes, more than the 1048576 bytes Lambda accepts for Event invocations"
+        );
+        let over = vec![b' '; MAX_SYNC_PAYLOAD_BYTES + 1];
+        assert!(matches!(
+            InvokeRequest::new(target(), InvocationType::DryRun, LogType::None, None, over),
+            Err(CoreError::PayloadTooLarge {
+                limit: MAX_SYNC_PAYLOAD_BYTES,
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,223 @@
+//! The extension's error type and its one conversion to a PostgreSQL error.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::PgSqlErrorCode;
+use thiserror::Error;
+
+use crate::core::CoreError;
+use crate::fdw::options::OptionError;
+
+#[derive(Debug, Error)]
+pub enum LambdaFdwError {
+    #[error(transparent)]
+    Core(#[from] CoreError),
+
+    #[error(transparent)]
+    Option(#[from] OptionError),
+
+    #[error("column \"{0}\" is not a lambda_fdw column")]
+    UnknownColumn(String),
+
+    #[error("column \"{column}\" must be of type {expected}, not {actual}")]
+    ColumnType {
+        column: String,
+        expected: &'static str,
+        actual: String,
+    },
+
+    #[error("unexpected value type for column \"{0}\"")]
+    QualValue(&'static str),
+
+    #[error("no payload given for lambda function {function}")]
+    NoPayload { function: String },
+
+    #[error("the value for column \"{column}\" cannot come from a subquery or a reference to another table")]
+    ParamExec { column: String },
+
+    #[error("lambda function {function} returned a response that is not valid JSON: {reason}")]
+    ResponseNotJson { function: String, reason: String },
+
+    #[error("{0}")]
+    Catalog(String),
+}
+
+pub type Result<T> = std::result::Result<T, LambdaFdwError>;
+
+const ENUM_HINT_INVOCATION: &str =
+    "valid values are RequestResponse, Event and DryRun (case-sensitive)";
+const ENUM_HINT_LOG: &str = "valid values are None and Tail (case-sensitive)";
+
+fn service_code(code: &str) -> PgSqlErrorCode {
+    use PgSqlErrorCode::*;
+    match code {
+        "ResourceNotFoundException" => ERRCODE_UNDEFINED_OBJECT,
+        "AccessDeniedException" => ERRCODE_INSUFFICIENT_PRIVILEGE,
+        "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "ExpiredTokenException"
+        | "InvalidClientTokenId" => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+        "TooManyRequestsException" => ERRCODE_INSUFFICIENT_RESOURCES,
+        "RequestTooLargeException" => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+        "InvalidRequestContentException" | "InvalidParameterValueException" => {
+            ERRCODE_INVALID_PARAMETER_VALUE
+        }
+        _ => ERRCODE_FDW_ERROR,
+    }
+}
+
+/// SQLSTATE, detail and hint of a core error; the message is its Display.
+pub fn core_error_parts(e: &CoreError) -> (PgSqlErrorCode, Option<String>, Option<String>) {
+    use PgSqlErrorCode::*;
+    match e {
+        CoreError::InvalidFunctionName { .. }
+        | CoreError::InvalidQualifier { .. }
+        | CoreError::InvalidRegion(_)
+        | CoreError::RegionConflict { .. }
+        | CoreError::QualifierConflict { .. }
+        | CoreError::ContextNotObject => (ERRCODE_INVALID_PARAMETER_VALUE, None, None),
+        CoreError::InvalidInvocationType(_) => (
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            None,
+            Some(ENUM_HINT_INVOCATION.into()),
+        ),
+        CoreError::InvalidLogType(_) => (
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            None,
+            Some(ENUM_HINT_LOG.into()),
+        ),
+        CoreError::NoRegion => (
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            None,
+            Some("pass a region, use a full function ARN, or SET aws_lambda.default_region".into()),
+        ),
+        CoreError::ContextTooLarge { .. } | CoreError::PayloadTooLarge { .. } => {
+            (ERRCODE_PROGRAM_LIMIT_EXCEEDED, None, None)
+        }
+        CoreError::FunctionError { payload, .. } => {
+            (ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, Some(payload.clone()), None)
+        }
+        CoreError::ConnectTimeout { .. } => (
+            ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION,
+            None,
+            Some("raise the server option connect_timeout_ms or the setting aws_lambda.connect_timeout_ms".into()),
+        ),
+        CoreError::RequestTimeout { .. } => (
+            ERRCODE_FDW_ERROR,
+            None,
+            Some("raise the server option request_timeout_ms or the setting aws_lambda.request_timeout_ms".into()),
+        ),
+        CoreError::Connect(_) => (ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION, None, None),
+        CoreError::Credentials(_) => (
+            ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            None,
+            Some("create a user mapping with aws_access_key_id and aws_secret_access_key, profile or role_arn, or give the server process AWS credentials".into()),
+        ),
+        CoreError::Service {
+            code,
+            status,
+            request_id,
+            ..
+        } => {
+            let detail = match request_id {
+                Some(id) => format!("HTTP status {status}, request id {id}"),
+                None => format!("HTTP status {status}"),
+            };
+            (service_code(code), Some(detail), None)
+        }
+        CoreError::Response { .. } | CoreError::Runtime(_) | CoreError::Other { .. } => {
+            (ERRCODE_FDW_ERROR, None, None)
+        }
+    }
+}
+
+/// Builds an ErrorReport from its parts.
+pub fn report(
+    code: PgSqlErrorCode,
+    message: String,
+    detail: Option<String>,
+    hint: Option<String>,
+) -> ErrorReport {
+    let mut r = ErrorReport::new(code, message, "lambda_fdw");
+    if let Some(d) = detail {
+        r = r.set_detail(d);
+    }
+    if let Some(h) = hint {
+        r = r.set_hint(h);
+    }
+    r
+}
+
+impl From<LambdaFdwError> for ErrorReport {
+    fn from(e: LambdaFdwError) -> Self {
+        use PgSqlErrorCode::*;
+        let message = e.to_string();
+        match e {
+            LambdaFdwError::Core(c) => {
+                let (code, detail, hint) = core_error_parts(&c);
+                report(code, message, detail, hint)
+            }
+            LambdaFdwError::Option(o) => {
+                let (code, detail, hint) = match &o {
+                    OptionError::Unknown { valid, .. } => (
+                        ERRCODE_FDW_INVALID_OPTION_NAME,
+                        None,
+                        Some(if valid.is_empty() {
+                            "there are no valid options in this context".to_string()
+                        } else {
+                            format!("valid options in this context are: {valid}")
+                        }),
+                    ),
+                    OptionError::CredentialOutsideUserMapping(_) => (
+                        ERRCODE_FDW_INVALID_OPTION_NAME,
+                        None,
+                        Some("credentials belong in CREATE USER MAPPING ... OPTIONS (...), which only the mapping's user and superusers can read".into()),
+                    ),
+                    OptionError::Missing { .. } => (ERRCODE_FDW_OPTION_NAME_NOT_FOUND, None, None),
+                    OptionError::InvalidValue { expected, .. } => (
+                        ERRCODE_INVALID_PARAMETER_VALUE,
+                        Some(format!("expected {expected}")),
+                        None,
+                    ),
+                    OptionError::Requires { .. } | OptionError::Exclusive(..) => {
+                        (ERRCODE_INVALID_PARAMETER_VALUE, None, None)
+                    }
+                    OptionError::Malformed(_) => (ERRCODE_SYNTAX_ERROR, None, None),
+                };
+                report(code, message, detail, hint)
+            }
+            LambdaFdwError::UnknownColumn(_) => report(
+                ERRCODE_FDW_COLUMN_NAME_NOT_FOUND,
+                message,
+                None,
+                Some("lambda_fdw columns are payload, qualifier, invocation_type, log_type, context, status_code, response, executed_version, log_result and function_error".into()),
+            ),
+            LambdaFdwError::ColumnType { column, .. } => report(
+                ERRCODE_FDW_INVALID_DATA_TYPE,
+                message,
+                if column == "payload" || column == "context" {
+                    Some("request columns are compared with =, which json does not have".into())
+                } else {
+                    None
+                },
+                None,
+            ),
+            LambdaFdwError::QualValue(_) => report(ERRCODE_FDW_INVALID_DATA_TYPE, message, None, None),
+            LambdaFdwError::NoPayload { .. } => report(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                message,
+                Some("a scan of a lambda_fdw table invokes the function once per payload, and this query gives none".into()),
+                Some("add WHERE payload = '{...}' or WHERE payload IN ('{...}', '{...}') with constant values or parameters".into()),
+            ),
+            LambdaFdwError::ParamExec { .. } => report(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                message,
+                None,
+                Some("use a constant, a parameter of a prepared statement, or call aws_lambda.invoke(...) once per row instead".into()),
+            ),
+            LambdaFdwError::ResponseNotJson { .. } => {
+                report(ERRCODE_INVALID_TEXT_REPRESENTATION, message, None, None)
+            }
+            LambdaFdwError::Catalog(_) => report(ERRCODE_FDW_ERROR, message, None, None),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The column model of a lambda_fdw foreign table: which names exist, which
+//! types they may have, and how a column's type decides its cell.
+
+use pgrx::pg_sys::{self, Oid};
+
+use crate::error::{LambdaFdwError, Result};
+
+/// Request columns: the query sets them, the row echoes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestColumn {
+    Payload,
+    Qualifier,
+    InvocationType,
+    LogType,
+    Context,
+}
+
+impl RequestColumn {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Payload => "payload",
+            Self::Qualifier => "qualifier",
+            Self::InvocationType => "invocation_type",
+            Self::LogType => "log_type",
+            Self::Context => "context",
+        }
+    }
+}
+
+/// Every column a lambda_fdw table can have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnKind {
+    Request(RequestColumn),
+    StatusCode,
+    /// `json_text`: the column is `json` (the response text as returned)
+    /// rather than `jsonb`.
+    Response {
+        json_text: bool,
+    },
+    ExecutedVersion,
+    LogResult,
+    FunctionError,
+}
+
+pub const COLUMN_NAMES: &[&str] = &[
+    "payload",
+    "qualifier",
+    "invocation_type",
+    "log_type",
+    "context",
+    "status_code",
+    "response",
+    "executed_version",
+    "log_result",
+    "function_error",
+];
+
+fn type_name(oid: Oid) -> String {
+    match oid {
+        pg_sys::JSONOID => "json".into(),
+        pg_sys::JSONBOID => "jsonb".into(),
+        pg_sys::TEXTOID => "text".into(),
+        pg_sys::INT4OID => "integer".into(),
+        pg_sys::INT8OID => "bigint".into(),
+        pg_sys::INT2OID => "smallint".into(),
+        pg_sys::VARCHAROID => "character varying".into(),
+        other => format!("type with oid {}", other.to_u32()),
+    }
+}
+
+/// Classifies a column by name and type, or says what is wrong with it.
+pub fn classify(name: &str, type_oid: Oid) -> Result<ColumnKind> {
+    let wrong = |expected: &'static str| LambdaFdwError::ColumnType {
+        column: name.to_string(),
+        expected,
+        actual: type_name(type_oid),
+    };
+    let text = |kind: ColumnKind| {
+        if type_oid == pg_sys::TEXTOID {
+            Ok(kind)
+        } else {
+            Err(wrong("text"))
+        }
+    };
+    let jsonb_request = |col: RequestColumn| {
+        if type_oid == pg_sys::JSONBOID {
+            Ok(ColumnKind::Request(col))
+        } else {
+            Err(wrong("jsonb"))
+        }
+    };
+    match name {
+        "payload" => jsonb_request(RequestColumn::Payload),
+        "context" => jsonb_request(RequestColumn::Context),
+        "qualifier" => text(ColumnKind::Request(RequestColumn::Qualifier)),
+        "invocation_type" => text(ColumnKind::Request(RequestColumn::InvocationType)),
+        "log_type" => text(ColumnKind::Request(RequestColumn::LogType)),
+        "status_code" => {
+            if type_oid == pg_sys::INT4OID {
+                Ok(ColumnKind::StatusCode)
+            } else {
+                Err(wrong("integer"))
+            }
+        }
+        "response" => match type_oid {
+            pg_sys::JSONBOID => Ok(ColumnKind::Response { json_text: false }),
+            pg_sys::JSONOID => Ok(ColumnKind::Response { json_text: true }),
+            _ => Err(wrong("jsonb or json")),
+        },
+        "executed_version" => text(ColumnKind::ExecutedVersion),
+        "log_result" => text(ColumnKind::LogResult),
+        "function_error" => text(ColumnKind::FunctionError),
+        other => Err(LambdaFdwError::UnknownColumn(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_column_has_a_kind() {
+        let ty = |n: &str| match n {
+            "payload" | "context" => pg_sys::JSONBOID,
+            "response" => pg_sys::JSONOID,
+            "status_code" => pg_sys::INT4OID,
+            _ => pg_sys::TEXTOID,
+        };
+        for n in COLUMN_NAMES {
+            assert!(classify(n, ty(n)).is_ok(), "{n}");
+        }
+        assert_eq!(
+            classify("response", pg_sys::JSONBOID).unwrap(),
+            ColumnKind::Response { json_text: false }
+        );
+    }
+
+    #[test]
+    fn wrong_names_and_types() {
+        assert_eq!(
+            classify("result", pg_sys::JSONBOID)
+                .unwrap_err()
+                .to_string(),
+            "column \"result\" is not a lambda_fdw column"
+        );
+        assert_eq!(
+            classify("payload", pg_sys::JSONOID)
+                .unwrap_err()
+                .to_string(),
+            "column \"payload\" must be of type jsonb, not json"
+        );
+        assert_eq!(
+            classify("status_code", pg_sys::INT8OID)
+                .unwrap_err()
+                .to_string(),
+            "column \"status_code\" must be of type integer, not bigint"
+        );
+        assert_eq!(
+            classify("qualifier", pg_sys::VARCHAROID)
+                .unwrap_err()
+                .to_string(),
+            "column \"qualifier\" must be of type text, not character varying"
+        );
+    }
+}

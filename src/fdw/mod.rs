@@ -1,0 +1,281 @@
+//! The foreign data wrapper: SQL scans in, invocations out, rows back.
+
+pub mod catalog;
+pub mod columns;
+pub mod options;
+pub mod plan;
+
+use std::collections::HashMap;
+
+use futures::stream::{LocalBoxStream, StreamExt};
+use pgrx::pg_sys::{self, Oid};
+use pgrx::JsonB;
+use supabase_wrappers::prelude::*;
+
+use crate::config::{client_settings, PG_INTERRUPTS};
+use crate::core::settings::DEFAULT_MAX_CONCURRENCY;
+use crate::core::{block_on, client_for, ClientSettings, CoreResult, InvokeOutcome, InvokeRequest};
+use crate::error::{LambdaFdwError, Result};
+use columns::{classify, ColumnKind, RequestColumn};
+use options::{Catalog, FunctionErrors, ServerOptions, TableOptions, UserMappingOptions};
+use plan::{plan_invocations, PlannedInvocation};
+
+/// Row width estimate for the planner.
+const ROW_WIDTH: i32 = 256;
+
+#[wrappers_fdw(
+    version = "0.1.0",
+    author = "lambda_fdw developers",
+    website = "https://github.com/lambda-fdw/lambda_fdw",
+    error_type = "LambdaFdwError"
+)]
+pub struct LambdaFdw {
+    server_oid: Oid,
+    server: ServerOptions,
+    scan: Option<Scan>,
+}
+
+/// State of one scan between begin_scan and end_scan.
+struct Scan {
+    /// Target columns, in the order the row must carry them.
+    columns: Vec<(String, ColumnKind)>,
+    planned: Vec<PlannedInvocation>,
+    /// The function as messages name it, per invocation.
+    displays: Vec<String>,
+    /// Checked requests, taken when the first row is asked for.
+    requests: Option<Vec<InvokeRequest>>,
+    settings: ClientSettings,
+    concurrency: usize,
+    function_errors: FunctionErrors,
+    stream: Option<LocalBoxStream<'static, CoreResult<InvokeOutcome>>>,
+    /// Outcomes received so far, replayed by a rescan instead of invoking again.
+    outcomes: Vec<InvokeOutcome>,
+    cursor: usize,
+}
+
+fn is_param_exec(q: &Qual) -> bool {
+    q.param
+        .as_ref()
+        .is_some_and(|p| p.kind == pg_sys::ParamKind::PARAM_EXEC)
+}
+
+fn response_cell(function: &str, payload: &[u8], json_text: bool) -> Result<Cell> {
+    let not_json = |e: serde_json::Error| LambdaFdwError::ResponseNotJson {
+        function: function.to_string(),
+        reason: e.to_string(),
+    };
+    let value: serde_json::Value = serde_json::from_slice(payload).map_err(not_json)?;
+    if json_text {
+        // json keeps the text as the function returned it; it parsed, so it is UTF-8.
+        Ok(Cell::String(String::from_utf8_lossy(payload).into_owned()))
+    } else {
+        Ok(Cell::Json(JsonB(value)))
+    }
+}
+
+impl Scan {
+    fn next_outcome(&mut self) -> Result<Option<usize>> {
+        if self.cursor < self.outcomes.len() {
+            self.cursor += 1;
+            return Ok(Some(self.cursor - 1));
+        }
+        if self.stream.is_none() {
+            let requests = self.requests.take().unwrap_or_default();
+            let client = client_for(&self.settings, &PG_INTERRUPTS)?;
+            self.stream = Some(client.invoke_all(requests, self.concurrency));
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(None);
+        };
+        match block_on(stream.next(), &PG_INTERRUPTS)? {
+            None => Ok(None),
+            Some(outcome) => {
+                self.outcomes.push(outcome?);
+                self.cursor += 1;
+                Ok(Some(self.cursor - 1))
+            }
+        }
+    }
+
+    fn fill_row(&self, index: usize, row: &mut Row) -> Result<()> {
+        let planned = &self.planned[index];
+        let outcome = &self.outcomes[index];
+        let display = &self.displays[index];
+        if outcome.function_error.is_some() && self.function_errors == FunctionErrors::Raise {
+            outcome.clone().raise_function_error(display)?;
+        }
+        for (name, kind) in &self.columns {
+            let cell = match kind {
+                ColumnKind::Request(RequestColumn::Payload) => {
+                    Some(Cell::Json(JsonB(planned.payload.clone())))
+                }
+                ColumnKind::Request(RequestColumn::Qualifier) => {
+                    planned.qualifier.clone().map(Cell::String)
+                }
+                ColumnKind::Request(RequestColumn::InvocationType) => {
+                    Some(Cell::String(planned.invocation_type.as_str().to_string()))
+                }
+                ColumnKind::Request(RequestColumn::LogType) => {
+                    Some(Cell::String(planned.log_type.as_str().to_string()))
+                }
+                ColumnKind::Request(RequestColumn::Context) => {
+                    planned.context.clone().map(|c| Cell::Json(JsonB(c)))
+                }
+                ColumnKind::StatusCode => Some(Cell::I32(outcome.status_code)),
+                ColumnKind::Response { json_text } => match &outcome.payload {
+                    None => None,
+                    Some(p) => Some(response_cell(display, p, *json_text)?),
+                },
+                ColumnKind::ExecutedVersion => outcome.executed_version.clone().map(Cell::String),
+                ColumnKind::LogResult => outcome.log_result.clone().map(Cell::String),
+                ColumnKind::FunctionError => outcome.function_error.clone().map(Cell::String),
+            };
+            row.push(name, cell);
+        }
+        Ok(())
+    }
+}
+
+impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
+    fn new(server: ForeignServer) -> Result<Self> {
+        // Plan time: parse options only; clients are built on the first row.
+        Ok(Self {
+            server_oid: server.server_oid,
+            server: ServerOptions::parse(&server.options)?,
+            scan: None,
+        })
+    }
+
+    fn get_rel_size(
+        &mut self,
+        quals: &[Qual],
+        _columns: &[Column],
+        _sorts: &[Sort],
+        _limit: &Option<Limit>,
+        options: &HashMap<String, String>,
+    ) -> Result<(i64, i32)> {
+        if let Some(relid) = options
+            .get("wrappers.ftable_oid")
+            .and_then(|s| s.parse::<u32>().ok())
+        {
+            for (name, type_oid) in catalog::relation_columns(Oid::from(relid)) {
+                classify(&name, type_oid)?;
+            }
+        }
+        // wrappers 0.1.28 evaluates PARAM_EXEC values before they exist and
+        // crashes the backend: refuse them while planning.
+        if let Some(q) = quals.iter().find(|q| is_param_exec(q)) {
+            return Err(LambdaFdwError::ParamExec {
+                column: q.field.clone(),
+            });
+        }
+        let table = TableOptions::parse(options)?;
+        table
+            .function
+            .resolve(Some(&self.server.region), table.qualifier.as_deref(), None)?;
+        let rows: usize = quals
+            .iter()
+            .filter(|q| q.field == "payload" && q.operator == "=")
+            .map(|q| match &q.value {
+                Value::Array(a) => a.len(),
+                Value::Cell(_) => 1,
+            })
+            .min()
+            .unwrap_or(1);
+        Ok((rows.max(1) as i64, ROW_WIDTH))
+    }
+
+    fn begin_scan(
+        &mut self,
+        quals: &[Qual],
+        columns: &[Column],
+        _sorts: &[Sort],
+        _limit: &Option<Limit>,
+        options: &HashMap<String, String>,
+    ) -> Result<()> {
+        let table = TableOptions::parse(options)?;
+        let planned =
+            plan_invocations(quals, &table)?.ok_or_else(|| LambdaFdwError::NoPayload {
+                function: table.function_name.clone(),
+            })?;
+        let region = self.server.region.clone();
+        let mut requests = Vec::with_capacity(planned.len());
+        let mut displays = Vec::with_capacity(planned.len());
+        for p in &planned {
+            let target = table
+                .function
+                .resolve(Some(&region), p.qualifier.as_deref(), None)?;
+            let context = p.context.as_ref().map(|c| c.to_string());
+            let payload = serde_json::to_vec(&p.payload)
+                .map_err(|e| LambdaFdwError::Catalog(format!("could not encode payload: {e}")))?;
+            displays.push(target.display.clone());
+            requests.push(InvokeRequest::new(
+                target,
+                p.invocation_type,
+                p.log_type,
+                context.as_deref(),
+                payload,
+            )?);
+        }
+        let mapping = UserMappingOptions::parse(&catalog::user_mapping_options(self.server_oid)?)?;
+        let columns = columns
+            .iter()
+            .map(|c| Ok((c.name.clone(), classify(&c.name, c.type_oid)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.scan = Some(Scan {
+            columns,
+            planned,
+            displays,
+            requests: Some(requests),
+            settings: client_settings(&region, Some(&self.server), Some(&mapping)),
+            concurrency: table
+                .max_concurrency
+                .or(self.server.max_concurrency)
+                .unwrap_or(DEFAULT_MAX_CONCURRENCY),
+            function_errors: table.function_errors,
+            stream: None,
+            outcomes: Vec::new(),
+            cursor: 0,
+        });
+        Ok(())
+    }
+
+    fn iter_scan(&mut self, row: &mut Row) -> Result<Option<()>> {
+        let Some(scan) = self.scan.as_mut() else {
+            return Ok(None);
+        };
+        match scan.next_outcome()? {
+            None => Ok(None),
+            Some(index) => {
+                scan.fill_row(index, row)?;
+                Ok(Some(()))
+            }
+        }
+    }
+
+    fn re_scan(&mut self) -> Result<()> {
+        if let Some(scan) = self.scan.as_mut() {
+            scan.cursor = 0;
+        }
+        Ok(())
+    }
+
+    fn end_scan(&mut self) -> Result<()> {
+        // Dropping the stream drops any call still in flight and its connection.
+        self.scan = None;
+        Ok(())
+    }
+
+    fn validator(options: Vec<Option<String>>, catalog: Option<Oid>) -> Result<()> {
+        let catalog = match catalog {
+            Some(FOREIGN_DATA_WRAPPER_RELATION_ID) => Catalog::Wrapper,
+            Some(FOREIGN_SERVER_RELATION_ID) => Catalog::Server,
+            Some(pg_sys::UserMappingRelationId) => Catalog::UserMapping,
+            Some(FOREIGN_TABLE_RELATION_ID) => Catalog::Table,
+            _ => return Ok(()),
+        };
+        let options: Vec<String> = options.into_iter().flatten().collect();
+        options::validate(catalog, &options)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,582 @@
+//! Options of the lambda_fdw catalogs: which exist where, and their values.
+//! Everything here is pure, so the validator and the scan share one parser.
+
+use std::collections::HashMap;
+
+use thiserror::Error;
+
+use crate::core::name::{parse_function_name, validate_qualifier, validate_region, FunctionRef};
+use crate::core::request::{InvocationType, LogType};
+use crate::core::settings::{AssumeRole, CredentialSource, MAX_TIMEOUT_MS};
+
+/// The catalog an option list belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Catalog {
+    Wrapper,
+    Server,
+    UserMapping,
+    Table,
+}
+
+impl Catalog {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Catalog::Wrapper => "the lambda_fdw foreign data wrapper",
+            Catalog::Server => "a lambda_fdw server",
+            Catalog::UserMapping => "a lambda_fdw user mapping",
+            Catalog::Table => "a lambda_fdw foreign table",
+        }
+    }
+
+    pub fn valid_options(self) -> &'static [&'static str] {
+        match self {
+            Catalog::Wrapper => &[],
+            Catalog::Server => SERVER_OPTIONS,
+            Catalog::UserMapping => USER_MAPPING_OPTIONS,
+            Catalog::Table => TABLE_OPTIONS,
+        }
+    }
+}
+
+pub const SERVER_OPTIONS: &[&str] = &[
+    "region",
+    "endpoint_url",
+    "connect_timeout_ms",
+    "request_timeout_ms",
+    "max_attempts",
+    "max_concurrency",
+];
+pub const USER_MAPPING_OPTIONS: &[&str] = &[
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "profile",
+    "role_arn",
+    "external_id",
+];
+pub const TABLE_OPTIONS: &[&str] = &[
+    "function_name",
+    "qualifier",
+    "invocation_type",
+    "log_type",
+    "max_concurrency",
+    "function_errors",
+];
+
+pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
+pub const MAX_CONCURRENCY_LIMIT: usize = 1000;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum OptionError {
+    #[error("invalid option \"{option}\" for {catalog}")]
+    Unknown {
+        option: String,
+        catalog: &'static str,
+        valid: String,
+    },
+    #[error("option \"{0}\" is only allowed in a user mapping")]
+    CredentialOutsideUserMapping(String),
+    #[error("option \"{option}\" is required for {catalog}")]
+    Missing {
+        option: &'static str,
+        catalog: &'static str,
+    },
+    #[error("invalid value for option \"{option}\": \"{value}\"")]
+    InvalidValue {
+        option: &'static str,
+        value: String,
+        expected: String,
+    },
+    #[error("option \"{option}\" needs option \"{needs}\"")]
+    Requires {
+        option: &'static str,
+        needs: &'static str,
+    },
+    #[error("options \"{0}\" and \"{1}\" cannot be used together")]
+    Exclusive(&'static str, &'static str),
+    #[error("malformed option \"{0}\"")]
+    Malformed(String),
+}
+
+type Result<T> = std::result::Result<T, OptionError>;
+
+fn invalid(option: &'static str, value: &str, expected: impl Into<String>) -> OptionError {
+    OptionError::InvalidValue {
+        option,
+        value: value.to_string(),
+        expected: expected.into(),
+    }
+}
+
+fn int_option<T: std::str::FromStr + PartialOrd + Copy + std::fmt::Display>(
+    map: &HashMap<String, String>,
+    option: &'static str,
+    min: T,
+    max: T,
+) -> Result<Option<T>> {
+    match map.get(option) {
+        None => Ok(None),
+        Some(v) => match v.trim().parse::<T>() {
+            Ok(n) if n >= min && n <= max && v.trim() == v => Ok(Some(n)),
+            _ => Err(invalid(
+                option,
+                v,
+                format!("an integer from {min} to {max}"),
+            )),
+        },
+    }
+}
+
+/// Options of a foreign server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerOptions {
+    pub region: String,
+    pub endpoint_url: Option<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub max_concurrency: Option<usize>,
+}
+
+/// Checks an endpoint URL: http or https, with a host, and nothing after the
+/// authority but an optional path.
+pub fn validate_endpoint_url(option: &'static str, url: &str) -> Result<()> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    let ok = match rest {
+        Some(rest) => {
+            let host = rest.split('/').next().unwrap_or("");
+            !host.is_empty()
+                && !rest.contains(char::is_whitespace)
+                && !rest.contains(['?', '#', '@'])
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            option,
+            url,
+            "an http:// or https:// URL such as https://lambda.us-east-1.amazonaws.com",
+        ))
+    }
+}
+
+impl ServerOptions {
+    pub fn parse(map: &HashMap<String, String>) -> Result<Self> {
+        let region = map.get("region").ok_or(OptionError::Missing {
+            option: "region",
+            catalog: Catalog::Server.describe(),
+        })?;
+        validate_region(region)
+            .map_err(|_| invalid("region", region, "an AWS region name such as us-east-1"))?;
+        if let Some(url) = map.get("endpoint_url") {
+            validate_endpoint_url("endpoint_url", url)?;
+        }
+        Ok(Self {
+            region: region.clone(),
+            endpoint_url: map.get("endpoint_url").cloned(),
+            connect_timeout_ms: int_option(map, "connect_timeout_ms", 1, MAX_TIMEOUT_MS)?,
+            request_timeout_ms: int_option(map, "request_timeout_ms", 1, MAX_TIMEOUT_MS)?,
+            max_attempts: int_option(map, "max_attempts", 1, MAX_ATTEMPTS_LIMIT)?,
+            max_concurrency: int_option(map, "max_concurrency", 1, MAX_CONCURRENCY_LIMIT)?,
+        })
+    }
+}
+
+/// Credentials from a user mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserMappingOptions {
+    pub credentials: CredentialSource,
+    pub assume_role: Option<AssumeRole>,
+}
+
+fn validate_role_arn(arn: &str) -> Result<()> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].chars().all(|c| c.is_ascii_digit())
+        && parts[5]
+            .strip_prefix("role/")
+            .is_some_and(|r| !r.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "role_arn",
+            arn,
+            "an IAM role ARN such as arn:aws:iam::123456789012:role/invoker",
+        ))
+    }
+}
+
+impl UserMappingOptions {
+    pub fn parse(map: &HashMap<String, String>) -> Result<Self> {
+        let key = map.get("aws_access_key_id");
+        let secret = map.get("aws_secret_access_key");
+        let token = map.get("aws_session_token");
+        let profile = map.get("profile");
+        let credentials = match (key, secret, profile) {
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                return Err(OptionError::Exclusive("aws_access_key_id", "profile"))
+            }
+            (Some(k), Some(s), None) => {
+                if k.is_empty() {
+                    // Never echo a credential value back.
+                    return Err(invalid(
+                        "aws_access_key_id",
+                        "",
+                        "a non-empty access key id",
+                    ));
+                }
+                CredentialSource::Static {
+                    access_key_id: k.clone(),
+                    secret_access_key: s.clone(),
+                    session_token: token.cloned(),
+                }
+            }
+            (Some(_), None, None) => {
+                return Err(OptionError::Requires {
+                    option: "aws_access_key_id",
+                    needs: "aws_secret_access_key",
+                })
+            }
+            (None, Some(_), None) => {
+                return Err(OptionError::Requires {
+                    option: "aws_secret_access_key",
+                    needs: "aws_access_key_id",
+                })
+            }
+            (None, None, Some(p)) => {
+                if p.is_empty() {
+                    return Err(invalid("profile", p, "a profile name"));
+                }
+                CredentialSource::Profile(p.clone())
+            }
+            (None, None, None) => CredentialSource::DefaultChain,
+        };
+        if token.is_some() && !matches!(credentials, CredentialSource::Static { .. }) {
+            return Err(OptionError::Requires {
+                option: "aws_session_token",
+                needs: "aws_access_key_id",
+            });
+        }
+        let assume_role = match (map.get("role_arn"), map.get("external_id")) {
+            (Some(arn), ext) => {
+                validate_role_arn(arn)?;
+                Some(AssumeRole {
+                    role_arn: arn.clone(),
+                    external_id: ext.cloned(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(OptionError::Requires {
+                    option: "external_id",
+                    needs: "role_arn",
+                })
+            }
+            (None, None) => None,
+        };
+        Ok(Self {
+            credentials,
+            assume_role,
+        })
+    }
+}
+
+/// What a foreign table does when its function reports an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FunctionErrors {
+    /// The query fails with the function's error message.
+    Raise,
+    /// The row is returned with `function_error` set and the error object in `response`.
+    Return,
+}
+
+/// Options of a foreign table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableOptions {
+    pub function: FunctionRef,
+    pub function_name: String,
+    pub qualifier: Option<String>,
+    pub invocation_type: InvocationType,
+    pub log_type: LogType,
+    pub max_concurrency: Option<usize>,
+    pub function_errors: FunctionErrors,
+}
+
+impl TableOptions {
+    pub fn parse(map: &HashMap<String, String>) -> Result<Self> {
+        let name = map.get("function_name").ok_or(OptionError::Missing {
+            option: "function_name",
+            catalog: Catalog::Table.describe(),
+        })?;
+        let function =
+            parse_function_name(name).map_err(|e| invalid("function_name", name, e.to_string()))?;
+        let qualifier = map.get("qualifier").cloned();
+        if let Some(q) = &qualifier {
+            validate_qualifier(q).map_err(|e| invalid("qualifier", q, e.to_string()))?;
+            if let Some(in_name) = &function.qualifier {
+                if in_name != q {
+                    return Err(invalid(
+                        "qualifier",
+                        q,
+                        format!("the qualifier \"{in_name}\" written in function_name, or no qualifier option"),
+                    ));
+                }
+            }
+        }
+        let invocation_type = match map.get("invocation_type") {
+            None => InvocationType::RequestResponse,
+            Some(v) => InvocationType::parse(v)
+                .map_err(|_| invalid("invocation_type", v, "RequestResponse, Event or DryRun"))?,
+        };
+        let log_type = match map.get("log_type") {
+            None => LogType::None,
+            Some(v) => LogType::parse(v).map_err(|_| invalid("log_type", v, "None or Tail"))?,
+        };
+        let function_errors = match map.get("function_errors").map(String::as_str) {
+            None | Some("raise") => FunctionErrors::Raise,
+            Some("return") => FunctionErrors::Return,
+            Some(v) => return Err(invalid("function_errors", v, "raise or return")),
+        };
+        Ok(Self {
+            function,
+            function_name: name.clone(),
+            qualifier,
+            invocation_type,
+            log_type,
+            max_concurrency: int_option(map, "max_concurrency", 1, MAX_CONCURRENCY_LIMIT)?,
+            function_errors,
+        })
+    }
+}
+
+/// Validates an option list (`name=value` strings, as PostgreSQL passes them
+/// to a validator) for one catalog.
+pub fn validate(catalog: Catalog, options: &[String]) -> Result<()> {
+    let mut map = HashMap::new();
+    for opt in options {
+        let (k, v) = opt
+            .split_once('=')
+            .ok_or_else(|| OptionError::Malformed(opt.clone()))?;
+        if !catalog.valid_options().contains(&k) {
+            if catalog != Catalog::UserMapping && USER_MAPPING_OPTIONS.contains(&k) {
+                return Err(OptionError::CredentialOutsideUserMapping(k.to_string()));
+            }
+            return Err(OptionError::Unknown {
+                option: k.to_string(),
+                catalog: catalog.describe(),
+                valid: catalog.valid_options().join(", "),
+            });
+        }
+        map.insert(k.to_string(), v.to_string());
+    }
+    match catalog {
+        Catalog::Wrapper => Ok(()),
+        Catalog::Server => ServerOptions::parse(&map).map(|_| ()),
+        Catalog::UserMapping => UserMappingOptions::parse(&map).map(|_| ()),
+        Catalog::Table => TableOptions::parse(&map).map(|_| ()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn map(list: &[(&str, &str)]) -> HashMap<String, String> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn unknown_options_list_the_valid_ones() {
+        let e = validate(Catalog::Server, &opts(&["regoin=us-east-1"])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid option \"regoin\" for a lambda_fdw server"
+        );
+        match e {
+            OptionError::Unknown { valid, .. } => assert_eq!(
+                valid,
+                "region, endpoint_url, connect_timeout_ms, request_timeout_ms, max_attempts, max_concurrency"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(validate(Catalog::Wrapper, &opts(&["x=1"])).is_err());
+        assert!(validate(Catalog::Wrapper, &[]).is_ok());
+    }
+
+    #[test]
+    fn credentials_only_in_user_mappings() {
+        for catalog in [Catalog::Wrapper, Catalog::Server, Catalog::Table] {
+            for opt in USER_MAPPING_OPTIONS {
+                let e = validate(catalog, &opts(&[&format!("{opt}=x")])).unwrap_err();
+                assert_eq!(
+                    e,
+                    OptionError::CredentialOutsideUserMapping(opt.to_string())
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn server_options() {
+        assert_eq!(
+            validate(Catalog::Server, &[]).unwrap_err().to_string(),
+            "option \"region\" is required for a lambda_fdw server"
+        );
+        let s = ServerOptions::parse(&map(&[
+            ("region", "eu-west-1"),
+            ("endpoint_url", "http://127.0.0.1:4566"),
+            ("connect_timeout_ms", "250"),
+            ("request_timeout_ms", "900000"),
+            ("max_attempts", "1"),
+            ("max_concurrency", "20"),
+        ]))
+        .unwrap();
+        assert_eq!(s.region, "eu-west-1");
+        assert_eq!(s.connect_timeout_ms, Some(250));
+        assert_eq!(s.request_timeout_ms, Some(900000));
+        assert_eq!(s.max_attempts, Some(1));
+        assert_eq!(s.max_concurrency, Some(20));
+        for (k, v) in [
+            ("region", "moon-1"),
+            ("endpoint_url", "ftp://x"),
+            ("endpoint_url", "http://"),
+            ("endpoint_url", "http://u:p@host"),
+            ("connect_timeout_ms", "0"),
+            ("connect_timeout_ms", "900001"),
+            ("request_timeout_ms", "abc"),
+            ("request_timeout_ms", " 5"),
+            ("max_attempts", "11"),
+            ("max_concurrency", "0"),
+        ] {
+            let mut m = map(&[("region", "us-east-1")]);
+            m.insert(k.into(), v.into());
+            assert!(
+                matches!(
+                    ServerOptions::parse(&m),
+                    Err(OptionError::InvalidValue { .. })
+                ),
+                "{k}={v}"
+            );
+        }
+    }
+
+    #[test]
+    fn user_mapping_options() {
+        let u = UserMappingOptions::parse(&map(&[
+            ("aws_access_key_id", "AK"),
+            ("aws_secret_access_key", "SK"),
+            ("aws_session_token", "T"),
+        ]))
+        .unwrap();
+        assert!(matches!(u.credentials, CredentialSource::Static { .. }));
+        assert_eq!(
+            UserMappingOptions::parse(&map(&[])).unwrap().credentials,
+            CredentialSource::DefaultChain
+        );
+        assert_eq!(
+            UserMappingOptions::parse(&map(&[("profile", "dev")]))
+                .unwrap()
+                .credentials,
+            CredentialSource::Profile("dev".into())
+        );
+        assert_eq!(
+            UserMappingOptions::parse(&map(&[("aws_access_key_id", "AK")]))
+                .unwrap_err()
+                .to_string(),
+            "option \"aws_access_key_id\" needs option \"aws_secret_access_key\""
+        );
+        assert!(UserMappingOptions::parse(&map(&[("aws_secret_access_key", "SK")])).is_err());
+        assert!(UserMappingOptions::parse(&map(&[("aws_session_token", "T")])).is_err());
+        assert!(UserMappingOptions::parse(&map(&[
+            ("aws_access_key_id", "AK"),
+            ("aws_secret_access_key", "SK"),
+            ("profile", "p")
+        ]))
+        .is_err());
+        let r = UserMappingOptions::parse(&map(&[
+            ("role_arn", "arn:aws:iam::123456789012:role/invoker"),
+            ("external_id", "x-1"),
+        ]))
+        .unwrap();
+        assert_eq!(r.assume_role.unwrap().external_id.as_deref(), Some("x-1"));
+        assert!(UserMappingOptions::parse(&map(&[("role_arn", "arn:aws:iam::1:role/x")])).is_err());
+        assert!(UserMappingOptions::parse(&map(&[("role_arn", "arn:aws:s3:::bucket")])).is_err());
+        assert!(UserMappingOptions::parse(&map(&[("external_id", "x")])).is_err());
+    }
+
+    #[test]
+    fn secrets_never_appear_in_option_errors() {
+        let e = UserMappingOptions::parse(&map(&[
+            ("aws_access_key_id", ""),
+            ("aws_secret_access_key", "TOPSECRET"),
+        ]))
+        .unwrap_err();
+        assert!(!e.to_string().contains("TOPSECRET"));
+    }
+
+    #[test]
+    fn table_options() {
+        let t = TableOptions::parse(&map(&[("function_name", "f")])).unwrap();
+        assert_eq!(t.invocation_type, InvocationType::RequestResponse);
+        assert_eq!(t.log_type, LogType::None);
+        assert_eq!(t.function_errors, FunctionErrors::Raise);
+        assert_eq!(
+            validate(Catalog::Table, &[]).unwrap_err().to_string(),
+            "option \"function_name\" is required for a lambda_fdw foreign table"
+        );
+        let t = TableOptions::parse(&map(&[
+            ("function_name", "f:prod"),
+            ("qualifier", "prod"),
+            ("invocation_type", "Event"),
+            ("log_type", "Tail"),
+            ("function_errors", "return"),
+            ("max_concurrency", "3"),
+        ]))
+        .unwrap();
+        assert_eq!(t.qualifier.as_deref(), Some("prod"));
+        assert_eq!(t.invocation_type, InvocationType::Event);
+        assert_eq!(t.function_errors, FunctionErrors::Return);
+        for (k, v) in [
+            ("function_name", "a:b:c"),
+            ("qualifier", "dev"),
+            ("qualifier", ""),
+            ("invocation_type", "event"),
+            ("log_type", "tail"),
+            ("function_errors", "ignore"),
+            ("max_concurrency", "1001"),
+        ] {
+            let mut m = map(&[("function_name", "f:prod")]);
+            m.insert(k.into(), v.into());
+            assert!(
+                matches!(
+                    TableOptions::parse(&m),
+                    Err(OptionError::InvalidValue { .. })
+                ),
+                "{k}={v}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_option_strings() {
+        assert_eq!(
+            validate(Catalog::Server, &opts(&["region"])).unwrap_err(),
+            OptionError::Malformed("region".into())
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! lambda_fdw: invoke AWS Lambda functions from PostgreSQL.
+//!
+//! Layers: `fdw` (and later the RDS-compatible functions) turn SQL into
+//! requests; `core` invokes Lambda and knows nothing of SQL; `config` and
+//! `guc` resolve settings for both surfaces.
+
+pgrx::pg_module_magic!();
+
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod fdw;
+pub mod guc;
+
+pgrx::extension_sql_file!(
+    "../sql/lambda_fdw.sql",
+    name = "lambda_fdw_objects",
+    finalize
+);
+
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::register();
+}
+
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}
