@@ -25,7 +25,7 @@ pub enum LambdaFdwError {
         actual: String,
     },
 
-    #[error("unexpected value type for column \"{0}\"")]
+    #[error("the value for column \"{0}\" did not reach the lambda_fdw scan")]
     QualValue(&'static str),
 
     #[error("no payload given for lambda function {function}")]
@@ -173,11 +173,9 @@ impl From<LambdaFdwError> for ErrorReport {
                         Some("credentials belong in CREATE USER MAPPING ... OPTIONS (...), which only the mapping's user and superusers can read".into()),
                     ),
                     OptionError::Missing { .. } => (ERRCODE_FDW_OPTION_NAME_NOT_FOUND, None, None),
-                    OptionError::InvalidValue { expected, .. } => (
-                        ERRCODE_INVALID_PARAMETER_VALUE,
-                        Some(format!("expected {expected}")),
-                        None,
-                    ),
+                    OptionError::InvalidValue { detail, .. } => {
+                        (ERRCODE_INVALID_PARAMETER_VALUE, Some(detail.clone()), None)
+                    }
                     OptionError::Requires { .. } | OptionError::Exclusive(..) => {
                         (ERRCODE_INVALID_PARAMETER_VALUE, None, None)
                     }
@@ -201,7 +199,12 @@ impl From<LambdaFdwError> for ErrorReport {
                 },
                 None,
             ),
-            LambdaFdwError::QualValue(_) => report(ERRCODE_FDW_INVALID_DATA_TYPE, message, None, None),
+            LambdaFdwError::QualValue(_) => report(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                message,
+                Some("supabase-wrappers 0.1.28 cannot read PL/pgSQL variables in a foreign scan".into()),
+                Some("in PL/pgSQL use EXECUTE 'SELECT ... WHERE payload = $1' USING value, or call aws_lambda.invoke(...)".into()),
+            ),
             LambdaFdwError::NoPayload { .. } => report(
                 ERRCODE_FEATURE_NOT_SUPPORTED,
                 message,

@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod columns;
 pub mod options;
 pub mod plan;
+mod plan_guard;
 
 use std::collections::HashMap;
 
@@ -264,6 +265,10 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
         // Dropping the stream drops any call still in flight and its connection.
         self.scan = None;
         Ok(())
+    }
+
+    fn fdw_routine_hook(routine: &mut supabase_wrappers::FdwRoutine<pgrx::AllocatedByRust>) {
+        plan_guard::install(routine);
     }
 
     fn validator(options: Vec<Option<String>>, catalog: Option<Oid>) -> Result<()> {

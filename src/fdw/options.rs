@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use thiserror::Error;
 
+use crate::core::error::CoreError;
 use crate::core::name::{parse_function_name, validate_qualifier, validate_region, FunctionRef};
 use crate::core::request::{InvocationType, LogType};
 use crate::core::settings::{AssumeRole, CredentialSource, MAX_TIMEOUT_MS};
@@ -85,7 +86,7 @@ pub enum OptionError {
     InvalidValue {
         option: &'static str,
         value: String,
-        expected: String,
+        detail: String,
     },
     #[error("option \"{option}\" needs option \"{needs}\"")]
     Requires {
@@ -100,11 +101,23 @@ pub enum OptionError {
 
 type Result<T> = std::result::Result<T, OptionError>;
 
-fn invalid(option: &'static str, value: &str, expected: impl Into<String>) -> OptionError {
+fn invalid(option: &'static str, value: &str, expected: impl std::fmt::Display) -> OptionError {
+    because(option, value, format!("expected {expected}"))
+}
+
+fn because(option: &'static str, value: &str, detail: impl Into<String>) -> OptionError {
     OptionError::InvalidValue {
         option,
         value: value.to_string(),
-        expected: expected.into(),
+        detail: detail.into(),
+    }
+}
+
+/// The reason of a name or qualifier error, without repeating the value.
+fn reason(e: CoreError) -> String {
+    match e {
+        CoreError::InvalidFunctionName { reason, .. } | CoreError::InvalidQualifier { reason, .. } => reason,
+        other => other.to_string(),
     }
 }
 
@@ -321,13 +334,13 @@ impl TableOptions {
             parse_function_name(name).map_err(|e| invalid("function_name", name, e.to_string()))?;
         let qualifier = map.get("qualifier").cloned();
         if let Some(q) = &qualifier {
-            validate_qualifier(q).map_err(|e| invalid("qualifier", q, e.to_string()))?;
+            validate_qualifier(q).map_err(|e| because("qualifier", q, reason(e)))?;
             if let Some(in_name) = &function.qualifier {
                 if in_name != q {
-                    return Err(invalid(
+                    return Err(because(
                         "qualifier",
                         q,
-                        format!("the qualifier \"{in_name}\" written in function_name, or no qualifier option"),
+                        format!("function_name already gives qualifier \"{in_name}\""),
                     ));
                 }
             }
