@@ -23,6 +23,8 @@ use plan::{plan_invocations, PlannedInvocation};
 
 /// Row width estimate for the planner.
 const ROW_WIDTH: i32 = 256;
+/// Row estimate for a payload that is a parameter of a generic plan.
+const GENERIC_PLAN_ROWS: i64 = 1_000_000_000;
 
 #[wrappers_fdw(
     version = "0.1.0",
@@ -174,6 +176,15 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
         table
             .function
             .resolve(Some(&self.server.region), table.qualifier.as_deref(), None)?;
+        // A payload parameter in a generic plan could be anything: say it is
+        // expensive, so the plan cache keeps planning with the actual value
+        // (PL/pgSQL variables only reach the scan that way).
+        if quals
+            .iter()
+            .any(|q| q.field == "payload" && q.param.is_some())
+        {
+            return Ok((GENERIC_PLAN_ROWS, ROW_WIDTH));
+        }
         let rows: usize = quals
             .iter()
             .filter(|q| q.field == "payload" && q.operator == "=")

@@ -331,7 +331,7 @@ impl TableOptions {
             catalog: Catalog::Table.describe(),
         })?;
         let function =
-            parse_function_name(name).map_err(|e| invalid("function_name", name, e.to_string()))?;
+            parse_function_name(name).map_err(|e| because("function_name", name, reason(e)))?;
         let qualifier = map.get("qualifier").cloned();
         if let Some(q) = &qualifier {
             validate_qualifier(q).map_err(|e| because("qualifier", q, reason(e)))?;
