@@ -116,7 +116,8 @@ fn because(option: &'static str, value: &str, detail: impl Into<String>) -> Opti
 /// The reason of a name or qualifier error, without repeating the value.
 fn reason(e: CoreError) -> String {
     match e {
-        CoreError::InvalidFunctionName { reason, .. } | CoreError::InvalidQualifier { reason, .. } => reason,
+        CoreError::InvalidFunctionName { reason, .. }
+        | CoreError::InvalidQualifier { reason, .. } => reason,
         other => other.to_string(),
     }
 }

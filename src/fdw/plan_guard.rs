@@ -113,7 +113,10 @@ unsafe extern "C-unwind" fn guarded_get_foreign_plan(
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn guarded_begin_foreign_scan(node: *mut pg_sys::ForeignScanState, eflags: c_int) {
+unsafe extern "C-unwind" fn guarded_begin_foreign_scan(
+    node: *mut pg_sys::ForeignScanState,
+    eflags: c_int,
+) {
     let Some(original) = ORIGINALS.get().and_then(|o| o.begin) else {
         error!("lambda_fdw: BeginForeignScan is not initialised");
     };
@@ -125,9 +128,7 @@ unsafe extern "C-unwind" fn guarded_begin_foreign_scan(node: *mut pg_sys::Foreig
         (int8_at(list, 0), int8_at(list, 1))
     };
     let fresh = match (state, serial) {
-        (Some(state), Some(serial)) => {
-            LIVE.with(|m| m.borrow_mut().remove(&serial)) == Some(state)
-        }
+        (Some(state), Some(serial)) => LIVE.with(|m| m.borrow_mut().remove(&serial)) == Some(state),
         _ => false,
     };
     if !fresh {

@@ -31,7 +31,8 @@ if ! grep -qs '^pg15' "$HOME/.pgrx/config.toml"; then
   cargo pgrx init --pg15 "$PG_CONFIG" >/dev/null
 fi
 
-if [[ ! -x "$VENV/bin/ministack" ]] || ! "$VENV/bin/pip" show ministack 2>/dev/null | grep -q "^Version: $MINISTACK_VERSION$"; then
+installed="$("$VENV/bin/pip" show ministack 2>/dev/null || true)"
+if [[ ! -x "$VENV/bin/ministack" || "$installed" != *"Version: $MINISTACK_VERSION"* ]]; then
   log "installing ministack $MINISTACK_VERSION into $VENV"
   mkdir -p "$(dirname "$VENV")"
   python3 -m venv "$VENV"

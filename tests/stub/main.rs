@@ -180,7 +180,8 @@ async fn answer(req: &Request, delay: Duration) -> Response {
                 500,
                 json!({"Type": "Service", "message": "stub internal failure"}),
             );
-            r.headers.push(("x-amzn-ErrorType", "ServiceException".into()));
+            r.headers
+                .push(("x-amzn-ErrorType", "ServiceException".into()));
             r
         }
         other => {
@@ -193,12 +194,11 @@ async fn answer(req: &Request, delay: Duration) -> Response {
             r
         }
     };
-    if status == 202 || status == 204 {
-        if name == "echo" || name == "inspect" {
-            resp.body.clear();
-        }
+    if (status == 202 || status == 204) && (name == "echo" || name == "inspect") {
+        resp.body.clear();
     }
-    resp.headers.push(("X-Amz-Executed-Version", "$LATEST".into()));
+    resp.headers
+        .push(("X-Amz-Executed-Version", "$LATEST".into()));
     if req.header("X-Amz-Log-Type") == Some("Tail") {
         resp.headers.push((
             "X-Amz-Log-Result",
