@@ -37,6 +37,12 @@ pub enum LambdaFdwError {
     #[error("lambda function {function} returned a response that is not valid JSON: {reason}")]
     ResponseNotJson { function: String, reason: String },
 
+    #[error("permission denied for foreign server {0}")]
+    ServerPermission(String),
+
+    #[error("several lambda_fdw servers have region \"{region}\": {servers}")]
+    AmbiguousRegion { region: String, servers: String },
+
     #[error("{0}")]
     Catalog(String),
 }
@@ -85,6 +91,7 @@ pub fn core_error_parts(e: &CoreError) -> (PgSqlErrorCode, Option<String>, Optio
             None,
             Some(ENUM_HINT_LOG.into()),
         ),
+        CoreError::NullArgument(_) => (ERRCODE_NULL_VALUE_NOT_ALLOWED, None, None),
         CoreError::NoRegion => (
             ERRCODE_INVALID_PARAMETER_VALUE,
             None,
@@ -220,6 +227,15 @@ impl From<LambdaFdwError> for ErrorReport {
             LambdaFdwError::ResponseNotJson { .. } => {
                 report(ERRCODE_INVALID_TEXT_REPRESENTATION, message, None, None)
             }
+            LambdaFdwError::ServerPermission(_) => {
+                report(ERRCODE_INSUFFICIENT_PRIVILEGE, message, None, None)
+            }
+            LambdaFdwError::AmbiguousRegion { .. } => report(
+                ERRCODE_DUPLICATE_OBJECT,
+                message,
+                None,
+                Some("keep one lambda_fdw server per region for aws_lambda.invoke".into()),
+            ),
             LambdaFdwError::Catalog(_) => report(ERRCODE_FDW_ERROR, message, None, None),
         }
     }

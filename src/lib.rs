@@ -1,11 +1,13 @@
 //! lambda_fdw: invoke AWS Lambda functions from PostgreSQL.
 //!
-//! Layers: `fdw` (and later the RDS-compatible functions) turn SQL into
+//! Layers: `fdw` and `compat` (the RDS-compatible functions) turn SQL into
 //! requests; `core` invokes Lambda and knows nothing of SQL; `config` and
 //! `guc` resolve settings for both surfaces.
 
 pgrx::pg_module_magic!();
 
+pub mod catalog;
+pub mod compat;
 pub mod config;
 pub mod core;
 pub mod error;
@@ -17,6 +19,7 @@ pgrx::extension_sql_file!(
     name = "lambda_fdw_objects",
     finalize
 );
+pgrx::extension_sql_file!("../sql/aws_lambda.sql", name = "aws_lambda_api");
 
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -28,6 +28,7 @@ pub struct LambdaClient {
 }
 
 thread_local! {
+    static PROCESS_REGION: std::cell::OnceCell<Option<String>> = const { std::cell::OnceCell::new() };
     static CLIENTS: RefCell<HashMap<ClientSettings, LambdaClient>> = RefCell::new(HashMap::new());
     static BUILDS: Cell<u64> = const { Cell::new(0) };
 }
@@ -116,6 +117,29 @@ async fn build_client(s: &ClientSettings) -> LambdaClient {
         connect_timeout_ms: s.connect_timeout_ms,
         request_timeout_ms: s.request_timeout_ms,
     }
+}
+
+/// The region of the server process's AWS configuration (`AWS_REGION`,
+/// `AWS_DEFAULT_REGION`, the profile files, instance metadata unless
+/// disabled), looked up once per backend.
+pub fn process_default_region(interrupts: &Interrupts) -> CoreResult<Option<String>> {
+    if let Some(r) = PROCESS_REGION.with(|c| c.get().cloned()) {
+        return Ok(r);
+    }
+    let region = block_on(
+        async {
+            aws_config::default_provider::region::DefaultRegionChain::builder()
+                .build()
+                .region()
+                .await
+                .map(|r| r.to_string())
+        },
+        interrupts,
+    )?;
+    PROCESS_REGION.with(|c| {
+        let _ = c.set(region.clone());
+    });
+    Ok(region)
 }
 
 /// Returns this backend's client for `settings`, building it on first use.

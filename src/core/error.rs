@@ -20,6 +20,9 @@ pub enum CoreError {
     #[error("qualifier \"{given}\" conflicts with qualifier \"{in_name}\" in the function name")]
     QualifierConflict { given: String, in_name: String },
 
+    #[error("{0} must not be NULL")]
+    NullArgument(&'static str),
+
     #[error("no AWS region for the lambda function")]
     NoRegion,
 

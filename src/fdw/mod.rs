@@ -1,6 +1,5 @@
 //! The foreign data wrapper: SQL scans in, invocations out, rows back.
 
-pub mod catalog;
 pub mod columns;
 pub mod options;
 pub mod plan;
@@ -13,6 +12,7 @@ use pgrx::pg_sys::{self, Oid};
 use pgrx::JsonB;
 use supabase_wrappers::prelude::*;
 
+use crate::catalog;
 use crate::config::{client_settings, PG_INTERRUPTS};
 use crate::core::settings::DEFAULT_MAX_CONCURRENCY;
 use crate::core::{block_on, client_for, ClientSettings, CoreResult, InvokeOutcome, InvokeRequest};

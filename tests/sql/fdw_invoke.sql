@@ -226,3 +226,8 @@ SELECT response FROM servererror WHERE payload = '{}';
 
 -- EXPLAIN shows what is pushed down, and never the credentials.
 EXPLAIN (COSTS OFF) SELECT response FROM echo WHERE payload = '{"e": 1}';
+
+-- Leave no us-east-1 server behind for the aws_lambda suites.
+SET client_min_messages = warning;
+DROP SERVER ms, ms_short, nowhere, nomapping, stub CASCADE;
+RESET client_min_messages;

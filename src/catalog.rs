@@ -82,3 +82,60 @@ pub fn relation_columns(relid: Oid) -> Vec<(String, Oid)> {
         .collect();
     columns
 }
+
+/// A lambda_fdw foreign server.
+#[derive(Clone, Debug)]
+pub struct ServerRef {
+    pub oid: Oid,
+    pub name: String,
+}
+
+/// The lambda_fdw servers whose `region` option is `region`, by name.
+pub fn lambda_servers_for_region(region: &str) -> Result<Vec<ServerRef>> {
+    let spi_err = |e: pgrx::spi::SpiError| LambdaFdwError::Catalog(format!("could not look up lambda_fdw servers: {e}"));
+    pgrx::Spi::connect(|client| {
+        let rows = client
+            .select(
+                "SELECT s.oid, s.srvname::text FROM pg_catalog.pg_foreign_server s \
+                 JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw \
+                 WHERE w.fdwname = 'lambda_fdw' AND ('region=' || $1) = ANY (s.srvoptions) \
+                 ORDER BY s.srvname",
+                None,
+                &[region.into()],
+            )
+            .map_err(spi_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let oid: Option<Oid> = row.get(1).map_err(spi_err)?;
+            let name: Option<String> = row.get(2).map_err(spi_err)?;
+            if let (Some(oid), Some(name)) = (oid, name) {
+                out.push(ServerRef { oid, name });
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Fails unless the current user has USAGE on the server.
+pub fn check_server_usage(server: &ServerRef) -> Result<()> {
+    // SAFETY: an ACL lookup for a server OID and the current user id.
+    let ok = unsafe {
+        pg_sys::pg_foreign_server_aclcheck(server.oid, pg_sys::GetUserId(), pg_sys::ACL_USAGE as _)
+            == pg_sys::AclResult::ACLCHECK_OK
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(LambdaFdwError::ServerPermission(server.name.clone()))
+    }
+}
+
+/// Options of a foreign server.
+pub fn server_options(server: Oid) -> Result<HashMap<String, String>> {
+    // SAFETY: GetForeignServer errors out (it does not return NULL) for a
+    // missing server; the options list is read before returning.
+    unsafe {
+        let s = pg_sys::GetForeignServer(server);
+        options_map((*s).options)
+    }
+}

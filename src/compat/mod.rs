@@ -1,0 +1,303 @@
+//! The Amazon RDS for PostgreSQL API: `aws_lambda.invoke` (four overloads)
+//! over the same invocation core as the foreign tables. `sql/aws_lambda.sql`
+//! declares the functions with RDS's exact signatures; the C entry points
+//! below read the arguments, invoke, and build the OUT record.
+
+pub mod args;
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pg_sys::{self, Datum};
+use pgrx::prelude::*;
+use pgrx::{IntoDatum, JsonB, PgSqlErrorCode};
+
+use crate::catalog::{
+    check_server_usage, lambda_servers_for_region, server_options, user_mapping_options,
+};
+use crate::config::{client_settings, PG_INTERRUPTS};
+use crate::core::client::process_default_region;
+use crate::core::{
+    block_on, client_for, parse_function_name, CoreError, InvocationType, InvokeOutcome,
+    InvokeRequest, LogType,
+};
+use crate::error::{core_error_parts, report, LambdaFdwError, Result};
+use crate::fdw::options::{ServerOptions, UserMappingOptions};
+use crate::guc;
+use args::{from_text_overload, InvokeArgs, TextOverloadArgs};
+
+/// Invokes a function as `aws_lambda.invoke` does: region from the argument,
+/// the ARN, `aws_lambda.default_region`, then the server process's AWS
+/// configuration; settings from the lambda_fdw server of that region (with
+/// the caller's user mapping), else from the settings and the default chain.
+fn invoke(args: &InvokeArgs, payload: Vec<u8>) -> Result<(InvokeOutcome, String)> {
+    let function = parse_function_name(&args.function_name)?;
+    let invocation_type = InvocationType::parse(&args.invocation_type)?;
+    let log_type = LogType::parse(&args.log_type)?;
+    let default_region = if args.region.is_none() && function.region.is_none() {
+        match guc::default_region() {
+            Some(r) => Some(r),
+            None => process_default_region(&PG_INTERRUPTS)?,
+        }
+    } else {
+        None
+    };
+    let target = function.resolve(
+        args.region.as_deref(),
+        args.qualifier.as_deref(),
+        default_region.as_deref(),
+    )?;
+    let request = InvokeRequest::new(
+        target,
+        invocation_type,
+        log_type,
+        args.context.as_deref(),
+        payload,
+    )?;
+    let region = request.target.region.clone();
+    let servers = lambda_servers_for_region(&region)?;
+    let settings = match servers.as_slice() {
+        [] => client_settings(&region, None, None),
+        [server] => {
+            check_server_usage(server)?;
+            let options = ServerOptions::parse(&server_options(server.oid)?)?;
+            let mapping = UserMappingOptions::parse(&user_mapping_options(server.oid)?)?;
+            client_settings(&region, Some(&options), Some(&mapping))
+        }
+        many => {
+            return Err(LambdaFdwError::AmbiguousRegion {
+                region,
+                servers: many
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+        }
+    };
+    let client = client_for(&settings, &PG_INTERRUPTS)?;
+    let outcome = block_on(client.invoke(&request), &PG_INTERRUPTS)??;
+    let display = request.target.display.clone();
+    Ok((outcome.raise_function_error(&display)?, display))
+}
+
+/// Errors worded as RDS words them: `lambda invocation failed` for a function
+/// error, `invoke API failed` for a failed call; the rest as the FDW does.
+fn rds_report(e: LambdaFdwError) -> ErrorReport {
+    let LambdaFdwError::Core(core) = e else {
+        return e.into();
+    };
+    let (code, _, hint) = core_error_parts(&core);
+    let api_failed_with = |said: String, hint: Option<String>| {
+        report(
+            code,
+            "invoke API failed".into(),
+            Some(format!("AWS Lambda client returned '{said}'.")),
+            hint,
+        )
+    };
+    let api_failed = |said: String| api_failed_with(said, hint.clone());
+    match &core {
+        CoreError::FunctionError {
+            function,
+            kind,
+            payload,
+            ..
+        } => report(
+            PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+            "lambda invocation failed".into(),
+            Some(format!(
+                "\"{function}\" returned error \"{kind}\", details: \"{payload}\"."
+            )),
+            None,
+        ),
+        CoreError::Connect(cause) => api_failed_with(
+            "Unable to connect to endpoint".into(),
+            Some(format!("the connection failed with: {cause}")),
+        ),
+        CoreError::ConnectTimeout { limit_ms } => api_failed_with(
+            "Unable to connect to endpoint".into(),
+            Some(format!(
+                "no connection within {limit_ms} ms; raise the server option connect_timeout_ms or the setting aws_lambda.connect_timeout_ms"
+            )),
+        ),
+        CoreError::RequestTimeout { limit_ms, .. } => {
+            api_failed(format!("Request timeout: no response within {limit_ms} ms"))
+        }
+        CoreError::Service {
+            code: aws_code,
+            message,
+            request_id,
+            ..
+        } => api_failed(match request_id {
+            Some(id) => format!("{aws_code}: {message} (request id {id})"),
+            None => format!("{aws_code}: {message}"),
+        }),
+        CoreError::Credentials(cause) => api_failed(format!("No AWS credentials: {cause}")),
+        CoreError::Response { message, .. } | CoreError::Other { message, .. } => {
+            api_failed(message.clone())
+        }
+        _ => LambdaFdwError::Core(core).into(),
+    }
+}
+
+fn raise(e: LambdaFdwError) -> ! {
+    rds_report(e).report(PgLogLevel::ERROR);
+    unreachable!("an ERROR report does not return")
+}
+
+/// Which overload a call came through.
+#[derive(Clone, Copy)]
+struct Overload {
+    composite: bool,
+    jsonb: bool,
+}
+
+/// Reads a text-like argument (text, varchar, json).
+unsafe fn text_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<String> {
+    // SAFETY: the caller passes an argument index of a text-like parameter.
+    unsafe { pgrx::fcinfo::pg_getarg::<String>(fcinfo, n) }
+}
+
+/// Reads a json or jsonb argument as JSON text.
+unsafe fn json_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize, jsonb: bool) -> Option<String> {
+    // SAFETY: the caller passes the index of a json (or jsonb) parameter.
+    unsafe {
+        if jsonb {
+            pgrx::fcinfo::pg_getarg::<JsonB>(fcinfo, n).map(|j| j.0.to_string())
+        } else {
+            text_arg(fcinfo, n)
+        }
+    }
+}
+
+unsafe fn read_args(fcinfo: pg_sys::FunctionCallInfo, o: Overload) -> Result<InvokeArgs> {
+    // SAFETY: argument positions follow the declarations in sql/aws_lambda.sql.
+    unsafe {
+        if o.composite {
+            let (function_name, region) = match pgrx::fcinfo::pg_getarg_datum(fcinfo, 0) {
+                None => (None, None),
+                Some(datum) => {
+                    let tuple = PgHeapTuple::from_composite_datum(datum);
+                    let field = |name: &str| {
+                        tuple.get_by_name::<String>(name).map_err(|e| {
+                            LambdaFdwError::Catalog(format!("could not read {name}: {e}"))
+                        })
+                    };
+                    (field("function_name")?, field("region")?)
+                }
+            };
+            let required = |name: &'static str, v: Option<String>| {
+                v.ok_or(LambdaFdwError::Core(CoreError::NullArgument(name)))
+            };
+            Ok(InvokeArgs {
+                function_name: required("function_name", function_name)?,
+                region,
+                invocation_type: required("invocation_type", text_arg(fcinfo, 2))?,
+                log_type: required("log_type", text_arg(fcinfo, 3))?,
+                context: json_arg(fcinfo, 4, o.jsonb),
+                qualifier: text_arg(fcinfo, 5),
+            })
+        } else {
+            Ok(from_text_overload(TextOverloadArgs {
+                function_name: text_arg(fcinfo, 0),
+                region: text_arg(fcinfo, 2),
+                invocation_type: text_arg(fcinfo, 3),
+                log_type: text_arg(fcinfo, 4),
+                context: json_arg(fcinfo, 5, o.jsonb),
+                qualifier: text_arg(fcinfo, 6),
+            })?)
+        }
+    }
+}
+
+/// The payload OUT value: json keeps the text as returned, jsonb parses it.
+fn payload_datum(outcome: &InvokeOutcome, display: &str, jsonb: bool) -> Result<Option<Datum>> {
+    let Some(bytes) = &outcome.payload else {
+        return Ok(None);
+    };
+    let not_json = |e: serde_json::Error| LambdaFdwError::ResponseNotJson {
+        function: display.to_string(),
+        reason: e.to_string(),
+    };
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(not_json)?;
+    Ok(if jsonb {
+        JsonB(value).into_datum()
+    } else {
+        String::from_utf8_lossy(bytes).into_owned().into_datum()
+    })
+}
+
+unsafe fn invoke_entry(fcinfo: pg_sys::FunctionCallInfo, o: Overload) -> Datum {
+    // SAFETY: fcinfo is the call's own; see read_args.
+    let args = match unsafe { read_args(fcinfo, o) } {
+        Ok(a) => a,
+        Err(e) => raise(e),
+    };
+    // SAFETY: argument 1 is the payload in every overload.
+    let payload = match unsafe { json_arg(fcinfo, 1, o.jsonb) } {
+        Some(p) => p.into_bytes(),
+        None => raise(LambdaFdwError::Core(CoreError::NullArgument("payload"))),
+    };
+    let (outcome, display) = match invoke(&args, payload) {
+        Ok(v) => v,
+        Err(e) => raise(e),
+    };
+    let payload = match payload_datum(&outcome, &display, o.jsonb) {
+        Ok(p) => p,
+        Err(e) => raise(e),
+    };
+    let values = [
+        outcome.status_code.into_datum(),
+        payload,
+        outcome.executed_version.clone().into_datum(),
+        outcome.log_result.clone().into_datum(),
+    ];
+    // SAFETY: the function is declared with four OUT parameters of these
+    // types, so its result type is a composite of four matching columns.
+    unsafe {
+        let mut tupdesc: pg_sys::TupleDesc = std::ptr::null_mut();
+        if pg_sys::get_call_result_type(fcinfo, std::ptr::null_mut(), &mut tupdesc)
+            != pg_sys::TypeFuncClass::TYPEFUNC_COMPOSITE
+        {
+            error!("aws_lambda.invoke must be declared with OUT parameters");
+        }
+        let tupdesc = pg_sys::BlessTupleDesc(tupdesc);
+        let mut datums = values.map(|v| v.unwrap_or(Datum::from(0)));
+        let mut nulls = values.map(|v| v.is_none());
+        let tuple = pg_sys::heap_form_tuple(tupdesc, datums.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)
+    }
+}
+
+static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+
+macro_rules! entry_point {
+    ($finfo:ident, $name:ident, $composite:expr, $jsonb:expr) => {
+        #[no_mangle]
+        pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
+            &V1
+        }
+
+        /// # Safety
+        /// Called by PostgreSQL through the function manager only.
+        #[no_mangle]
+        #[pg_guard]
+        pub unsafe extern "C-unwind" fn $name(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
+            // SAFETY: PostgreSQL calls this with a valid fcinfo for the
+            // declaration in sql/aws_lambda.sql.
+            unsafe {
+                invoke_entry(
+                    fcinfo,
+                    Overload {
+                        composite: $composite,
+                        jsonb: $jsonb,
+                    },
+                )
+            }
+        }
+    };
+}
+
+entry_point!(pg_finfo_lambda_fdw_invoke_text_json, lambda_fdw_invoke_text_json, false, false);
+entry_point!(pg_finfo_lambda_fdw_invoke_text_jsonb, lambda_fdw_invoke_text_jsonb, false, true);
+entry_point!(pg_finfo_lambda_fdw_invoke_arn_json, lambda_fdw_invoke_arn_json, true, false);
+entry_point!(pg_finfo_lambda_fdw_invoke_arn_jsonb, lambda_fdw_invoke_arn_jsonb, true, true);
