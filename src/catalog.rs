@@ -92,7 +92,9 @@ pub struct ServerRef {
 
 /// The lambda_fdw servers whose `region` option is `region`, by name.
 pub fn lambda_servers_for_region(region: &str) -> Result<Vec<ServerRef>> {
-    let spi_err = |e: pgrx::spi::SpiError| LambdaFdwError::Catalog(format!("could not look up lambda_fdw servers: {e}"));
+    let spi_err = |e: pgrx::spi::SpiError| {
+        LambdaFdwError::Catalog(format!("could not look up lambda_fdw servers: {e}"))
+    };
     pgrx::Spi::connect(|client| {
         let rows = client
             .select(

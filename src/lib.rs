@@ -26,6 +26,9 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register();
 }
 
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
+
 #[cfg(test)]
 pub mod pg_test {
     pub fn setup(_options: Vec<&str>) {}

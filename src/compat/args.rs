@@ -115,13 +115,12 @@ pub fn from_text_overload(a: TextOverloadArgs) -> CoreResult<InvokeArgs> {
                 Some(v) => Some(v.to_string()),
             };
             let qualifier = match a.context {
-                Some(json) => Some(
-                    serde_json::from_str::<String>(&json)
-                        .map_err(|_| CoreError::InvalidQualifier {
-                            value: json.clone(),
-                            reason: "a qualifier is a string".into(),
-                        })?,
-                ),
+                Some(json) => Some(serde_json::from_str::<String>(&json).map_err(|_| {
+                    CoreError::InvalidQualifier {
+                        value: json.clone(),
+                        reason: "a qualifier is a string".into(),
+                    }
+                })?),
                 None => a.qualifier,
             };
             Ok(InvokeArgs {
@@ -172,7 +171,10 @@ mod tests {
             parse_arn_literal("(my-function,us-west-1)"),
             Some((Some("my-function".into()), Some("us-west-1".into())))
         );
-        assert_eq!(parse_arn_literal("(my-function,)"), Some((Some("my-function".into()), None)));
+        assert_eq!(
+            parse_arn_literal("(my-function,)"),
+            Some((Some("my-function".into()), None))
+        );
         assert_eq!(
             parse_arn_literal(r#"("arn:aws:lambda:us-east-1:123456789012:function:f",us-east-1)"#),
             Some((
@@ -180,7 +182,10 @@ mod tests {
                 Some("us-east-1".into())
             ))
         );
-        assert_eq!(parse_arn_literal(r#"("a""b",x)"#), Some((Some("a\"b".into()), Some("x".into()))));
+        assert_eq!(
+            parse_arn_literal(r#"("a""b",x)"#),
+            Some((Some("a\"b".into()), Some("x".into())))
+        );
         assert_eq!(parse_arn_literal("my-function"), None);
         assert_eq!(parse_arn_literal("(a,b,c)"), None);
         assert_eq!(parse_arn_literal("(a)"), None);
@@ -189,7 +194,15 @@ mod tests {
 
     #[test]
     fn plain_text_calls_pass_through() {
-        let a = from_text_overload(text("f", Some("us-east-1"), "Event", "Tail", None, Some("2"))).unwrap();
+        let a = from_text_overload(text(
+            "f",
+            Some("us-east-1"),
+            "Event",
+            "Tail",
+            None,
+            Some("2"),
+        ))
+        .unwrap();
         assert_eq!(
             a,
             InvokeArgs {
@@ -255,7 +268,15 @@ mod tests {
 
     #[test]
     fn composite_literal_with_two_arguments() {
-        let a = from_text_overload(text("(f,eu-west-1)", None, "RequestResponse", "None", None, None)).unwrap();
+        let a = from_text_overload(text(
+            "(f,eu-west-1)",
+            None,
+            "RequestResponse",
+            "None",
+            None,
+            None,
+        ))
+        .unwrap();
         assert_eq!(a.function_name, "f");
         assert_eq!(a.region.as_deref(), Some("eu-west-1"));
         assert_eq!(a.invocation_type, "RequestResponse");
@@ -263,8 +284,15 @@ mod tests {
 
     #[test]
     fn guide_form_with_a_bad_invocation_type_keeps_it_for_the_error() {
-        let a = from_text_overload(text("(f,us-east-1)", Some("event"), "RequestResponse", "None", None, None))
-            .unwrap();
+        let a = from_text_overload(text(
+            "(f,us-east-1)",
+            Some("event"),
+            "RequestResponse",
+            "None",
+            None,
+            None,
+        ))
+        .unwrap();
         assert_eq!(a.function_name, "f");
         assert_eq!(a.invocation_type, "event");
     }
@@ -273,15 +301,31 @@ mod tests {
     fn nulls_are_errors() {
         let mut t = text("f", None, "RequestResponse", "None", None, None);
         t.function_name = None;
-        assert!(matches!(from_text_overload(t), Err(CoreError::NullArgument("function_name"))));
+        assert!(matches!(
+            from_text_overload(t),
+            Err(CoreError::NullArgument("function_name"))
+        ));
         let mut t = text("f", None, "RequestResponse", "None", None, None);
         t.invocation_type = None;
-        assert!(matches!(from_text_overload(t), Err(CoreError::NullArgument("invocation_type"))));
+        assert!(matches!(
+            from_text_overload(t),
+            Err(CoreError::NullArgument("invocation_type"))
+        ));
         let mut t = text("f", None, "RequestResponse", "None", None, None);
         t.log_type = None;
-        assert!(matches!(from_text_overload(t), Err(CoreError::NullArgument("log_type"))));
         assert!(matches!(
-            from_text_overload(text("(,us-east-1)", Some("Event"), "RequestResponse", "None", None, None)),
+            from_text_overload(t),
+            Err(CoreError::NullArgument("log_type"))
+        ));
+        assert!(matches!(
+            from_text_overload(text(
+                "(,us-east-1)",
+                Some("Event"),
+                "RequestResponse",
+                "None",
+                None,
+                None
+            )),
             Err(CoreError::NullArgument("function_name"))
         ));
     }

@@ -297,7 +297,27 @@ macro_rules! entry_point {
     };
 }
 
-entry_point!(pg_finfo_lambda_fdw_invoke_text_json, lambda_fdw_invoke_text_json, false, false);
-entry_point!(pg_finfo_lambda_fdw_invoke_text_jsonb, lambda_fdw_invoke_text_jsonb, false, true);
-entry_point!(pg_finfo_lambda_fdw_invoke_arn_json, lambda_fdw_invoke_arn_json, true, false);
-entry_point!(pg_finfo_lambda_fdw_invoke_arn_jsonb, lambda_fdw_invoke_arn_jsonb, true, true);
+entry_point!(
+    pg_finfo_lambda_fdw_invoke_text_json,
+    lambda_fdw_invoke_text_json,
+    false,
+    false
+);
+entry_point!(
+    pg_finfo_lambda_fdw_invoke_text_jsonb,
+    lambda_fdw_invoke_text_jsonb,
+    false,
+    true
+);
+entry_point!(
+    pg_finfo_lambda_fdw_invoke_arn_json,
+    lambda_fdw_invoke_arn_json,
+    true,
+    false
+);
+entry_point!(
+    pg_finfo_lambda_fdw_invoke_arn_jsonb,
+    lambda_fdw_invoke_arn_jsonb,
+    true,
+    true
+);
