@@ -71,10 +71,29 @@ fn service_code(code: &str) -> PgSqlErrorCode {
     }
 }
 
+/// "1 attempt was", "3 attempts were".
+pub fn plural_attempts(n: u32) -> String {
+    if n == 1 {
+        "1 attempt was".to_string()
+    } else {
+        format!("{n} attempts were")
+    }
+}
+
 /// SQLSTATE, detail and hint of a core error; the message is its Display.
 pub fn core_error_parts(e: &CoreError) -> (PgSqlErrorCode, Option<String>, Option<String>) {
     use PgSqlErrorCode::*;
     match e {
+        CoreError::GaveUp { attempts, last } => {
+            let (code, detail, hint) = core_error_parts(last);
+            let hint = hint.or_else(|| {
+                Some(format!(
+                    "{} made; the server option max_attempts sets how many",
+                    plural_attempts(*attempts)
+                ))
+            });
+            (code, detail, hint)
+        }
         CoreError::InvalidFunctionName { .. }
         | CoreError::InvalidQualifier { .. }
         | CoreError::InvalidRegion(_)

@@ -85,12 +85,24 @@ fn rds_report(e: LambdaFdwError) -> ErrorReport {
     let LambdaFdwError::Core(core) = e else {
         return e.into();
     };
+    let (core, attempts) = match core {
+        CoreError::GaveUp { attempts, last } => (*last, Some(attempts)),
+        other => (other, None),
+    };
     let (code, _, hint) = core_error_parts(&core);
     let api_failed_with = |said: String, hint: Option<String>| {
+        let tries = attempts
+            .map(|n| {
+                format!(
+                    " Gave up after {n} {}.",
+                    if n == 1 { "attempt" } else { "attempts" }
+                )
+            })
+            .unwrap_or_default();
         report(
             code,
             "invoke API failed".into(),
-            Some(format!("AWS Lambda client returned '{said}'.")),
+            Some(format!("AWS Lambda client returned '{said}'.{tries}")),
             hint,
         )
     };

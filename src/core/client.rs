@@ -25,6 +25,7 @@ pub struct LambdaClient {
     pub(crate) inner: aws_sdk_lambda::Client,
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
+    pub max_attempts: u32,
 }
 
 thread_local! {
@@ -45,7 +46,8 @@ fn timeouts(s: &ClientSettings) -> TimeoutConfig {
         .build()
 }
 
-fn retries(s: &ClientSettings) -> RetryConfig {
+/// STS (for role_arn) keeps the SDK's standard retries: its calls are idempotent.
+fn sts_retries(s: &ClientSettings) -> RetryConfig {
     RetryConfig::standard().with_max_attempts(s.max_attempts)
 }
 
@@ -86,7 +88,7 @@ async fn build_client(s: &ClientSettings) -> LambdaClient {
             .behavior_version(BehaviorVersion::latest())
             .region(region.clone())
             .timeout_config(timeouts(s))
-            .retry_config(retries(s))
+            .retry_config(sts_retries(s))
             .time_source(SharedTimeSource::new(SystemTimeSource::new()));
         if let Some(sleep) = default_async_sleep() {
             sts = sts.sleep_impl(sleep);
@@ -108,7 +110,9 @@ async fn build_client(s: &ClientSettings) -> LambdaClient {
         .region(region)
         .credentials_provider(provider)
         .timeout_config(timeouts(s))
-        .retry_config(retries(s));
+        // Invocations are retried by crate::core::retry, which knows which
+        // failures may have run the function.
+        .retry_config(RetryConfig::disabled());
     if let Some(e) = &s.endpoint_url {
         conf = conf.endpoint_url(e.clone());
     }
@@ -116,6 +120,7 @@ async fn build_client(s: &ClientSettings) -> LambdaClient {
         inner: aws_sdk_lambda::Client::from_conf(conf.build()),
         connect_timeout_ms: s.connect_timeout_ms,
         request_timeout_ms: s.request_timeout_ms,
+        max_attempts: s.max_attempts.max(1),
     }
 }
 

@@ -76,6 +76,9 @@ pub enum CoreError {
         request_id: Option<String>,
     },
 
+    #[error("{last} (gave up after {attempts} {})", if *.attempts == 1 { "attempt" } else { "attempts" })]
+    GaveUp { attempts: u32, last: Box<CoreError> },
+
     #[error("invalid response from lambda for {function}: {message}")]
     Response { function: String, message: String },
 

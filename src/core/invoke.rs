@@ -13,6 +13,7 @@ use futures::stream::{self, LocalBoxStream, StreamExt};
 use super::client::LambdaClient;
 use super::error::{CoreError, CoreResult};
 use super::request::{InvocationType, InvokeRequest, LogType};
+use super::retry;
 
 /// What one invocation returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,8 +84,21 @@ fn root_cause(e: &(dyn StdError + 'static)) -> String {
     cur.to_string()
 }
 
-fn map_sdk_error(err: SdkError<InvokeError>, client: &LambdaClient, function: &str) -> CoreError {
-    match &err {
+/// The error, and the server's Retry-After if it sent one.
+fn map_sdk_error(
+    err: SdkError<InvokeError>,
+    client: &LambdaClient,
+    function: &str,
+) -> (CoreError, Option<std::time::Duration>) {
+    let retry_after = match &err {
+        SdkError::ServiceError(ctx) => ctx
+            .raw()
+            .headers()
+            .get("retry-after")
+            .and_then(retry::parse_retry_after),
+        _ => None,
+    };
+    let error = match &err {
         SdkError::TimeoutError(_) => CoreError::RequestTimeout {
             function: function.to_string(),
             limit_ms: client.request_timeout_ms,
@@ -108,7 +122,10 @@ fn map_sdk_error(err: SdkError<InvokeError>, client: &LambdaClient, function: &s
             CoreError::Service {
                 function: function.to_string(),
                 code: e.code().unwrap_or("UnknownError").to_string(),
-                message: e.message().unwrap_or("no message").to_string(),
+                message: e
+                    .message()
+                    .unwrap_or("the response body is not an AWS error")
+                    .to_string(),
                 status: ctx.raw().status().as_u16(),
                 request_id: e.request_id().map(str::to_string),
             }
@@ -128,12 +145,42 @@ fn map_sdk_error(err: SdkError<InvokeError>, client: &LambdaClient, function: &s
                 }
             }
         }
-    }
+    };
+    (error, retry_after)
 }
 
 impl LambdaClient {
-    /// Sends one invocation.
+    /// Sends one invocation, trying again as `retry` allows, up to
+    /// `max_attempts` attempts in all.
     pub async fn invoke(&self, req: &InvokeRequest) -> CoreResult<InvokeOutcome> {
+        let mut attempt = 1;
+        loop {
+            match self.invoke_once(req).await {
+                Ok(outcome) => return Ok(outcome),
+                Err((error, retry_after)) => {
+                    let retryable = retry::is_retryable(&error);
+                    if retryable && attempt < self.max_attempts {
+                        attempt += 1;
+                        tokio::time::sleep(retry::delay_before(attempt, retry_after)).await;
+                        continue;
+                    }
+                    return Err(if retryable || attempt > 1 {
+                        CoreError::GaveUp {
+                            attempts: attempt,
+                            last: Box::new(error),
+                        }
+                    } else {
+                        error
+                    });
+                }
+            }
+        }
+    }
+
+    async fn invoke_once(
+        &self,
+        req: &InvokeRequest,
+    ) -> Result<InvokeOutcome, (CoreError, Option<std::time::Duration>)> {
         let out = self
             .inner
             .invoke()

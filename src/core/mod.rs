@@ -6,6 +6,7 @@ pub mod executor;
 pub mod invoke;
 pub mod name;
 pub mod request;
+pub mod retry;
 pub mod settings;
 
 pub use client::{client_for, LambdaClient};

@@ -4,6 +4,7 @@ pub mod columns;
 pub mod options;
 pub mod plan;
 mod plan_guard;
+pub mod quiet;
 
 use std::collections::HashMap;
 
@@ -33,8 +34,8 @@ const GENERIC_PLAN_ROWS: i64 = 1_000_000_000;
     error_type = "LambdaFdwError"
 )]
 pub struct LambdaFdw {
-    server_oid: Oid,
-    server: ServerOptions,
+    server: catalog::ServerRef,
+    options: ServerOptions,
     scan: Option<Scan>,
 }
 
@@ -143,8 +144,11 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
     fn new(server: ForeignServer) -> Result<Self> {
         // Plan time: parse options only; clients are built on the first row.
         Ok(Self {
-            server_oid: server.server_oid,
-            server: ServerOptions::parse(&server.options)?,
+            options: ServerOptions::parse(&server.options)?,
+            server: catalog::ServerRef {
+                oid: server.server_oid,
+                name: server.server_name,
+            },
             scan: None,
         })
     }
@@ -175,7 +179,7 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
         let table = TableOptions::parse(options)?;
         table
             .function
-            .resolve(Some(&self.server.region), table.qualifier.as_deref(), None)?;
+            .resolve(Some(&self.options.region), table.qualifier.as_deref(), None)?;
         // A payload parameter in a generic plan could be anything: say it is
         // expensive, so the plan cache keeps planning with the actual value
         // (PL/pgSQL variables only reach the scan that way).
@@ -210,7 +214,7 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
             plan_invocations(quals, &table)?.ok_or_else(|| LambdaFdwError::NoPayload {
                 function: table.function_name.clone(),
             })?;
-        let region = self.server.region.clone();
+        let region = self.options.region.clone();
         let mut requests = Vec::with_capacity(planned.len());
         let mut displays = Vec::with_capacity(planned.len());
         for p in &planned {
@@ -229,7 +233,10 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
                 payload,
             )?);
         }
-        let mapping = UserMappingOptions::parse(&catalog::user_mapping_options(self.server_oid)?)?;
+        // The scan signs requests with this server's user mapping: like
+        // aws_lambda.invoke, it needs USAGE on the server.
+        catalog::check_server_usage(&self.server)?;
+        let mapping = UserMappingOptions::parse(&catalog::user_mapping_options(self.server.oid)?)?;
         let columns = columns
             .iter()
             .map(|c| Ok((c.name.clone(), classify(&c.name, c.type_oid)?)))
@@ -239,10 +246,10 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
             planned,
             displays,
             requests: Some(requests),
-            settings: client_settings(&region, Some(&self.server), Some(&mapping)),
+            settings: client_settings(&region, Some(&self.options), Some(&mapping)),
             concurrency: table
                 .max_concurrency
-                .or(self.server.max_concurrency)
+                .or(self.options.max_concurrency)
                 .unwrap_or(DEFAULT_MAX_CONCURRENCY),
             function_errors: table.function_errors,
             stream: None,

@@ -20,6 +20,7 @@ use pgrx::prelude::*;
 use pgrx::{PgList, PgSqlErrorCode};
 
 struct Originals {
+    get_rel_size: pg_sys::GetForeignRelSize_function,
     get_plan: pg_sys::GetForeignPlan_function,
     begin: pg_sys::BeginForeignScan_function,
 }
@@ -31,14 +32,35 @@ thread_local! {
     static SERIAL: Cell<i64> = const { Cell::new(0) };
 }
 
-/// Replaces GetForeignPlan and BeginForeignScan with the guarded versions.
+/// Replaces GetForeignRelSize, GetForeignPlan and BeginForeignScan with the
+/// guarded versions.
 pub fn install(routine: &mut pg_sys::FdwRoutine) {
     let _ = ORIGINALS.set(Originals {
+        get_rel_size: routine.GetForeignRelSize,
         get_plan: routine.GetForeignPlan,
         begin: routine.BeginForeignScan,
     });
+    routine.GetForeignRelSize = Some(quiet_get_foreign_rel_size);
     routine.GetForeignPlan = Some(guarded_get_foreign_plan);
     routine.BeginForeignScan = Some(guarded_begin_foreign_scan);
+}
+
+/// GetForeignRelSize with wrappers' planning warnings filtered (see quiet).
+#[pg_guard]
+unsafe extern "C-unwind" fn quiet_get_foreign_rel_size(
+    root: *mut pg_sys::PlannerInfo,
+    baserel: *mut pg_sys::RelOptInfo,
+    foreigntableid: Oid,
+) {
+    let Some(original) = ORIGINALS.get().and_then(|o| o.get_rel_size) else {
+        error!("lambda_fdw: GetForeignRelSize is not initialised");
+    };
+    let _quiet = super::quiet::Planning::start();
+    // SAFETY: the planner's own arguments, passed through; a PostgreSQL error
+    // inside comes back as a Rust panic, so `_quiet` is dropped on every path.
+    unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| original(root, baserel, foreigntableid));
+    }
 }
 
 /// The int8 Const at `index` of a plan's fdw_private list.
@@ -77,15 +99,17 @@ unsafe extern "C-unwind" fn guarded_get_foreign_plan(
     };
     // SAFETY: we pass the planner's own arguments through unchanged.
     let scan = unsafe {
-        original(
-            root,
-            baserel,
-            foreigntableid,
-            best_path,
-            tlist,
-            scan_clauses,
-            outer_plan,
-        )
+        pg_sys::ffi::pg_guard_ffi_boundary(|| {
+            original(
+                root,
+                baserel,
+                foreigntableid,
+                best_path,
+                tlist,
+                scan_clauses,
+                outer_plan,
+            )
+        })
     };
     // SAFETY: `scan` is the ForeignScan node just made; its fdw_private is the
     // one-element list wrappers built, and lappend/makeConst allocate in the
@@ -146,5 +170,5 @@ unsafe extern "C-unwind" fn guarded_begin_foreign_scan(
     // now is reference-counted and stays valid.
     unsafe { pg_sys::ResetPlanCache() };
     // SAFETY: the state this plan carries is alive (checked above).
-    unsafe { original(node, eflags) }
+    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| original(node, eflags)) }
 }

@@ -11,6 +11,7 @@ WORK="${LAMBDA_FDW_WORK:-/tmp/lambda_fdw_work}"
 PGPORT="${LAMBDA_FDW_PGPORT:-54315}"
 MINISTACK_PORT="${LAMBDA_FDW_MINISTACK_PORT:-45660}"
 STUB_PORT="${LAMBDA_FDW_STUB_PORT:-45661}"
+BLACKHOLE_PORT="${LAMBDA_FDW_BLACKHOLE_PORT:-45662}"
 VENV="${LAMBDA_FDW_VENV:-$HOME/.cache/lambda_fdw/ministack-venv}"
 PGHOST="$WORK/socket"
 export PGPORT PGHOST PGUSER=postgres
@@ -78,10 +79,12 @@ stop_ministack() {
 
 start_stub() { # [--release]
   port_free "$STUB_PORT" || { log "port $STUB_PORT is in use"; return 1; }
+  port_free "$BLACKHOLE_PORT" || { log "port $BLACKHOLE_PORT is in use"; return 1; }
   (cd "$LAMBDA_FDW_ROOT" && cargo build -q --bin lambda_stub "$@")
   local profile=debug
   [[ "${1:-}" == "--release" ]] && profile=release
-  "$LAMBDA_FDW_ROOT/target/$profile/lambda_stub" "127.0.0.1:$STUB_PORT" >"$WORK/stub.log" 2>&1 &
+  "$LAMBDA_FDW_ROOT/target/$profile/lambda_stub" "127.0.0.1:$STUB_PORT" "127.0.0.1:$BLACKHOLE_PORT" \
+    >"$WORK/stub.log" 2>&1 &
   STUB_PID=$!
   wait_http "http://127.0.0.1:$STUB_PORT/health" stub
 }

@@ -161,3 +161,8 @@ REVOKE ALL ON FOREIGN SERVER lambda_us_east_1 FROM regress_lambda_user;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA aws_lambda FROM regress_lambda_user;
 REVOKE ALL ON SCHEMA aws_lambda FROM regress_lambda_user;
 DROP ROLE regress_lambda_user;
+
+-- Leave no servers behind for the next suites.
+SET client_min_messages = warning;
+DROP SERVER lambda_us_east_1, lambda_us_west_2, lambda_eu_west_1 CASCADE;
+RESET client_min_messages;

@@ -1,20 +1,36 @@
 //! A small HTTP server that answers like the Lambda Invoke API, for the wire
 //! cases the emulator cannot produce and for benchmarks.
 //!
-//! Usage: lambda_stub 127.0.0.1:PORT   (delay for `echo`: STUB_DELAY_MS)
+//! Usage: lambda_stub 127.0.0.1:PORT [127.0.0.1:BLACKHOLE_PORT]
+//! (delay for `echo`: STUB_DELAY_MS)
 //!
-//! The function name in the request path picks the behaviour:
+//! The function name in the request path picks the behaviour; `key` in the
+//! payload names a counter, so tests do not see each other's calls:
 //! - `echo`: returns the payload (after STUB_DELAY_MS, default 0).
 //! - `inspect`: returns what was sent: decoded client context, invocation
 //!   type, log type, qualifier, payload.
 //! - `handled-error`: a `Handled` function error.
 //! - `not-json`: a 200 whose body is not JSON.
 //! - `server-error`: 500 with an AWS error body.
+//! - `html-502`: 502 with an HTML body, as a load balancer sends.
+//! - `flaky`: the first `fail` calls per key answer `status` (429 with
+//!   `retry_after`, 500, 502 HTML, 503), then 200 with the attempt count and
+//!   the shortest gap between attempts.
+//! - `reset`: the first `fail` calls per key reset the connection unanswered.
+//! - `counted-404`: 404, counting calls per key; `calls`: that count.
+//! - `truncated`: a 200 whose body stops before its Content-Length.
+//! - `reset-mid-body`: headers and half a body, then a reset.
+//! - `silence`: reads the request and never answers.
+//! - `slow-headers`: answers after `ms` milliseconds.
+//! - `huge`: a 200 with a JSON string of `mb` megabytes.
 //! - anything else: 404 ResourceNotFoundException.
 //!
-//! `GET /health` answers 200.
+//! `GET /health` answers 200. The optional second address is a listener
+//! whose accept queue is kept full, so connecting to it times out.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -42,7 +58,27 @@ struct Response {
     status: u16,
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
+    /// How to misbehave instead of (or while) answering.
+    fault: Fault,
+    /// Request id to send: the function's name, so test output is stable.
+    request_id: String,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// Close with a reset, sending nothing.
+    Reset,
+    /// Send headers and half the body, then reset.
+    ResetMidBody,
+    /// Send headers and part of the body, then close cleanly.
+    Truncate,
+    /// Never answer.
+    Silence,
+}
+
+/// Calls seen per key: count and times.
+type Counters = Arc<Mutex<HashMap<String, Vec<Instant>>>>;
 
 impl Response {
     fn json(status: u16, body: Value) -> Self {
@@ -50,6 +86,24 @@ impl Response {
             status,
             headers: vec![("Content-Type", "application/json".into())],
             body: body.to_string().into_bytes(),
+            fault: Fault::None,
+            request_id: String::new(),
+        }
+    }
+
+    fn aws_error(status: u16, error_type: &str, message: &str) -> Self {
+        let mut r = Response::json(status, json!({"Type": "Service", "message": message}));
+        r.headers.push(("x-amzn-ErrorType", error_type.to_string()));
+        r
+    }
+
+    fn html_502() -> Self {
+        Self {
+            status: 502,
+            headers: vec![("Content-Type", "text/html".into())],
+            body: b"<html><body><h1>502 Bad Gateway</h1></body></html>".to_vec(),
+            fault: Fault::None,
+            request_id: String::new(),
         }
     }
 }
@@ -116,7 +170,22 @@ fn qualifier(query: &str) -> Option<String> {
         .map(|q| q.replace("%24", "$"))
 }
 
-async fn answer(req: &Request, delay: Duration) -> Response {
+/// Records a call for `key` and returns all call times so far.
+fn count(counters: &Counters, name: &str, key: &str) -> Vec<Instant> {
+    let mut map = counters.lock().unwrap_or_else(|p| p.into_inner());
+    let calls = map.entry(format!("{name}/{key}")).or_default();
+    calls.push(Instant::now());
+    calls.clone()
+}
+
+fn min_gap_ms(calls: &[Instant]) -> Option<u128> {
+    calls
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).as_millis())
+        .min()
+}
+
+async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response {
     if req.method == "GET" && req.path == "/health" {
         return Response::json(200, json!({"ok": true}));
     }
@@ -132,6 +201,18 @@ async fn answer(req: &Request, delay: Duration) -> Response {
         "DryRun" => 204,
         _ => 200,
     };
+    let payload = serde_json::from_slice::<Value>(&req.body).unwrap_or(Value::Null);
+    let key = payload
+        .get("key")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
+    let num = |field: &str, default: u64| {
+        payload
+            .get(field)
+            .and_then(Value::as_u64)
+            .unwrap_or(default)
+    };
     let mut resp = match name.as_str() {
         "echo" => {
             if !delay.is_zero() {
@@ -141,6 +222,8 @@ async fn answer(req: &Request, delay: Duration) -> Response {
                 status,
                 headers: vec![("Content-Type", "application/json".into())],
                 body: req.body.clone(),
+                fault: Fault::None,
+                request_id: String::new(),
             }
         }
         "inspect" => {
@@ -174,25 +257,92 @@ async fn answer(req: &Request, delay: Duration) -> Response {
             status: 200,
             headers: vec![("Content-Type", "application/json".into())],
             body: b"this is not json".to_vec(),
+            fault: Fault::None,
+            request_id: String::new(),
         },
-        "server-error" => {
-            let mut r = Response::json(
-                500,
-                json!({"Type": "Service", "message": "stub internal failure"}),
-            );
-            r.headers
-                .push(("x-amzn-ErrorType", "ServiceException".into()));
-            r
+        "server-error" => Response::aws_error(500, "ServiceException", "stub internal failure"),
+        "html-502" => Response::html_502(),
+        "flaky" => {
+            let calls = count(counters, &name, &key);
+            if (calls.len() as u64) <= num("fail", 1) {
+                match num("status", 429) {
+                    429 => {
+                        let mut r =
+                            Response::aws_error(429, "TooManyRequestsException", "Rate Exceeded.");
+                        if let Some(ra) = payload.get("retry_after").and_then(Value::as_str) {
+                            r.headers.push(("Retry-After", ra.to_string()));
+                        }
+                        r
+                    }
+                    502 => Response::html_502(),
+                    503 => Response::aws_error(503, "ServiceException", "stub unavailable"),
+                    _ => Response::aws_error(500, "ServiceException", "stub internal failure"),
+                }
+            } else {
+                Response::json(
+                    200,
+                    json!({"attempts": calls.len(), "min_gap_ms": min_gap_ms(&calls)}),
+                )
+            }
         }
-        other => {
-            let mut r = Response::json(
+        "reset" => {
+            let calls = count(counters, &name, &key);
+            if (calls.len() as u64) <= num("fail", 1) {
+                let mut r = Response::json(200, json!({}));
+                r.fault = Fault::Reset;
+                r
+            } else {
+                Response::json(200, json!({"attempts": calls.len()}))
+            }
+        }
+        "counted-404" => {
+            count(counters, &name, &key);
+            Response::aws_error(
                 404,
-                json!({"Type": "User", "message": format!("Function not found: {other}")}),
-            );
-            r.headers
-                .push(("x-amzn-ErrorType", "ResourceNotFoundException".into()));
+                "ResourceNotFoundException",
+                "Function not found: counted-404",
+            )
+        }
+        "calls" => {
+            let map = counters.lock().unwrap_or_else(|p| p.into_inner());
+            let of = payload.get("of").and_then(Value::as_str).unwrap_or("flaky");
+            let n = map.get(&format!("{of}/{key}")).map_or(0, Vec::len);
+            Response::json(200, json!({"calls": n}))
+        }
+        "truncated" => {
+            let mut r = Response::json(200, json!({"data": "x".repeat(1000)}));
+            r.fault = Fault::Truncate;
             r
         }
+        "reset-mid-body" => {
+            let mut r = Response::json(200, json!({"data": "x".repeat(100_000)}));
+            r.fault = Fault::ResetMidBody;
+            r
+        }
+        "silence" => {
+            let mut r = Response::json(200, json!({}));
+            r.fault = Fault::Silence;
+            r
+        }
+        "slow-headers" => {
+            tokio::time::sleep(Duration::from_millis(num("ms", 100))).await;
+            Response::json(200, json!({"waited_ms": num("ms", 100)}))
+        }
+        "huge" => {
+            let mb = num("mb", 1) as usize;
+            Response {
+                status: 200,
+                headers: vec![("Content-Type", "application/json".into())],
+                body: format!("\"{}\"", "x".repeat(mb * 1024 * 1024)).into_bytes(),
+                fault: Fault::None,
+                request_id: String::new(),
+            }
+        }
+        other => Response::aws_error(
+            404,
+            "ResourceNotFoundException",
+            &format!("Function not found: {other}"),
+        ),
     };
     if (status == 202 || status == 204) && (name == "echo" || name == "inspect") {
         resp.body.clear();
@@ -208,24 +358,100 @@ async fn answer(req: &Request, delay: Duration) -> Response {
     resp
 }
 
-async fn serve(stream: TcpStream, delay: Duration) -> std::io::Result<()> {
+async fn serve(stream: TcpStream, delay: Duration, counters: Counters) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream);
-    let mut counter = 0u64;
     while let Some(req) = read_request(&mut reader).await? {
-        counter += 1;
-        let resp = answer(&req, delay).await;
+        let resp = answer(&req, delay, &counters).await;
+        let stream = reader.get_mut();
+        match resp.fault {
+            Fault::Reset => {
+                reset(stream)?;
+                return Ok(());
+            }
+            Fault::Silence => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return Ok(());
+            }
+            _ => {}
+        }
         let mut out = format!("HTTP/1.1 {} Stub\r\n", resp.status);
         for (k, v) in &resp.headers {
             out.push_str(&format!("{k}: {v}\r\n"));
         }
-        out.push_str(&format!("x-amzn-RequestId: stub-{counter}\r\n"));
+        out.push_str(&format!("x-amzn-RequestId: stub-{}\r\n", resp.request_id));
         out.push_str(&format!("Content-Length: {}\r\n\r\n", resp.body.len()));
-        let stream = reader.get_mut();
         stream.write_all(out.as_bytes()).await?;
+        match resp.fault {
+            Fault::Truncate => {
+                stream.write_all(&resp.body[..resp.body.len() / 10]).await?;
+                stream.flush().await?;
+                return Ok(());
+            }
+            Fault::ResetMidBody => {
+                stream.write_all(&resp.body[..resp.body.len() / 2]).await?;
+                stream.flush().await?;
+                reset(stream)?;
+                return Ok(());
+            }
+            _ => {}
+        }
         stream.write_all(&resp.body).await?;
         stream.flush().await?;
     }
     Ok(())
+}
+
+/// Makes the coming close a reset (RST) instead of an orderly FIN.
+// A zero linger never blocks on close, which is what the deprecation warns of.
+#[allow(deprecated)]
+fn reset(stream: &TcpStream) -> std::io::Result<()> {
+    stream.set_linger(Some(Duration::ZERO))
+}
+
+/// A listener whose accept queue is full: new connections never complete.
+fn blackhole(addr: &str) -> std::io::Result<Vec<std::net::TcpStream>> {
+    let addr: std::net::SocketAddrV4 = addr
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: plain socket calls on a descriptor we own; the sockaddr_in is
+    // fully initialised before bind.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_port = addr.port().to_be();
+        sa.sin_addr.s_addr = u32::from(*addr.ip()).to_be();
+        if libc::bind(
+            fd,
+            &sa as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ) != 0
+            || libc::listen(fd, 0) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    // Fill the accept queue (backlog 0 admits one); nobody ever accepts.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        if let Ok(s) =
+            std::net::TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200))
+        {
+            held.push(s);
+        }
+    }
+    Ok(held)
 }
 
 fn main() -> std::io::Result<()> {
@@ -238,6 +464,11 @@ fn main() -> std::io::Result<()> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
     );
+    let _held = match std::env::args().nth(2) {
+        Some(hole) => blackhole(&hole)?,
+        None => Vec::new(),
+    };
+    let counters: Counters = Arc::default();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -246,8 +477,9 @@ fn main() -> std::io::Result<()> {
         eprintln!("lambda_stub listening on {addr}");
         loop {
             let (stream, _) = listener.accept().await?;
+            let counters = counters.clone();
             tokio::spawn(async move {
-                let _ = serve(stream, delay).await;
+                let _ = serve(stream, delay, counters).await;
             });
         }
     })
