@@ -164,12 +164,18 @@ struct Overload {
 }
 
 /// Reads a text-like argument (text, varchar, json).
+///
+/// # Safety
+/// `fcinfo` is a live call's, and argument `n` is text-like.
 unsafe fn text_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<String> {
     // SAFETY: the caller passes an argument index of a text-like parameter.
     unsafe { pgrx::fcinfo::pg_getarg::<String>(fcinfo, n) }
 }
 
 /// Reads a json or jsonb argument as JSON text.
+///
+/// # Safety
+/// `fcinfo` is a live call's, and argument `n` is json (or jsonb with `jsonb`).
 unsafe fn json_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize, jsonb: bool) -> Option<String> {
     // SAFETY: the caller passes the index of a json (or jsonb) parameter.
     unsafe {
@@ -181,6 +187,8 @@ unsafe fn json_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize, jsonb: bool) -> O
     }
 }
 
+/// # Safety
+/// `fcinfo` is a live call of the overload `o` describes.
 unsafe fn read_args(fcinfo: pg_sys::FunctionCallInfo, o: Overload) -> Result<InvokeArgs> {
     // SAFETY: argument positions follow the declarations in sql/aws_lambda.sql.
     unsafe {
@@ -238,6 +246,8 @@ fn payload_datum(outcome: &InvokeOutcome, display: &str, jsonb: bool) -> Result<
     })
 }
 
+/// # Safety
+/// `fcinfo` is a live call of the overload `o` describes.
 unsafe fn invoke_entry(fcinfo: pg_sys::FunctionCallInfo, o: Overload) -> Datum {
     // SAFETY: fcinfo is the call's own; see read_args.
     let args = match unsafe { read_args(fcinfo, o) } {

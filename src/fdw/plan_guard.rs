@@ -46,6 +46,7 @@ pub fn install(routine: &mut pg_sys::FdwRoutine) {
 }
 
 /// GetForeignRelSize with wrappers' planning warnings filtered (see quiet).
+/// Called by the planner only, with its own valid arguments.
 #[pg_guard]
 unsafe extern "C-unwind" fn quiet_get_foreign_rel_size(
     root: *mut pg_sys::PlannerInfo,
@@ -84,6 +85,7 @@ unsafe fn int8_at(list: *mut pg_sys::List, index: usize) -> Option<i64> {
     }
 }
 
+/// Called by the planner only, with its own valid arguments.
 #[pg_guard]
 unsafe extern "C-unwind" fn guarded_get_foreign_plan(
     root: *mut pg_sys::PlannerInfo,
@@ -136,6 +138,7 @@ unsafe extern "C-unwind" fn guarded_get_foreign_plan(
     scan
 }
 
+/// Called by the executor only, with a node of a plan made by this wrapper.
 #[pg_guard]
 unsafe extern "C-unwind" fn guarded_begin_foreign_scan(
     node: *mut pg_sys::ForeignScanState,

@@ -65,7 +65,8 @@ fn is_wrappers_qual_warning(edata: &pg_sys::ErrorData) -> bool {
 }
 
 // No pg_guard: nothing here can fail or panic, and raising an error from
-// inside error reporting is not allowed.
+// inside error reporting is not allowed. Called by PostgreSQL's error
+// reporting only, with the ErrorData being emitted.
 unsafe extern "C-unwind" fn filter(edata: *mut pg_sys::ErrorData) {
     // SAFETY: PostgreSQL passes the ErrorData being emitted, or nothing.
     if let Some(e) = unsafe { edata.as_mut() } {
