@@ -9,6 +9,7 @@ pgrx::pg_module_magic!();
 pub mod catalog;
 pub mod compat;
 pub mod config;
+pub mod convert;
 pub mod core;
 pub mod error;
 pub mod fdw;

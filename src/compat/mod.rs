@@ -8,7 +8,8 @@ pub mod args;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
-use pgrx::{IntoDatum, JsonB, PgSqlErrorCode};
+use bytes::Bytes;
+use pgrx::{IntoDatum, PgSqlErrorCode};
 
 use crate::catalog::{
     check_server_usage, lambda_servers_for_region, server_options, user_mapping_options,
@@ -19,6 +20,7 @@ use crate::core::{
     block_on, client_for, parse_function_name, CoreError, InvocationType, InvokeOutcome,
     InvokeRequest, LogType,
 };
+use crate::convert;
 use crate::error::{core_error_parts, report, LambdaFdwError, Result};
 use crate::fdw::options::{ServerOptions, UserMappingOptions};
 use crate::guc;
@@ -180,7 +182,7 @@ unsafe fn json_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize, jsonb: bool) -> O
     // SAFETY: the caller passes the index of a json (or jsonb) parameter.
     unsafe {
         if jsonb {
-            pgrx::fcinfo::pg_getarg::<JsonB>(fcinfo, n).map(|j| j.0.to_string())
+            pgrx::fcinfo::pg_getarg_datum(fcinfo, n).map(|d| convert::jsonb_text(d))
         } else {
             text_arg(fcinfo, n)
         }
@@ -230,20 +232,21 @@ unsafe fn read_args(fcinfo: pg_sys::FunctionCallInfo, o: Overload) -> Result<Inv
 }
 
 /// The payload OUT value: json keeps the text as returned, jsonb parses it.
-fn payload_datum(outcome: &InvokeOutcome, display: &str, jsonb: bool) -> Result<Option<Datum>> {
-    let Some(bytes) = &outcome.payload else {
+fn payload_datum(payload: Option<Bytes>, display: &str, jsonb: bool) -> Result<Option<Datum>> {
+    let Some(bytes) = payload else {
         return Ok(None);
     };
-    let not_json = |e: serde_json::Error| LambdaFdwError::ResponseNotJson {
-        function: display.to_string(),
-        reason: e.to_string(),
-    };
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(not_json)?;
-    Ok(if jsonb {
-        JsonB(value).into_datum()
+    let datum = if jsonb {
+        convert::jsonb_datum(bytes)
     } else {
-        String::from_utf8_lossy(bytes).into_owned().into_datum()
-    })
+        convert::json_datum(bytes)
+    };
+    datum
+        .map(Some)
+        .map_err(|reason| LambdaFdwError::ResponseNotJson {
+            function: display.to_string(),
+            reason,
+        })
 }
 
 /// # Safety
@@ -259,11 +262,11 @@ unsafe fn invoke_entry(fcinfo: pg_sys::FunctionCallInfo, o: Overload) -> Datum {
         Some(p) => p.into_bytes(),
         None => raise(LambdaFdwError::Core(CoreError::NullArgument("payload"))),
     };
-    let (outcome, display) = match invoke(&args, payload) {
+    let (mut outcome, display) = match invoke(&args, payload) {
         Ok(v) => v,
         Err(e) => raise(e),
     };
-    let payload = match payload_datum(&outcome, &display, o.jsonb) {
+    let payload = match payload_datum(outcome.payload.take(), &display, o.jsonb) {
         Ok(p) => p,
         Err(e) => raise(e),
     };

@@ -8,6 +8,7 @@ use aws_sdk_lambda::operation::invoke::InvokeError;
 use aws_sdk_lambda::operation::RequestId;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{InvocationType as SdkInvocationType, LogType as SdkLogType};
+use bytes::Bytes;
 use futures::stream::{self, LocalBoxStream, StreamExt};
 
 use super::client::LambdaClient;
@@ -20,7 +21,7 @@ use super::retry;
 pub struct InvokeOutcome {
     pub status_code: i32,
     /// The response payload (JSON text); `None` when the service sent none.
-    pub payload: Option<Vec<u8>>,
+    pub payload: Option<Bytes>,
     pub executed_version: Option<String>,
     /// Base64 tail of the log, with `LogType::Tail`.
     pub log_result: Option<String>,
@@ -189,11 +190,11 @@ impl LambdaClient {
             .invocation_type(sdk_invocation_type(req.invocation_type))
             .log_type(sdk_log_type(req.log_type))
             .set_client_context(req.client_context.clone())
-            .payload(Blob::new(req.payload.clone()))
+            .payload(Blob::from_maybe_shared(req.payload.clone()))
             .send()
             .await
             .map_err(|e| map_sdk_error(e, self, &req.target.display))?;
-        let payload = out.payload.map(Blob::into_inner).filter(|p| !p.is_empty());
+        let payload = out.payload.map(Blob::into_bytes).filter(|p| !p.is_empty());
         Ok(InvokeOutcome {
             status_code: out.status_code,
             payload,
@@ -230,7 +231,7 @@ mod tests {
     fn outcome(err: Option<&str>, payload: &str) -> InvokeOutcome {
         InvokeOutcome {
             status_code: 200,
-            payload: Some(payload.as_bytes().to_vec()),
+            payload: Some(Bytes::copy_from_slice(payload.as_bytes())),
             executed_version: Some("$LATEST".into()),
             log_result: None,
             function_error: err.map(str::to_string),

@@ -1,6 +1,7 @@
 //! The request model: what one invocation sends, checked before any network call.
 
 use base64::Engine as _;
+use bytes::Bytes;
 
 use super::error::{CoreError, CoreResult};
 use super::name::ResolvedFunction;
@@ -92,8 +93,8 @@ pub struct InvokeRequest {
     pub log_type: LogType,
     /// Base64 client context, already checked.
     pub client_context: Option<String>,
-    /// JSON text of the payload.
-    pub payload: Vec<u8>,
+    /// JSON text of the payload; shared, not copied, by every attempt.
+    pub payload: Bytes,
 }
 
 impl InvokeRequest {
@@ -104,8 +105,9 @@ impl InvokeRequest {
         invocation_type: InvocationType,
         log_type: LogType,
         context_json: Option<&str>,
-        payload: Vec<u8>,
+        payload: impl Into<Bytes>,
     ) -> CoreResult<Self> {
+        let payload = payload.into();
         let limit = invocation_type.max_payload_bytes();
         if payload.len() > limit {
             return Err(CoreError::PayloadTooLarge {

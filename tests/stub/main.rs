@@ -359,6 +359,8 @@ async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response
 }
 
 async fn serve(stream: TcpStream, delay: Duration, counters: Counters) -> std::io::Result<()> {
+    // Answers go out at once: no Nagle delay waiting on the client's ACK.
+    stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream);
     while let Some(req) = read_request(&mut reader).await? {
         let resp = answer(&req, delay, &counters).await;
@@ -380,7 +382,15 @@ async fn serve(stream: TcpStream, delay: Duration, counters: Counters) -> std::i
         }
         out.push_str(&format!("x-amzn-RequestId: stub-{}\r\n", resp.request_id));
         out.push_str(&format!("Content-Length: {}\r\n\r\n", resp.body.len()));
-        stream.write_all(out.as_bytes()).await?;
+        let mut out = out.into_bytes();
+        if resp.fault == Fault::None {
+            // One write for head and body: one segment for small answers.
+            out.extend_from_slice(&resp.body);
+            stream.write_all(&out).await?;
+            stream.flush().await?;
+            continue;
+        }
+        stream.write_all(&out).await?;
         match resp.fault {
             Fault::Truncate => {
                 stream.write_all(&resp.body[..resp.body.len() / 10]).await?;

@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Measures lambda_fdw against the stub (see bench/run, which sets it all up).
+
+Environment: PGHOST/PGPORT/PGUSER of the benchmark's PostgreSQL,
+LAMBDA_FDW_STUB_PORT, BENCH_N (calls per sequential measure, default 5000).
+"""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+N = int(os.environ.get("BENCH_N", "5000"))
+STUB = f"http://127.0.0.1:{os.environ.get('LAMBDA_FDW_STUB_PORT', '45661')}"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DB = "lambda_fdw_bench"
+FANOUT_PAYLOADS, FANOUT_CONCURRENCY, FANOUT_DELAY_MS = 200, 20, 20
+PAYLOAD_MB = 5
+
+
+class Session:
+    """One psql process kept open: one backend, timed from outside."""
+
+    def __init__(self):
+        self.p = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", DB],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        self.pid = int(self.run("SELECT pg_backend_pid();")[0])
+
+    def run(self, sql):
+        self.p.stdin.write(sql + "\n\\echo __DONE__\n")
+        self.p.stdin.flush()
+        lines = []
+        while True:
+            line = self.p.stdout.readline()
+            if not line:
+                sys.exit("psql ended: " + "".join(lines))
+            line = line.rstrip("\n")
+            if line == "__DONE__":
+                return lines
+            if line.startswith(("ERROR", "psql:")):
+                sys.exit("benchmark query failed: " + line)
+            lines.append(line)
+
+    def timed(self, sql):
+        t0 = time.perf_counter()
+        out = self.run(sql)
+        return time.perf_counter() - t0, out
+
+    def status(self, field):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0  # MB
+        raise RuntimeError(field)
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait()
+
+
+def psql(sql, db=DB):
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql], check=True,
+                   env={**os.environ, "PGOPTIONS": "-c client_min_messages=warning"})
+
+
+def setup():
+    psql(f"DROP DATABASE IF EXISTS {DB}", db="postgres")
+    psql(f"CREATE DATABASE {DB}", db="postgres")
+    for sql in [
+        "CREATE EXTENSION lambda_fdw",
+        "CREATE EXTENSION plpython3u",
+        f"CREATE SERVER stub FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-west-2', endpoint_url '{STUB}', max_attempts '1')",
+        "CREATE USER MAPPING FOR CURRENT_USER SERVER stub OPTIONS (aws_access_key_id 'AKIDBENCH', aws_secret_access_key 'bench-secret')",
+        "CREATE FOREIGN TABLE echo (payload jsonb, response jsonb) SERVER stub OPTIONS (function_name 'echo')",
+        f"CREATE FOREIGN TABLE delayed (payload jsonb, response jsonb) SERVER stub "
+        f"OPTIONS (function_name 'slow-headers', max_concurrency '{FANOUT_CONCURRENCY}')",
+        # The DIY shim people write: boto3 from plpython3u, the client kept in GD.
+        f"""CREATE FUNCTION py_invoke(payload text) RETURNS text LANGUAGE plpython3u AS $py$
+if 'lambda' not in GD:
+    import boto3, botocore.config
+    GD['lambda'] = boto3.client('lambda', region_name='us-west-2', endpoint_url='{STUB}',
+        aws_access_key_id='AKIDBENCH', aws_secret_access_key='bench-secret',
+        config=botocore.config.Config(retries={{'max_attempts': 1, 'mode': 'standard'}}))
+r = GD['lambda'].invoke(FunctionName='echo', Payload=payload)
+return r['Payload'].read().decode()
+$py$""",
+    ]:
+        psql(sql)
+
+
+def invoke_loop(n):
+    return (f"SELECT count(*) FROM generate_series(1, {n}) i, "
+            f"LATERAL aws_lambda.invoke('echo', json_build_object('i', i), 'us-west-2') r "
+            f"WHERE r.status_code = 200;")
+
+
+def main():
+    setup()
+    results = {}
+    s = Session()
+
+    # 1. Per-call overhead: aws_lambda.invoke, N calls in one statement.
+    s.run(invoke_loop(200))
+    secs, out = s.timed(invoke_loop(N))
+    assert out == [str(N)], out
+    results["per_call_us"] = secs * 1e6 / N
+
+    # ... and a foreign table, one payload per query.
+    queries = "\n".join(f"SELECT count(*) FROM echo WHERE payload = '{{\"i\": {i}}}';" for i in range(N))
+    s.run("\n".join(f"SELECT count(*) FROM echo WHERE payload = '{{\"i\": {i}}}';" for i in range(200)))
+    secs, out = s.timed(queries)
+    assert out == ["1"] * N, out[:3]
+    results["fdw_per_query_us"] = secs * 1e6 / N
+
+    # The same N calls from a standalone program with aws-sdk-lambda.
+    sdk = subprocess.run([os.path.join(ROOT, "target/release/bench_sdk"), STUB, str(N)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    results["sdk_per_call_us"] = float(sdk[1])
+
+    # 2. The DIY alternative: plpython3u + boto3.
+    py = ("SELECT count(*) FROM generate_series(1, {n}) i, "
+          "LATERAL py_invoke(json_build_object('i', i)::text) r WHERE r::json->>'i' = i::text;")
+    s.run(py.format(n=100))
+    secs, out = s.timed(py.format(n=N))
+    assert out == [str(N)], out
+    results["plpython_per_call_us"] = secs * 1e6 / N
+
+    # 3. Fan-out: 200 payloads, 20 ms each, 20 at a time.
+    payloads = ", ".join(f"'{{\"ms\": {FANOUT_DELAY_MS}, \"i\": {i}}}'" for i in range(FANOUT_PAYLOADS))
+    fan = f"SELECT count(*) FROM delayed WHERE payload IN ({payloads});"
+    s.run(fan)
+    runs = []
+    for _ in range(5):
+        secs, out = s.timed(fan)
+        assert out == [str(FANOUT_PAYLOADS)], out
+        runs.append(secs)
+    ideal = FANOUT_PAYLOADS / FANOUT_CONCURRENCY * FANOUT_DELAY_MS / 1000.0
+    results["fanout_ms"] = statistics.median(runs) * 1000
+    results["fanout_ideal_ms"] = ideal * 1000
+    results["fanout_efficiency"] = ideal / statistics.median(runs)
+    s.close()
+
+    # 4. Memory: a fresh backend; RSS after 100 and after 1,100 calls.
+    m = Session()
+    m.run(invoke_loop(100))
+    rss_100 = m.status("VmRSS")
+    m.run(invoke_loop(1000))
+    rss_1100 = m.status("VmRSS")
+    results["rss_after_100_mb"] = rss_100
+    results["rss_after_1100_mb"] = rss_1100
+    results["rss_growth_mb_1000_calls"] = rss_1100 - rss_100
+    m.close()
+
+    # Peak for one 5 MB payload round trip, above the idle backend. The
+    # payload is stored in a table (compressed: it is one repeated letter), so
+    # the statement costs PostgreSQL one detoasted copy; the result is
+    # measured, not sent back.
+    chars = PAYLOAD_MB * 1024 * 1024 - 9
+    psql(f"CREATE TABLE big AS SELECT ('{{\"k\": \"' || repeat('x', {chars}) || '\"}}')::json AS doc")
+    p = Session()
+    p.run(invoke_loop(1))
+    p.run("SELECT count(*) FROM big;")
+    idle = p.status("VmRSS")
+    with open(f"/proc/{p.pid}/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    out = p.run("SELECT length(r.payload::text) FROM big, LATERAL aws_lambda.invoke('echo', big.doc, 'us-west-2') r;")
+    assert out == [str(chars + 9)], out
+    peak = p.status("VmHWM")
+    results["payload_mb"] = (chars + 9) / 1024 / 1024
+    results["idle_rss_mb"] = idle
+    results["peak_rss_mb_5mb_payload"] = peak - idle
+    p.close()
+
+    results["per_call_vs_sdk"] = results["per_call_us"] / results["sdk_per_call_us"]
+    results["plpython_vs_per_call"] = results["plpython_per_call_us"] / results["per_call_us"]
+    report(results)
+
+
+def report(r):
+    targets = [
+        ("aws_lambda.invoke, per call", f"{r['per_call_us']:.1f} us", ""),
+        ("foreign table, per query (one payload)", f"{r['fdw_per_query_us']:.1f} us", ""),
+        ("aws-sdk-lambda from Rust, per call", f"{r['sdk_per_call_us']:.1f} us", ""),
+        ("plpython3u + boto3, per call", f"{r['plpython_per_call_us']:.1f} us", ""),
+        ("invoke / SDK", f"{r['per_call_vs_sdk']:.2f}", "<= 1.3"),
+        ("plpython / invoke", f"{r['plpython_vs_per_call']:.1f}", ">= 5"),
+        (f"fan-out {FANOUT_PAYLOADS} x {FANOUT_DELAY_MS} ms at {FANOUT_CONCURRENCY}",
+         f"{r['fanout_ms']:.0f} ms (ideal {r['fanout_ideal_ms']:.0f})", ""),
+        ("fan-out efficiency", f"{r['fanout_efficiency']:.2f}", ">= 0.85"),
+        ("RSS growth per 1,000 calls", f"{r['rss_growth_mb_1000_calls']:.2f} MB", "<= 5 MB"),
+        (f"peak RSS above idle, {r['payload_mb']:.0f} MB payload", f"{r['peak_rss_mb_5mb_payload']:.1f} MB",
+         f"<= {4 * r['payload_mb']:.0f} MB"),
+    ]
+    print(f"lambda_fdw benchmark: N = {N}, {platform.machine()}, {os.cpu_count()} cores, "
+          f"{platform.platform()}")
+    print(f"{'measure':45} {'value':>26}  target")
+    for name, value, target in targets:
+        print(f"{name:45} {value:>26}  {target}")
+    keys = ["per_call_us", "fdw_per_query_us", "sdk_per_call_us", "plpython_per_call_us",
+            "fanout_efficiency", "rss_growth_mb_1000_calls", "peak_rss_mb_5mb_payload"]
+    print(json.dumps({k: round(r[k], 3) for k in keys}))
+
+
+if __name__ == "__main__":
+    main()
