@@ -14,7 +14,9 @@ use aws_sdk_lambda::primitives::Blob;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let endpoint = args.next().unwrap_or_else(|| "http://127.0.0.1:45661".into());
+    let endpoint = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:45661".into());
     let n: u32 = args.next().and_then(|v| v.parse().ok()).unwrap_or(5000);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -23,7 +25,13 @@ fn main() {
     let conf = aws_sdk_lambda::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-west-2"))
-        .credentials_provider(Credentials::new("AKIDBENCH", "bench-secret", None, None, "bench"))
+        .credentials_provider(Credentials::new(
+            "AKIDBENCH",
+            "bench-secret",
+            None,
+            None,
+            "bench",
+        ))
         .endpoint_url(endpoint)
         .retry_config(RetryConfig::disabled())
         .build();

@@ -24,7 +24,9 @@ pub unsafe fn jsonb_text(datum: Datum) -> String {
     unsafe {
         let cstr = pg_sys::DirectFunctionCall1Coll(Some(jsonb_out), pg_sys::InvalidOid, datum)
             .cast_mut_ptr::<c_char>();
-        let text = std::ffi::CStr::from_ptr(cstr).to_string_lossy().into_owned();
+        let text = std::ffi::CStr::from_ptr(cstr)
+            .to_string_lossy()
+            .into_owned();
         pg_sys::pfree(cstr.cast());
         text
     }
@@ -77,11 +79,8 @@ pub fn jsonb_datum(bytes: Bytes) -> Result<Datum, String> {
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, len);
         *buf.add(len) = 0;
         drop(bytes);
-        let datum = pg_sys::DirectFunctionCall1Coll(
-            Some(jsonb_in),
-            pg_sys::InvalidOid,
-            Datum::from(buf),
-        );
+        let datum =
+            pg_sys::DirectFunctionCall1Coll(Some(jsonb_in), pg_sys::InvalidOid, Datum::from(buf));
         pg_sys::pfree(buf.cast());
         Ok(datum)
     }

@@ -4,25 +4,22 @@
 //! below read the arguments, invoke, and build the OUT record.
 
 pub mod args;
+mod route;
 
+use bytes::Bytes;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
-use bytes::Bytes;
 use pgrx::{IntoDatum, PgSqlErrorCode};
 
-use crate::catalog::{
-    check_server_usage, lambda_servers_for_region, server_options, user_mapping_options,
-};
-use crate::config::{client_settings, PG_INTERRUPTS};
+use crate::config::PG_INTERRUPTS;
+use crate::convert;
 use crate::core::client::process_default_region;
 use crate::core::{
     block_on, client_for, parse_function_name, CoreError, InvocationType, InvokeOutcome,
     InvokeRequest, LogType,
 };
-use crate::convert;
 use crate::error::{core_error_parts, report, LambdaFdwError, Result};
-use crate::fdw::options::{ServerOptions, UserMappingOptions};
 use crate::guc;
 use args::{from_text_overload, InvokeArgs, TextOverloadArgs};
 
@@ -30,7 +27,7 @@ use args::{from_text_overload, InvokeArgs, TextOverloadArgs};
 /// the ARN, `aws_lambda.default_region`, then the server process's AWS
 /// configuration; settings from the lambda_fdw server of that region (with
 /// the caller's user mapping), else from the settings and the default chain.
-fn invoke(args: &InvokeArgs, payload: Vec<u8>) -> Result<(InvokeOutcome, String)> {
+fn invoke(args: &InvokeArgs, payload: Bytes) -> Result<(InvokeOutcome, String)> {
     let function = parse_function_name(&args.function_name)?;
     let invocation_type = InvocationType::parse(&args.invocation_type)?;
     let log_type = LogType::parse(&args.log_type)?;
@@ -54,30 +51,10 @@ fn invoke(args: &InvokeArgs, payload: Vec<u8>) -> Result<(InvokeOutcome, String)
         args.context.as_deref(),
         payload,
     )?;
-    let region = request.target.region.clone();
-    let servers = lambda_servers_for_region(&region)?;
-    let settings = match servers.as_slice() {
-        [] => client_settings(&region, None, None),
-        [server] => {
-            check_server_usage(server)?;
-            let options = ServerOptions::parse(&server_options(server.oid)?)?;
-            let mapping = UserMappingOptions::parse(&user_mapping_options(server.oid)?)?;
-            client_settings(&region, Some(&options), Some(&mapping))
-        }
-        many => {
-            return Err(LambdaFdwError::AmbiguousRegion {
-                region,
-                servers: many
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
-        }
-    };
+    let settings = route::settings_for_region(&request.target.region)?;
     let client = client_for(&settings, &PG_INTERRUPTS)?;
-    let outcome = block_on(client.invoke(&request), &PG_INTERRUPTS)??;
     let display = request.target.display.clone();
+    let outcome = block_on(client.invoke(request), &PG_INTERRUPTS)??;
     Ok((outcome.raise_function_error(&display)?, display))
 }
 
@@ -189,6 +166,33 @@ unsafe fn json_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize, jsonb: bool) -> O
     }
 }
 
+/// Reads the payload argument into Rust memory, freeing the detoasted copy
+/// PostgreSQL made for it, so a large payload is held once.
+///
+/// # Safety
+/// `fcinfo` is a live call's, and argument `n` is json (or jsonb with `jsonb`).
+unsafe fn payload_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize, jsonb: bool) -> Option<Bytes> {
+    // SAFETY: per the contract; a json datum is a text varlena, detoasted
+    // here and read within its length; the copy is freed only when it is
+    // not the caller's own datum.
+    unsafe {
+        let datum = pgrx::fcinfo::pg_getarg_datum(fcinfo, n)?;
+        if jsonb {
+            return Some(Bytes::from(convert::jsonb_text(datum)));
+        }
+        let original = datum.cast_mut_ptr::<pg_sys::varlena>();
+        let plain = pg_sys::pg_detoast_datum_packed(original);
+        let bytes = Bytes::copy_from_slice(std::slice::from_raw_parts(
+            pgrx::varlena::vardata_any(plain) as *const u8,
+            pgrx::varlena::varsize_any_exhdr(plain),
+        ));
+        if plain != original {
+            pg_sys::pfree(plain.cast());
+        }
+        Some(bytes)
+    }
+}
+
 /// # Safety
 /// `fcinfo` is a live call of the overload `o` describes.
 unsafe fn read_args(fcinfo: pg_sys::FunctionCallInfo, o: Overload) -> Result<InvokeArgs> {
@@ -258,8 +262,8 @@ unsafe fn invoke_entry(fcinfo: pg_sys::FunctionCallInfo, o: Overload) -> Datum {
         Err(e) => raise(e),
     };
     // SAFETY: argument 1 is the payload in every overload.
-    let payload = match unsafe { json_arg(fcinfo, 1, o.jsonb) } {
-        Some(p) => p.into_bytes(),
+    let payload = match unsafe { payload_arg(fcinfo, 1, o.jsonb) } {
+        Some(p) => p,
         None => raise(LambdaFdwError::Core(CoreError::NullArgument("payload"))),
     };
     let (mut outcome, display) = match invoke(&args, payload) {

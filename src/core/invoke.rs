@@ -153,10 +153,19 @@ fn map_sdk_error(
 impl LambdaClient {
     /// Sends one invocation, trying again as `retry` allows, up to
     /// `max_attempts` attempts in all.
-    pub async fn invoke(&self, req: &InvokeRequest) -> CoreResult<InvokeOutcome> {
+    ///
+    /// The request is consumed: the last attempt hands the payload to the
+    /// SDK, so a large payload is freed once sent rather than held while the
+    /// response comes back.
+    pub async fn invoke(&self, mut req: InvokeRequest) -> CoreResult<InvokeOutcome> {
         let mut attempt = 1;
         loop {
-            match self.invoke_once(req).await {
+            let payload = if attempt >= self.max_attempts {
+                std::mem::take(&mut req.payload)
+            } else {
+                req.payload.clone()
+            };
+            match self.invoke_once(&req, payload).await {
                 Ok(outcome) => return Ok(outcome),
                 Err((error, retry_after)) => {
                     let retryable = retry::is_retryable(&error);
@@ -181,6 +190,7 @@ impl LambdaClient {
     async fn invoke_once(
         &self,
         req: &InvokeRequest,
+        payload: Bytes,
     ) -> Result<InvokeOutcome, (CoreError, Option<std::time::Duration>)> {
         let out = self
             .inner
@@ -190,7 +200,7 @@ impl LambdaClient {
             .invocation_type(sdk_invocation_type(req.invocation_type))
             .log_type(sdk_log_type(req.log_type))
             .set_client_context(req.client_context.clone())
-            .payload(Blob::from_maybe_shared(req.payload.clone()))
+            .payload(Blob::from_maybe_shared(payload))
             .send()
             .await
             .map_err(|e| map_sdk_error(e, self, &req.target.display))?;
@@ -217,7 +227,7 @@ impl LambdaClient {
         stream::iter(requests)
             .map(move |req| {
                 let client = client.clone();
-                async move { client.invoke(&req).await }
+                async move { client.invoke(req).await }
             })
             .buffered(concurrency.max(1))
             .boxed_local()

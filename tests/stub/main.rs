@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 struct Request {
@@ -109,16 +109,28 @@ impl Response {
 }
 
 async fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
-    let mut head = Vec::new();
+    // Take buffered bytes until the blank line that ends the head.
+    let mut head: Vec<u8> = Vec::with_capacity(1024);
     loop {
-        let mut byte = [0u8; 1];
-        if reader.read(&mut byte).await? == 0 {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
             return Ok(None);
         }
-        head.push(byte[0]);
-        if head.ends_with(b"\r\n\r\n") {
+        let searched_from = head.len().saturating_sub(3);
+        head.extend_from_slice(buf);
+        let n = buf.len();
+        if let Some(pos) = head[searched_from..]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+        {
+            let end = searched_from + pos + 4;
+            // Give back what belongs to the body.
+            let consumed = n - (head.len() - end);
+            reader.consume(consumed);
+            head.truncate(end);
             break;
         }
+        reader.consume(n);
         if head.len() > 64 * 1024 {
             return Ok(None);
         }

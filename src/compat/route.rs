@@ -1,0 +1,139 @@
+//! Which configuration an `aws_lambda.invoke` call uses, cached per backend.
+//!
+//! Resolving a region to its lambda_fdw server reads the catalogs (a query
+//! over pg_foreign_server) and the caller's user mapping. That costs far more
+//! than the rest of a call, and changes rarely, so the answer is kept per
+//! (region, user, settings) and dropped whenever a foreign server, user
+//! mapping or wrapper changes (a syscache invalidation callback).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::c_int;
+
+use pgrx::pg_sys::{self, Datum, Oid};
+
+use crate::catalog::{
+    check_server_usage, lambda_servers_for_region, server_options, user_mapping_options, ServerRef,
+};
+use crate::config::client_settings;
+use crate::core::ClientSettings;
+use crate::error::{LambdaFdwError, Result};
+use crate::fdw::options::{ServerOptions, UserMappingOptions};
+use crate::guc;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct RouteKey {
+    region: String,
+    user: Oid,
+    connect_timeout_ms: u64,
+    request_timeout_ms: u64,
+    endpoint_override: Option<String>,
+}
+
+#[derive(Clone)]
+enum Route {
+    /// No server for the region: settings and the default chain.
+    Direct(ClientSettings),
+    /// The region's server and the caller's mapping on it.
+    Server(ServerRef, ClientSettings),
+    /// Several servers claim the region.
+    Ambiguous(String),
+}
+
+thread_local! {
+    static ROUTES: RefCell<HashMap<RouteKey, Route>> = RefCell::new(HashMap::new());
+    static CALLBACKS_REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+type SyscacheCallback = unsafe extern "C-unwind" fn(arg: Datum, cacheid: c_int, hashvalue: u32);
+
+// inval.h is not in pgrx's bindings; called through pg_guard_ffi_boundary.
+unsafe extern "C-unwind" {
+    fn CacheRegisterSyscacheCallback(cacheid: c_int, func: SyscacheCallback, arg: Datum);
+}
+
+// No pg_guard: it only clears a map; PostgreSQL calls it during cache
+// invalidation, where raising an error is not allowed.
+unsafe extern "C-unwind" fn forget_routes(_arg: Datum, _cacheid: c_int, _hash: u32) {
+    ROUTES.with(|r| {
+        if let Ok(mut map) = r.try_borrow_mut() {
+            map.clear();
+        }
+    });
+}
+
+/// Registers the invalidation callbacks, once per backend.
+fn register_callbacks() {
+    if CALLBACKS_REGISTERED.with(Cell::get) {
+        return;
+    }
+    for cache in [
+        pg_sys::SysCacheIdentifier::FOREIGNSERVEROID,
+        pg_sys::SysCacheIdentifier::USERMAPPINGOID,
+        pg_sys::SysCacheIdentifier::FOREIGNDATAWRAPPEROID,
+    ] {
+        // SAFETY: registers a plain function for a valid syscache id; the
+        // callback lives as long as the backend (it is a static function).
+        unsafe {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                CacheRegisterSyscacheCallback(cache as c_int, forget_routes, Datum::from(0))
+            })
+        };
+    }
+    CALLBACKS_REGISTERED.with(|c| c.set(true));
+}
+
+fn resolve(region: &str) -> Result<Route> {
+    let servers = lambda_servers_for_region(region)?;
+    Ok(match servers.as_slice() {
+        [] => Route::Direct(client_settings(region, None, None)),
+        [server] => {
+            let options = ServerOptions::parse(&server_options(server.oid)?)?;
+            let mapping = UserMappingOptions::parse(&user_mapping_options(server.oid)?)?;
+            Route::Server(
+                server.clone(),
+                client_settings(region, Some(&options), Some(&mapping)),
+            )
+        }
+        many => Route::Ambiguous(
+            many.iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+    })
+}
+
+/// The client settings of a call to `region` by the current user; checks
+/// USAGE on the region's server on every call.
+pub fn settings_for_region(region: &str) -> Result<ClientSettings> {
+    register_callbacks();
+    let key = RouteKey {
+        region: region.to_string(),
+        // SAFETY: GetUserId has no preconditions inside a transaction.
+        user: unsafe { pg_sys::GetUserId() },
+        connect_timeout_ms: guc::connect_timeout_ms(),
+        request_timeout_ms: guc::request_timeout_ms(),
+        endpoint_override: guc::endpoint_override(),
+    };
+    let cached = ROUTES.with(|r| r.borrow().get(&key).cloned());
+    let route = match cached {
+        Some(route) => route,
+        None => {
+            let route = resolve(region)?;
+            ROUTES.with(|r| r.borrow_mut().insert(key, route.clone()));
+            route
+        }
+    };
+    match route {
+        Route::Direct(settings) => Ok(settings),
+        Route::Server(server, settings) => {
+            check_server_usage(&server)?;
+            Ok(settings)
+        }
+        Route::Ambiguous(servers) => Err(LambdaFdwError::AmbiguousRegion {
+            region: region.to_string(),
+            servers,
+        }),
+    }
+}
