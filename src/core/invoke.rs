@@ -85,6 +85,20 @@ fn root_cause(e: &(dyn StdError + 'static)) -> String {
     cur.to_string()
 }
 
+/// Whether the SDK failed while getting credentials (the default chain, a
+/// profile, or assuming `role_arn`) rather than while talking to Lambda.
+fn is_identity_failure(e: &(dyn StdError + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if text.contains("credential") || text.contains("identity") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// The error, and the server's Retry-After if it sent one.
 fn map_sdk_error(
     err: SdkError<InvokeError>,
@@ -109,13 +123,10 @@ fn map_sdk_error(
                 CoreError::ConnectTimeout {
                     limit_ms: client.connect_timeout_ms,
                 }
+            } else if is_identity_failure(&err) {
+                CoreError::Credentials(root_cause(&err))
             } else {
-                let cause = root_cause(&err);
-                if cause.contains("credentials") {
-                    CoreError::Credentials(cause)
-                } else {
-                    CoreError::Connect(cause)
-                }
+                CoreError::Connect(root_cause(&err))
             }
         }
         SdkError::ServiceError(ctx) => {
@@ -137,7 +148,7 @@ fn map_sdk_error(
         },
         _ => {
             let cause = root_cause(&err);
-            if cause.contains("credentials") || cause.contains("identity") {
+            if is_identity_failure(&err) {
                 CoreError::Credentials(cause)
             } else {
                 CoreError::Other {

@@ -197,6 +197,25 @@ CREATE FOREIGN TABLE nocreds (payload jsonb, response jsonb) SERVER nomapping OP
 SELECT response FROM nocreds WHERE payload = '{}';
 \echo :LAST_ERROR_SQLSTATE
 
+-- role_arn: the mapping's keys assume the role with STS (ministack's STS here),
+-- and the call is signed with the role's temporary credentials.
+CREATE SERVER ms_role FOREIGN DATA WRAPPER lambda_fdw
+  OPTIONS (region 'us-east-1', endpoint_url 'http://127.0.0.1:45660', max_attempts '1');
+CREATE USER MAPPING FOR CURRENT_USER SERVER ms_role
+  OPTIONS (aws_access_key_id 'AKIDTEST', aws_secret_access_key 'test-secret-key',
+           role_arn 'arn:aws:iam::000000000000:role/lambda-invoker', external_id 'ext-1');
+CREATE FOREIGN TABLE echo_as_role (payload jsonb, response jsonb) SERVER ms_role OPTIONS (function_name 'echo');
+SELECT response FROM echo_as_role WHERE payload = '{"via": "role"}';
+-- An endpoint without STS: the role cannot be assumed, and the error says so.
+CREATE SERVER stub_role FOREIGN DATA WRAPPER lambda_fdw
+  OPTIONS (region 'us-west-2', endpoint_url 'http://127.0.0.1:45661', max_attempts '1');
+CREATE USER MAPPING FOR CURRENT_USER SERVER stub_role
+  OPTIONS (aws_access_key_id 'AKIDTEST', aws_secret_access_key 'test-secret-key',
+           role_arn 'arn:aws:iam::000000000000:role/lambda-invoker');
+CREATE FOREIGN TABLE echo_no_sts (payload jsonb, response jsonb) SERVER stub_role OPTIONS (function_name 'echo');
+SELECT response FROM echo_no_sts WHERE payload = '{}';
+\echo :LAST_ERROR_SQLSTATE
+
 -- Wire cases from the stub: the headers sent, a Handled error, a body that is not JSON, a 500.
 CREATE SERVER stub FOREIGN DATA WRAPPER lambda_fdw
   OPTIONS (region 'us-east-1', endpoint_url 'http://127.0.0.1:45661', max_attempts '1');
@@ -229,5 +248,5 @@ EXPLAIN (COSTS OFF) SELECT response FROM echo WHERE payload = '{"e": 1}';
 
 -- Leave no us-east-1 server behind for the aws_lambda suites.
 SET client_min_messages = warning;
-DROP SERVER ms, ms_short, nowhere, nomapping, stub CASCADE;
+DROP SERVER ms, ms_short, nowhere, nomapping, stub, ms_role, stub_role CASCADE;
 RESET client_min_messages;
