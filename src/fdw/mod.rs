@@ -1,6 +1,7 @@
 //! The foreign data wrapper: SQL scans in, invocations out, rows back.
 
 pub mod columns;
+mod explain;
 pub mod options;
 pub mod plan;
 mod plan_guard;

@@ -23,6 +23,7 @@ struct Originals {
     get_rel_size: pg_sys::GetForeignRelSize_function,
     get_plan: pg_sys::GetForeignPlan_function,
     begin: pg_sys::BeginForeignScan_function,
+    explain: pg_sys::ExplainForeignScan_function,
 }
 
 static ORIGINALS: OnceLock<Originals> = OnceLock::new();
@@ -32,17 +33,35 @@ thread_local! {
     static SERIAL: Cell<i64> = const { Cell::new(0) };
 }
 
-/// Replaces GetForeignRelSize, GetForeignPlan and BeginForeignScan with the
-/// guarded versions.
+/// Replaces GetForeignRelSize, GetForeignPlan, BeginForeignScan and
+/// ExplainForeignScan with the wrapped versions.
 pub fn install(routine: &mut pg_sys::FdwRoutine) {
     let _ = ORIGINALS.set(Originals {
         get_rel_size: routine.GetForeignRelSize,
         get_plan: routine.GetForeignPlan,
         begin: routine.BeginForeignScan,
+        explain: routine.ExplainForeignScan,
     });
+    routine.ExplainForeignScan = Some(explain_foreign_scan);
     routine.GetForeignRelSize = Some(quiet_get_foreign_rel_size);
     routine.GetForeignPlan = Some(guarded_get_foreign_plan);
     routine.BeginForeignScan = Some(guarded_begin_foreign_scan);
+}
+
+/// ExplainForeignScan: lambda_fdw's lines, then supabase-wrappers' own.
+/// Called by EXPLAIN only, with the executor's node and state.
+#[pg_guard]
+unsafe extern "C-unwind" fn explain_foreign_scan(
+    node: *mut pg_sys::ForeignScanState,
+    es: *mut pg_sys::ExplainState,
+) {
+    // SAFETY: the executor's own arguments, passed through.
+    unsafe {
+        super::explain::explain(node, es);
+        if let Some(original) = ORIGINALS.get().and_then(|o| o.explain) {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| original(node, es));
+        }
+    }
 }
 
 /// GetForeignRelSize with wrappers' planning warnings filtered (see quiet).
