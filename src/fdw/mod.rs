@@ -58,6 +58,35 @@ struct Scan {
     cursor: usize,
 }
 
+/// Checks a lambda_fdw foreign table as a whole: every column, and its
+/// function name against its server's region. The event trigger in
+/// sql/lambda_fdw.sql calls it after CREATE and ALTER FOREIGN TABLE, so a
+/// mistake is refused when it is written, not when the table is first queried.
+#[pgrx::pg_extern]
+fn lambda_fdw_check_columns(relid: Oid) {
+    if let Err(e) = check_table(relid) {
+        pgrx::pg_sys::panic::ErrorReport::from(e).report(pgrx::PgLogLevel::ERROR);
+    }
+}
+
+fn check_table(relid: Oid) -> Result<()> {
+    for (name, type_oid) in catalog::relation_columns(relid) {
+        classify(&name, type_oid)?;
+    }
+    // SAFETY: the event trigger passes a foreign table it has just created or
+    // altered; its catalog entry exists and is read before returning.
+    let (table, server) = unsafe {
+        let ft = pg_sys::GetForeignTable(relid);
+        (catalog::options_map((*ft).options)?, (*ft).serverid)
+    };
+    let table = TableOptions::parse(&table)?;
+    let server = ServerOptions::parse(&catalog::server_options(server)?)?;
+    table
+        .function
+        .resolve(Some(&server.region), table.qualifier.as_deref(), None)?;
+    Ok(())
+}
+
 fn is_param_exec(q: &Qual) -> bool {
     q.param
         .as_ref()

@@ -76,20 +76,40 @@ CREATE FOREIGN TABLE t (payload jsonb) SERVER s1 OPTIONS (function_name 'f', aws
 CREATE FOREIGN TABLE t (payload jsonb) SERVER s1 OPTIONS (function_name 'f', qualifier 'bad qualifier');
 \echo :LAST_ERROR_SQLSTATE
 
--- Columns: unknown names and wrong types are reported when the table is used.
+-- Columns: unknown names and wrong types are refused when the table is
+-- created or altered (an event trigger) ...
 CREATE FOREIGN TABLE badcol (payload jsonb, result jsonb) SERVER s1 OPTIONS (function_name 'echo');
-SELECT * FROM badcol WHERE payload = '{}';
 \echo :LAST_ERROR_SQLSTATE
 CREATE FOREIGN TABLE badtype (payload json, response jsonb) SERVER s1 OPTIONS (function_name 'echo');
-SELECT response FROM badtype;
 \echo :LAST_ERROR_SQLSTATE
+CREATE FOREIGN TABLE goodcols (response json, payload jsonb) SERVER s1 OPTIONS (function_name 'echo');
+ALTER FOREIGN TABLE goodcols ADD COLUMN status_code bigint;
+\echo :LAST_ERROR_SQLSTATE
+ALTER FOREIGN TABLE goodcols ADD COLUMN status_code integer, ADD COLUMN function_error text;
+-- Tables of other wrappers are not checked.
+CREATE FOREIGN DATA WRAPPER other_fdw;
+CREATE SERVER other FOREIGN DATA WRAPPER other_fdw;
+CREATE FOREIGN TABLE other_table (anything int) SERVER other;
+DROP FOREIGN DATA WRAPPER other_fdw CASCADE;
+-- ... and again when the table is used, should a table have escaped the check.
+ALTER EVENT TRIGGER lambda_fdw_check_columns DISABLE;
+CREATE FOREIGN TABLE badcol (payload jsonb, result jsonb) SERVER s1 OPTIONS (function_name 'echo');
 CREATE FOREIGN TABLE badtype2 (payload jsonb, status_code bigint) SERVER s1 OPTIONS (function_name 'echo');
+ALTER EVENT TRIGGER lambda_fdw_check_columns ENABLE;
+SELECT * FROM badcol WHERE payload = '{}';
+\echo :LAST_ERROR_SQLSTATE
 SELECT status_code FROM badtype2 WHERE payload = '{}';
 \echo :LAST_ERROR_SQLSTATE
--- A full ARN in another region than the server's.
+-- A full ARN in another region than the server's: refused when created ...
 CREATE FOREIGN TABLE otherregion (payload jsonb, response jsonb) SERVER s1
   OPTIONS (function_name 'arn:aws:lambda:eu-west-1:000000000000:function:echo');
+\echo :LAST_ERROR_SQLSTATE
+-- ... and when used, if the server's region changed since.
+CREATE FOREIGN TABLE otherregion (payload jsonb, response jsonb) SERVER s1
+  OPTIONS (function_name 'arn:aws:lambda:us-east-1:000000000000:function:echo');
+ALTER SERVER s1 OPTIONS (SET region 'eu-central-1');
 SELECT response FROM otherregion WHERE payload = '{}';
 \echo :LAST_ERROR_SQLSTATE
-DROP FOREIGN TABLE badcol, badtype, badtype2, otherregion;
+ALTER SERVER s1 OPTIONS (SET region 'us-east-1');
+DROP FOREIGN TABLE badcol, badtype2, goodcols, otherregion;
 DROP SERVER s1 CASCADE;
