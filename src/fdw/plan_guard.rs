@@ -4,11 +4,15 @@
 //! a PL/pgSQL statement, a SQL function called per row) would read freed
 //! memory and crash the backend.
 //!
-//! We wrap two callbacks. GetForeignPlan tags the plan with a serial number
-//! and records (serial -> state address). BeginForeignScan consumes the record:
-//! a plan whose record is gone is refused with an error instead of crashing,
-//! and every execution marks the backend's cached plans for re-planning, so
-//! the next execution of a prepared or PL/pgSQL statement is planned afresh.
+//! GetForeignPlan tags the plan with a serial number and records
+//! (serial -> state address). BeginForeignScan consumes the record: a plan
+//! whose record is gone is refused with an error instead of crashing, and
+//! every execution marks the backend's cached plans for re-planning, so the
+//! next execution of a prepared or PL/pgSQL statement is planned afresh.
+//!
+//! The same wrapping serves two smaller purposes: GetForeignRelSize runs with
+//! wrappers' planning warnings filtered (see `quiet`), and ExplainForeignScan
+//! adds lambda_fdw's own lines (see `explain`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
