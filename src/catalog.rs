@@ -132,6 +132,17 @@ pub fn check_server_usage(server: &ServerRef) -> Result<()> {
     }
 }
 
+/// Options of a foreign table, and the OID of its server.
+pub fn foreign_table_options(relid: Oid) -> Result<(HashMap<String, String>, Oid)> {
+    // SAFETY: GetForeignTable errors out (it does not return NULL) for a
+    // relation that is not a foreign table; the options list is read before
+    // returning.
+    unsafe {
+        let ft = pg_sys::GetForeignTable(relid);
+        Ok((options_map((*ft).options)?, (*ft).serverid))
+    }
+}
+
 /// Options of a foreign server.
 pub fn server_options(server: Oid) -> Result<HashMap<String, String>> {
     // SAFETY: GetForeignServer errors out (it does not return NULL) for a

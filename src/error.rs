@@ -4,7 +4,7 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgSqlErrorCode;
 use thiserror::Error;
 
-use crate::core::CoreError;
+use crate::core::{retry, CoreError};
 use crate::fdw::options::OptionError;
 
 #[derive(Debug, Error)]
@@ -71,15 +71,6 @@ fn service_code(code: &str) -> PgSqlErrorCode {
     }
 }
 
-/// "1 attempt was", "3 attempts were".
-pub fn plural_attempts(n: u32) -> String {
-    if n == 1 {
-        "1 attempt was".to_string()
-    } else {
-        format!("{n} attempts were")
-    }
-}
-
 /// SQLSTATE, detail and hint of a core error; the message is its Display.
 pub fn core_error_parts(e: &CoreError) -> (PgSqlErrorCode, Option<String>, Option<String>) {
     use PgSqlErrorCode::*;
@@ -88,8 +79,9 @@ pub fn core_error_parts(e: &CoreError) -> (PgSqlErrorCode, Option<String>, Optio
             let (code, detail, hint) = core_error_parts(last);
             let hint = hint.or_else(|| {
                 Some(format!(
-                    "{} made; the server option max_attempts sets how many",
-                    plural_attempts(*attempts)
+                    "{} {} made; the server option max_attempts sets how many",
+                    retry::attempts(*attempts),
+                    if *attempts == 1 { "was" } else { "were" }
                 ))
             });
             (code, detail, hint)

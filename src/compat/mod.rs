@@ -15,6 +15,7 @@ use pgrx::{IntoDatum, PgSqlErrorCode};
 use crate::config::PG_INTERRUPTS;
 use crate::convert;
 use crate::core::client::process_default_region;
+use crate::core::retry;
 use crate::core::{
     block_on, client_for, parse_function_name, CoreError, InvocationType, InvokeOutcome,
     InvokeRequest, LogType,
@@ -71,12 +72,7 @@ fn rds_report(e: LambdaFdwError) -> ErrorReport {
     let (code, _, hint) = core_error_parts(&core);
     let api_failed_with = |said: String, hint: Option<String>| {
         let tries = attempts
-            .map(|n| {
-                format!(
-                    " Gave up after {n} {}.",
-                    if n == 1 { "attempt" } else { "attempts" }
-                )
-            })
+            .map(|n| format!(" Gave up after {}.", retry::attempts(n)))
             .unwrap_or_default();
         report(
             code,

@@ -76,7 +76,7 @@ pub enum CoreError {
         request_id: Option<String>,
     },
 
-    #[error("{last} (gave up after {attempts} {})", if *.attempts == 1 { "attempt" } else { "attempts" })]
+    #[error("{last} (gave up after {})", super::retry::attempts(*.attempts))]
     GaveUp { attempts: u32, last: Box<CoreError> },
 
     #[error("invalid response from lambda for {function}: {message}")]

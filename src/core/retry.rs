@@ -41,6 +41,15 @@ const FINAL_SERVER_CODES: &[&str] = &[
     "SnapStartTimeoutException",
 ];
 
+/// "1 attempt", "3 attempts": the one wording of an attempt count.
+pub fn attempts(n: u32) -> String {
+    if n == 1 {
+        "1 attempt".to_string()
+    } else {
+        format!("{n} attempts")
+    }
+}
+
 pub fn is_retryable(e: &CoreError) -> bool {
     match e {
         CoreError::Service { status, code, .. } => {

@@ -7,17 +7,14 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 
 use super::options::{ServerOptions, TableOptions};
-use crate::catalog::{options_map, server_options};
+use crate::catalog::{foreign_table_options, server_options};
 
 /// The lines to show for a foreign table: label and value.
 fn describe(relid: pg_sys::Oid) -> Vec<(&'static str, String)> {
-    // SAFETY: the relation is open in the plan being explained, so its
-    // foreign-table entry exists; its option list is read before returning.
-    let (table, server) = unsafe {
-        let ft = pg_sys::GetForeignTable(relid);
-        (options_map((*ft).options), (*ft).serverid)
+    let Ok((table, server)) = foreign_table_options(relid) else {
+        return Vec::new();
     };
-    let (Ok(table), Ok(server)) = (table, server_options(server)) else {
+    let Ok(server) = server_options(server) else {
         return Vec::new();
     };
     let (Ok(table), Ok(server)) = (TableOptions::parse(&table), ServerOptions::parse(&server))

@@ -73,17 +73,10 @@ fn check_table(relid: Oid) -> Result<()> {
     for (name, type_oid) in catalog::relation_columns(relid) {
         classify(&name, type_oid)?;
     }
-    // SAFETY: the event trigger passes a foreign table it has just created or
-    // altered; its catalog entry exists and is read before returning.
-    let (table, server) = unsafe {
-        let ft = pg_sys::GetForeignTable(relid);
-        (catalog::options_map((*ft).options)?, (*ft).serverid)
-    };
+    let (table, server) = catalog::foreign_table_options(relid)?;
     let table = TableOptions::parse(&table)?;
     let server = ServerOptions::parse(&catalog::server_options(server)?)?;
-    table
-        .function
-        .resolve(Some(&server.region), table.qualifier.as_deref(), None)?;
+    table.check_region(&server.region)?;
     Ok(())
 }
 
@@ -206,10 +199,7 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
                 column: q.field.clone(),
             });
         }
-        let table = TableOptions::parse(options)?;
-        table
-            .function
-            .resolve(Some(&self.options.region), table.qualifier.as_deref(), None)?;
+        TableOptions::parse(options)?.check_region(&self.options.region)?;
         // A payload parameter in a generic plan could be anything: say it is
         // expensive, so the plan cache keeps planning with the actual value
         // (PL/pgSQL variables only reach the scan that way).

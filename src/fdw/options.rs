@@ -326,6 +326,14 @@ pub struct TableOptions {
 }
 
 impl TableOptions {
+    /// Checks the function name against the region of the table's server
+    /// (a full ARN must name that region) and the table's qualifier.
+    pub fn check_region(&self, server_region: &str) -> std::result::Result<(), CoreError> {
+        self.function
+            .resolve(Some(server_region), self.qualifier.as_deref(), None)
+            .map(|_| ())
+    }
+
     pub fn parse(map: &HashMap<String, String>) -> Result<Self> {
         let name = map.get("function_name").ok_or(OptionError::Missing {
             option: "function_name",
