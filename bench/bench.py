@@ -18,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DB = "lambda_fdw_bench"
 FANOUT_PAYLOADS, FANOUT_CONCURRENCY, FANOUT_DELAY_MS = 200, 20, 20
 PAYLOAD_MB = 5
+DATA_ROWS, DATA_CONCURRENCY, DATA_DELAY_MS = 2000, 50, 20
 
 
 class Session:
@@ -77,6 +78,10 @@ def setup():
         "CREATE FOREIGN TABLE echo (payload jsonb, response jsonb) SERVER stub OPTIONS (function_name 'echo')",
         f"CREATE FOREIGN TABLE delayed (payload jsonb, response jsonb) SERVER stub "
         f"OPTIONS (function_name 'slow-headers', max_concurrency '{FANOUT_CONCURRENCY}')",
+        f"CREATE FOREIGN TABLE delayed_data (payload jsonb, response jsonb) SERVER stub "
+        f"OPTIONS (function_name 'slow-headers', max_concurrency '{DATA_CONCURRENCY}')",
+        f"CREATE TABLE fan_docs AS SELECT jsonb_build_object('ms', {DATA_DELAY_MS}, 'i', i) AS doc "
+        f"FROM generate_series(1, {DATA_ROWS}) i",
         # The DIY shim people write: boto3 from plpython3u, the client kept in GD.
         f"""CREATE FUNCTION py_invoke(payload text) RETURNS text LANGUAGE plpython3u AS $py$
 if 'lambda' not in GD:
@@ -141,7 +146,35 @@ def main():
     results["fanout_ms"] = statistics.median(runs) * 1000
     results["fanout_ideal_ms"] = ideal * 1000
     results["fanout_efficiency"] = ideal / statistics.median(runs)
+
+    # 3b. Fan-out over a table's rows: payload = ANY(ARRAY(SELECT ...)).
+    data = "SELECT count(*) FROM delayed_data WHERE payload = ANY(ARRAY(SELECT doc FROM fan_docs));"
+    s.run(data)
+    runs = []
+    for _ in range(3):
+        secs, out = s.timed(data)
+        assert out == [str(DATA_ROWS)], out
+        runs.append(secs)
+    ideal = DATA_ROWS / DATA_CONCURRENCY * DATA_DELAY_MS / 1000.0
+    results["data_fanout_ms"] = statistics.median(runs) * 1000
+    results["data_fanout_ideal_ms"] = ideal * 1000
+    results["data_fanout_efficiency"] = ideal / statistics.median(runs)
     s.close()
+
+    # ... and its peak memory above the idle backend.
+    d = Session()
+    d.run("SELECT count(*) FROM delayed_data WHERE payload = '{\"ms\": 0}';")
+    idle = d.status("VmRSS")
+    with open(f"/proc/{d.pid}/clear_refs", "w") as f:
+        f.write("5")
+    assert d.run(data) == [str(DATA_ROWS)]
+    results["data_fanout_peak_rss_mb"] = d.status("VmHWM") - idle
+    d.close()
+
+    # 3c. Prepared statements from an application (psycopg 3, server-side
+    # prepared, round trips included): a one-payload foreign-table query and
+    # an aws_lambda.invoke call, N executions each.
+    results.update(prepared())
 
     # 4. Memory: a fresh backend; RSS after 100 and after 1,100 calls.
     m = Session()
@@ -179,6 +212,27 @@ def main():
     report(results)
 
 
+def prepared():
+    import psycopg
+    from psycopg.types.json import Json, Jsonb
+    out = {}
+    with psycopg.connect(dbname=DB, autocommit=True) as conn:
+        for key, sql, wrap in [
+            ("fdw_prepared_per_call_us", "SELECT response FROM echo WHERE payload = %s", Jsonb),
+            ("invoke_prepared_per_call_us",
+             "SELECT payload FROM aws_lambda.invoke('echo', %s::json, 'us-west-2')", Json),
+        ]:
+            for i in range(200):
+                conn.execute(sql, [wrap({"i": i})], prepare=True).fetchone()
+            t0 = time.perf_counter()
+            for i in range(N):
+                row = conn.execute(sql, [wrap({"i": i})], prepare=True).fetchone()
+                assert row[0] == {"i": i}, row
+            out[key] = (time.perf_counter() - t0) * 1e6 / N
+    out["fdw_vs_invoke_prepared"] = out["fdw_prepared_per_call_us"] / out["invoke_prepared_per_call_us"]
+    return out
+
+
 def report(r):
     targets = [
         ("aws_lambda.invoke, per call", f"{r['per_call_us']:.1f} us", ""),
@@ -190,6 +244,13 @@ def report(r):
         (f"fan-out {FANOUT_PAYLOADS} x {FANOUT_DELAY_MS} ms at {FANOUT_CONCURRENCY}",
          f"{r['fanout_ms']:.0f} ms (ideal {r['fanout_ideal_ms']:.0f})", ""),
         ("fan-out efficiency", f"{r['fanout_efficiency']:.2f}", ">= 0.85"),
+        (f"fan-out over {DATA_ROWS} rows x {DATA_DELAY_MS} ms at {DATA_CONCURRENCY}",
+         f"{r['data_fanout_ms']:.0f} ms (ideal {r['data_fanout_ideal_ms']:.0f})", ""),
+        ("data fan-out efficiency", f"{r['data_fanout_efficiency']:.2f}", ">= 0.85"),
+        ("data fan-out peak RSS above idle", f"{r['data_fanout_peak_rss_mb']:.1f} MB", "< 50 MB"),
+        ("foreign table, prepared, per call", f"{r['fdw_prepared_per_call_us']:.1f} us", ""),
+        ("aws_lambda.invoke, prepared, per call", f"{r['invoke_prepared_per_call_us']:.1f} us", ""),
+        ("prepared foreign table / invoke", f"{r['fdw_vs_invoke_prepared']:.2f}", "<= 1.15"),
         ("RSS growth per 1,000 calls", f"{r['rss_growth_mb_1000_calls']:.2f} MB", "<= 5 MB"),
         (f"peak RSS above idle, {r['payload_mb']:.0f} MB payload", f"{r['peak_rss_mb_5mb_payload']:.1f} MB",
          f"<= {4 * r['payload_mb']:.0f} MB"),
@@ -200,7 +261,9 @@ def report(r):
     for name, value, target in targets:
         print(f"{name:45} {value:>26}  {target}")
     keys = ["per_call_us", "fdw_per_query_us", "sdk_per_call_us", "plpython_per_call_us",
-            "fanout_efficiency", "rss_growth_mb_1000_calls", "peak_rss_mb_5mb_payload"]
+            "fanout_efficiency", "rss_growth_mb_1000_calls", "peak_rss_mb_5mb_payload",
+            "data_fanout_efficiency", "data_fanout_peak_rss_mb", "fdw_prepared_per_call_us",
+            "invoke_prepared_per_call_us"]
     print(json.dumps({k: round(r[k], 3) for k in keys}))
 
 

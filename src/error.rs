@@ -25,14 +25,11 @@ pub enum LambdaFdwError {
         actual: String,
     },
 
-    #[error("the value for column \"{0}\" did not reach the lambda_fdw scan")]
+    #[error("the value for column \"{0}\" is not of the column's type")]
     QualValue(&'static str),
 
     #[error("no payload given for lambda function {function}")]
     NoPayload { function: String },
-
-    #[error("the value for column \"{column}\" cannot come from a subquery or a reference to another table")]
-    ParamExec { column: String },
 
     #[error("lambda function {function} returned a response that is not valid JSON: {reason}")]
     ResponseNotJson { function: String, reason: String },
@@ -217,23 +214,12 @@ impl From<LambdaFdwError> for ErrorReport {
                 },
                 None,
             ),
-            LambdaFdwError::QualValue(_) => report(
-                ERRCODE_FEATURE_NOT_SUPPORTED,
-                message,
-                Some("supabase-wrappers 0.1.28 cannot read PL/pgSQL variables in a foreign scan".into()),
-                Some("in PL/pgSQL use EXECUTE 'SELECT ... WHERE payload = $1' USING value, or call aws_lambda.invoke(...)".into()),
-            ),
+            LambdaFdwError::QualValue(_) => report(ERRCODE_DATATYPE_MISMATCH, message, None, None),
             LambdaFdwError::NoPayload { .. } => report(
                 ERRCODE_FEATURE_NOT_SUPPORTED,
                 message,
                 Some("a scan of a lambda_fdw table invokes the function once per payload, and this query gives none".into()),
-                Some("add WHERE payload = '{...}' or WHERE payload IN ('{...}', '{...}') with constant values or parameters".into()),
-            ),
-            LambdaFdwError::ParamExec { .. } => report(
-                ERRCODE_FEATURE_NOT_SUPPORTED,
-                message,
-                None,
-                Some("use a constant, a parameter of a prepared statement, or call aws_lambda.invoke(...) once per row instead".into()),
+                Some("add WHERE payload = '{...}', WHERE payload IN ('{...}', '{...}'), WHERE payload = ANY(ARRAY(SELECT doc FROM t)), or join on payload".into()),
             ),
             LambdaFdwError::ResponseNotJson { .. } => {
                 report(ERRCODE_INVALID_TEXT_REPRESENTATION, message, None, None)

@@ -25,7 +25,6 @@ pgrx::extension_sql_file!("../sql/aws_lambda.sql", name = "aws_lambda_api");
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
-    fdw::quiet::install();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -1,6 +1,6 @@
-//! EXPLAIN for lambda_fdw scans: what will be called, and where, before
-//! supabase-wrappers' own lines about the pushed-down conditions. Only names,
-//! regions and URLs: nothing from a user mapping.
+//! EXPLAIN for lambda_fdw scans: what will be called, where, and with which
+//! request conditions. Only names, regions, URLs and the query's own
+//! expressions: nothing from a user mapping.
 
 use std::ffi::CString;
 
@@ -39,11 +39,16 @@ fn describe(relid: pg_sys::Oid) -> Vec<(&'static str, String)> {
     lines
 }
 
-/// Adds the lambda_fdw lines to EXPLAIN output.
+/// Adds the lambda_fdw lines to EXPLAIN output; `conditions` are the request
+/// conditions as SQL text.
 ///
 /// # Safety
 /// `node` and `es` are the executor's, as passed to ExplainForeignScan.
-pub unsafe fn explain(node: *mut pg_sys::ForeignScanState, es: *mut pg_sys::ExplainState) {
+pub unsafe fn explain(
+    node: *mut pg_sys::ForeignScanState,
+    es: *mut pg_sys::ExplainState,
+    conditions: Vec<String>,
+) {
     // SAFETY: per the contract; the scan's relation is open while explained.
     let rel = unsafe { (*node).ss.ss_currentRelation };
     if rel.is_null() {
@@ -51,7 +56,11 @@ pub unsafe fn explain(node: *mut pg_sys::ForeignScanState, es: *mut pg_sys::Expl
     }
     // SAFETY: a non-null open relation.
     let relid = unsafe { (*rel).rd_id };
-    for (label, value) in describe(relid) {
+    let mut lines = describe(relid);
+    if !conditions.is_empty() {
+        lines.push(("Lambda Requests", conditions.join(" AND ")));
+    }
+    for (label, value) in lines {
         let (Ok(label), Ok(value)) = (CString::new(label), CString::new(value)) else {
             continue;
         };

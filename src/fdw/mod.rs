@@ -3,9 +3,8 @@
 pub mod columns;
 mod explain;
 pub mod options;
+mod params;
 pub mod plan;
-mod plan_guard;
-pub mod quiet;
 
 use std::collections::HashMap;
 
@@ -21,12 +20,10 @@ use crate::core::{block_on, client_for, ClientSettings, CoreResult, InvokeOutcom
 use crate::error::{LambdaFdwError, Result};
 use columns::{classify, ColumnKind, RequestColumn};
 use options::{Catalog, FunctionErrors, ServerOptions, TableOptions, UserMappingOptions};
-use plan::{plan_invocations, PlannedInvocation};
+use plan::{plan_invocations, Allowed, PlannedInvocation};
 
 /// Row width estimate for the planner.
 const ROW_WIDTH: i32 = 256;
-/// Row estimate for a payload that is a parameter of a generic plan.
-const GENERIC_PLAN_ROWS: i64 = 1_000_000_000;
 
 #[wrappers_fdw(
     version = "0.1.0",
@@ -44,14 +41,23 @@ pub struct LambdaFdw {
 struct Scan {
     /// Target columns, in the order the row must carry them.
     columns: Vec<(String, ColumnKind)>,
-    planned: Vec<PlannedInvocation>,
-    /// The function as messages name it, per invocation.
-    displays: Vec<String>,
-    /// Checked requests, taken when the first row is asked for.
-    requests: Option<Vec<InvokeRequest>>,
+    table: TableOptions,
+    region: String,
     settings: ClientSettings,
     concurrency: usize,
     function_errors: FunctionErrors,
+    /// The invocations for the current values of the request conditions;
+    /// `None` until the first row is asked for.
+    batch: Option<Batch>,
+}
+
+/// The invocations for one set of request values, and what came back.
+struct Batch {
+    planned: Vec<PlannedInvocation>,
+    /// The function as messages name it, per invocation.
+    displays: Vec<String>,
+    /// Checked requests, taken when the first call is started.
+    requests: Option<Vec<InvokeRequest>>,
     stream: Option<LocalBoxStream<'static, CoreResult<InvokeOutcome>>>,
     /// Outcomes received so far, replayed by a rescan instead of invoking again.
     outcomes: Vec<InvokeOutcome>,
@@ -80,12 +86,6 @@ fn check_table(relid: Oid) -> Result<()> {
     Ok(())
 }
 
-fn is_param_exec(q: &Qual) -> bool {
-    q.param
-        .as_ref()
-        .is_some_and(|p| p.kind == pg_sys::ParamKind::PARAM_EXEC)
-}
-
 fn response_cell(function: &str, payload: &[u8], json_text: bool) -> Result<Cell> {
     let not_json = |e: serde_json::Error| LambdaFdwError::ResponseNotJson {
         function: function.to_string(),
@@ -101,33 +101,81 @@ fn response_cell(function: &str, payload: &[u8], json_text: bool) -> Result<Cell
 }
 
 impl Scan {
+    /// Builds the invocations for new request values, dropping the previous
+    /// ones (and any call of theirs still in flight).
+    fn start_batch(&mut self, conditions: &[Allowed]) -> Result<()> {
+        self.batch = None;
+        let planned = plan_invocations(conditions, &self.table)?.ok_or_else(|| {
+            LambdaFdwError::NoPayload {
+                function: self.table.function_name.clone(),
+            }
+        })?;
+        let mut requests = Vec::with_capacity(planned.len());
+        let mut displays = Vec::with_capacity(planned.len());
+        for p in &planned {
+            let target =
+                self.table
+                    .function
+                    .resolve(Some(&self.region), p.qualifier.as_deref(), None)?;
+            let context = p.context.as_ref().map(|c| c.to_string());
+            let payload = serde_json::to_vec(&p.payload)
+                .map_err(|e| LambdaFdwError::Catalog(format!("could not encode payload: {e}")))?;
+            displays.push(target.display.clone());
+            requests.push(InvokeRequest::new(
+                target,
+                p.invocation_type,
+                p.log_type,
+                context.as_deref(),
+                payload,
+            )?);
+        }
+        self.batch = Some(Batch {
+            planned,
+            displays,
+            requests: Some(requests),
+            stream: None,
+            outcomes: Vec::new(),
+            cursor: 0,
+        });
+        Ok(())
+    }
+
     fn next_outcome(&mut self) -> Result<Option<usize>> {
-        if self.cursor < self.outcomes.len() {
-            self.cursor += 1;
-            return Ok(Some(self.cursor - 1));
+        let Some(batch) = self.batch.as_mut() else {
+            // The request values never arrived: nothing may be invoked.
+            return Err(LambdaFdwError::NoPayload {
+                function: self.table.function_name.clone(),
+            });
+        };
+        if batch.cursor < batch.outcomes.len() {
+            batch.cursor += 1;
+            return Ok(Some(batch.cursor - 1));
         }
-        if self.stream.is_none() {
-            let requests = self.requests.take().unwrap_or_default();
+        if batch.stream.is_none() {
+            let requests = batch.requests.take().unwrap_or_default();
             let client = client_for(&self.settings, &PG_INTERRUPTS)?;
-            self.stream = Some(client.invoke_all(requests, self.concurrency));
+            batch.stream = Some(client.invoke_all(requests, self.concurrency));
         }
-        let Some(stream) = self.stream.as_mut() else {
+        let Some(stream) = batch.stream.as_mut() else {
             return Ok(None);
         };
         match block_on(stream.next(), &PG_INTERRUPTS)? {
             None => Ok(None),
             Some(outcome) => {
-                self.outcomes.push(outcome?);
-                self.cursor += 1;
-                Ok(Some(self.cursor - 1))
+                batch.outcomes.push(outcome?);
+                batch.cursor += 1;
+                Ok(Some(batch.cursor - 1))
             }
         }
     }
 
     fn fill_row(&self, index: usize, row: &mut Row) -> Result<()> {
-        let planned = &self.planned[index];
-        let outcome = &self.outcomes[index];
-        let display = &self.displays[index];
+        let Some(batch) = self.batch.as_ref() else {
+            return Ok(());
+        };
+        let planned = &batch.planned[index];
+        let outcome = &batch.outcomes[index];
+        let display = &batch.displays[index];
         if outcome.function_error.is_some() && self.function_errors == FunctionErrors::Raise {
             outcome.clone().raise_function_error(display)?;
         }
@@ -177,82 +225,35 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
     }
 
     fn get_rel_size(
-        &mut self,
-        quals: &[Qual],
+        _quals: &[Qual],
         _columns: &[Column],
         _sorts: &[Sort],
         _limit: &Option<Limit>,
         options: &HashMap<String, String>,
     ) -> Result<(i64, i32)> {
+        // Every column, and the function name against the server's region,
+        // are checked before anything is planned; the row estimate is made
+        // in `params` from the request conditions.
         if let Some(relid) = options
             .get("wrappers.ftable_oid")
             .and_then(|s| s.parse::<u32>().ok())
         {
-            for (name, type_oid) in catalog::relation_columns(Oid::from(relid)) {
-                classify(&name, type_oid)?;
-            }
+            check_table(Oid::from(relid))?;
         }
-        // wrappers 0.1.28 evaluates PARAM_EXEC values before they exist and
-        // crashes the backend: refuse them while planning.
-        if let Some(q) = quals.iter().find(|q| is_param_exec(q)) {
-            return Err(LambdaFdwError::ParamExec {
-                column: q.field.clone(),
-            });
-        }
-        TableOptions::parse(options)?.check_region(&self.options.region)?;
-        // A payload parameter in a generic plan could be anything: say it is
-        // expensive, so the plan cache keeps planning with the actual value
-        // (PL/pgSQL variables only reach the scan that way).
-        if quals
-            .iter()
-            .any(|q| q.field == "payload" && q.param.is_some())
-        {
-            return Ok((GENERIC_PLAN_ROWS, ROW_WIDTH));
-        }
-        let rows: usize = quals
-            .iter()
-            .filter(|q| q.field == "payload" && q.operator == "=")
-            .map(|q| match &q.value {
-                Value::Array(a) => a.len(),
-                Value::Cell(_) => 1,
-            })
-            .min()
-            .unwrap_or(1);
-        Ok((rows.max(1) as i64, ROW_WIDTH))
+        Ok((1, ROW_WIDTH))
     }
 
     fn begin_scan(
         &mut self,
-        quals: &[Qual],
+        _quals: &[Qual],
         columns: &[Column],
         _sorts: &[Sort],
         _limit: &Option<Limit>,
         options: &HashMap<String, String>,
     ) -> Result<()> {
+        // Executor start: the request values come with the first row (see
+        // `params`); nothing is invoked here.
         let table = TableOptions::parse(options)?;
-        let planned =
-            plan_invocations(quals, &table)?.ok_or_else(|| LambdaFdwError::NoPayload {
-                function: table.function_name.clone(),
-            })?;
-        let region = self.options.region.clone();
-        let mut requests = Vec::with_capacity(planned.len());
-        let mut displays = Vec::with_capacity(planned.len());
-        for p in &planned {
-            let target = table
-                .function
-                .resolve(Some(&region), p.qualifier.as_deref(), None)?;
-            let context = p.context.as_ref().map(|c| c.to_string());
-            let payload = serde_json::to_vec(&p.payload)
-                .map_err(|e| LambdaFdwError::Catalog(format!("could not encode payload: {e}")))?;
-            displays.push(target.display.clone());
-            requests.push(InvokeRequest::new(
-                target,
-                p.invocation_type,
-                p.log_type,
-                context.as_deref(),
-                payload,
-            )?);
-        }
         // The scan signs requests with this server's user mapping: like
         // aws_lambda.invoke, it needs USAGE on the server.
         catalog::check_server_usage(&self.server)?;
@@ -261,20 +262,18 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
             .iter()
             .map(|c| Ok((c.name.clone(), classify(&c.name, c.type_oid)?)))
             .collect::<Result<Vec<_>>>()?;
+        let region = self.options.region.clone();
         self.scan = Some(Scan {
             columns,
-            planned,
-            displays,
-            requests: Some(requests),
             settings: client_settings(&region, Some(&self.options), Some(&mapping)),
             concurrency: table
                 .max_concurrency
                 .or(self.options.max_concurrency)
                 .unwrap_or(DEFAULT_MAX_CONCURRENCY),
             function_errors: table.function_errors,
-            stream: None,
-            outcomes: Vec::new(),
-            cursor: 0,
+            table,
+            region,
+            batch: None,
         });
         Ok(())
     }
@@ -283,6 +282,9 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
         let Some(scan) = self.scan.as_mut() else {
             return Ok(None);
         };
+        if let Some(conditions) = params::take_request_values() {
+            scan.start_batch(&conditions)?;
+        }
         match scan.next_outcome()? {
             None => Ok(None),
             Some(index) => {
@@ -293,8 +295,10 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
     }
 
     fn re_scan(&mut self) -> Result<()> {
-        if let Some(scan) = self.scan.as_mut() {
-            scan.cursor = 0;
+        // Replays the outcomes already received; new request values, if the
+        // rescan changed them, arrive with the next row.
+        if let Some(batch) = self.scan.as_mut().and_then(|s| s.batch.as_mut()) {
+            batch.cursor = 0;
         }
         Ok(())
     }
@@ -306,7 +310,7 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
     }
 
     fn fdw_routine_hook(routine: &mut supabase_wrappers::FdwRoutine<pgrx::AllocatedByRust>) {
-        plan_guard::install(routine);
+        params::install(routine);
     }
 
     fn validator(options: Vec<Option<String>>, catalog: Option<Oid>) -> Result<()> {

@@ -7,6 +7,8 @@
 //! The function name in the request path picks the behaviour; `key` in the
 //! payload names a counter, so tests do not see each other's calls:
 //! - `echo`: returns the payload (after STUB_DELAY_MS, default 0).
+//! - `counted-echo`: returns the payload, counting calls per key (see `calls`).
+//! - `sleep-echo`: returns the payload after `ms` milliseconds.
 //! - `inspect`: returns what was sent: decoded client context, invocation
 //!   type, log type, qualifier, payload.
 //! - `handled-error`: a `Handled` function error.
@@ -17,7 +19,8 @@
 //!   `retry_after`, 500, 502 HTML, 503), then 200 with the attempt count and
 //!   the shortest gap between attempts.
 //! - `reset`: the first `fail` calls per key reset the connection unanswered.
-//! - `counted-404`: 404, counting calls per key; `calls`: that count.
+//! - `counted-404`: 404, counting calls per key.
+//! - `calls`: the count of calls to function `of` (default `flaky`) with `key`.
 //! - `truncated`: a 200 whose body stops before its Content-Length.
 //! - `reset-mid-body`: headers and half a body, then a reset.
 //! - `silence`: reads the request and never answers.
@@ -314,6 +317,20 @@ async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response
                 "ResourceNotFoundException",
                 "Function not found: counted-404",
             )
+        }
+        "counted-echo" | "sleep-echo" => {
+            if name == "counted-echo" {
+                count(counters, &name, &key);
+            } else {
+                tokio::time::sleep(Duration::from_millis(num("ms", 0))).await;
+            }
+            Response {
+                status,
+                headers: vec![("Content-Type", "application/json".into())],
+                body: req.body.clone(),
+                fault: Fault::None,
+                request_id: String::new(),
+            }
         }
         "calls" => {
             let map = counters.lock().unwrap_or_else(|p| p.into_inner());
