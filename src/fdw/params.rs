@@ -359,12 +359,12 @@ unsafe extern "C-unwind" fn get_foreign_rel_size(
         }
         (*baserel).baserestrictinfo = ptr::null_mut();
         (*baserel).reltarget = stand_in;
-        let result = pg_sys::ffi::pg_guard_ffi_boundary(|| original(root, baserel, foreigntableid));
+        // An error raised inside ends planning; nothing then reads the relation.
+        pg_sys::ffi::pg_guard_ffi_boundary(|| original(root, baserel, foreigntableid));
         (*baserel).baserestrictinfo = conditions;
         (*baserel).reltarget = target;
         (*target).width = (*stand_in).width;
-        result
-    };
+    }
     // SAFETY: as above; the conditions are the relation's own.
     let quals = unsafe { request_quals(root, (*baserel).relid, (*baserel).baserestrictinfo) };
     // SAFETY: rows is a plain field of the relation being planned.
@@ -621,7 +621,7 @@ unsafe extern "C-unwind" fn release_scan(arg: *mut c_void) {
     unsafe {
         if !(*node).fdw_state.is_null() {
             if let Some(end) = originals().end {
-                end(node);
+                pg_sys::ffi::pg_guard_ffi_boundary(|| end(node));
             }
         }
     }
@@ -764,7 +764,11 @@ unsafe fn evaluate(
             .map(|&(column, compare, state)| {
                 let mut isnull = false;
                 let datum = match (*state).evalfunc {
-                    Some(f) => f(state, econtext, &mut isnull),
+                    // An error raised while evaluating (a failing subquery)
+                    // must unwind through Rust frames as a panic, not a longjmp.
+                    Some(f) => {
+                        pg_sys::ffi::pg_guard_ffi_boundary(|| f(state, econtext, &mut isnull))
+                    }
                     None => {
                         isnull = true;
                         Datum::from(0)

@@ -232,7 +232,9 @@ mod tests {
         p.into_iter().map(|i| i.payload).collect()
     }
 
-    use RequestColumn::*;
+    use RequestColumn::{Context, Payload, Qualifier};
+    const INVOCATION: RequestColumn = RequestColumn::InvocationType;
+    const LOG: RequestColumn = RequestColumn::LogType;
 
     #[test]
     fn no_payload_means_no_invocation() {
@@ -338,8 +340,8 @@ mod tests {
         let q = [
             eq(Payload, j(json!({}))),
             eq(Qualifier, s("v2")),
-            eq(InvocationType, s("Event")),
-            eq(LogType, s("Tail")),
+            eq(INVOCATION, s("Event")),
+            eq(LOG, s("Tail")),
             eq(Context, j(json!({"custom": {"k": "v"}}))),
         ];
         let p = plan_invocations(&q, &table(&[("qualifier", "prod")]))
@@ -347,11 +349,8 @@ mod tests {
             .unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].qualifier.as_deref(), Some("v2"));
-        assert_eq!(
-            p[0].invocation_type,
-            crate::core::request::InvocationType::Event
-        );
-        assert_eq!(p[0].log_type, crate::core::request::LogType::Tail);
+        assert_eq!(p[0].invocation_type, InvocationType::Event);
+        assert_eq!(p[0].log_type, LogType::Tail);
         assert_eq!(p[0].context, Some(json!({"custom": {"k": "v"}})));
     }
 
@@ -389,12 +388,12 @@ mod tests {
 
     #[test]
     fn bad_enum_values_in_conditions_are_errors() {
-        let q = [eq(Payload, j(json!(1))), eq(InvocationType, s("event"))];
+        let q = [eq(Payload, j(json!(1))), eq(INVOCATION, s("event"))];
         assert_eq!(
             plan_invocations(&q, &table(&[])).unwrap_err().to_string(),
             "invalid invocation_type \"event\""
         );
-        let q = [eq(Payload, j(json!(1))), eq(LogType, s("tail"))];
+        let q = [eq(Payload, j(json!(1))), eq(LOG, s("tail"))];
         assert_eq!(
             plan_invocations(&q, &table(&[])).unwrap_err().to_string(),
             "invalid log_type \"tail\""

@@ -68,7 +68,7 @@ INSERT INTO cases (surface, stmt) VALUES
 ('fdw', $$SELECT * FROM f WHERE payload = '{}' AND qualifier = 'a b'$$),
 ('fdw', $$SELECT * FROM f WHERE payload = '{}' AND context = '[1]'$$),
 ('fdw', $$SELECT * FROM f WHERE payload = ('{"k": "' || repeat('x', 6 * 1024 * 1024) || '"}')::jsonb$$),
-('fdw', $$SELECT * FROM f WHERE payload = (SELECT '{}'::jsonb)$$),
+('fdw', $$SELECT * FROM f WHERE payload = (SELECT '{}'::jsonb) AND qualifier = (SELECT 'bad qualifier!')$$),
 -- options, refused at CREATE time
 ('ddl', $$CREATE SERVER s FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'nowhere')$$),
 ('ddl', $$CREATE SERVER s FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-east-1', max_concurrency '-1')$$),

@@ -15,7 +15,7 @@ ANALYZE docs;
 
 -- What a new user tries first: each gives the 20 rows.
 SELECT count(*) FROM echo WHERE payload = ANY(ARRAY(SELECT doc FROM docs));
-SELECT count(*) FROM echo WHERE payload = ANY((SELECT array_agg(doc) FROM docs));
+SELECT count(*) FROM echo WHERE payload = ANY((SELECT array_agg(doc) FROM docs)::jsonb[]);
 SELECT count(*) FROM echo WHERE payload IN (SELECT doc FROM docs);
 SELECT count(*) FROM docs d JOIN echo e ON e.payload = d.doc;
 SELECT count(*) FROM docs d CROSS JOIN LATERAL (SELECT response FROM echo WHERE payload = d.doc) r;
@@ -26,7 +26,10 @@ SELECT count(*) FROM docs d WHERE (SELECT response FROM echo WHERE payload = d.d
 SELECT payload, response FROM echo
  WHERE payload = ANY(ARRAY(SELECT doc FROM docs WHERE id <= 5 ORDER BY id DESC));
 SELECT payload, response FROM echo
- WHERE payload = ANY((SELECT array_agg(doc ORDER BY id) FROM docs WHERE id IN (3, 9, 4)));
+ WHERE payload = ANY((SELECT array_agg(doc ORDER BY id) FROM docs WHERE id IN (3, 9, 4))::jsonb[]);
+-- Without the cast PostgreSQL reads `= ANY((SELECT ...))` as `= ANY(SELECT ...)`,
+-- a comparison with each row of the subquery (here: jsonb with jsonb[]).
+SELECT count(*) FROM echo WHERE payload = ANY((SELECT array_agg(doc) FROM docs));
 SELECT response FROM echo WHERE payload = (SELECT doc FROM docs WHERE id = 7);
 SELECT d.id, e.response FROM docs d JOIN echo e ON e.payload = d.doc WHERE d.id <= 3 ORDER BY d.id;
 SELECT d.id, r.response FROM docs d, LATERAL (SELECT response FROM echo WHERE payload = d.doc) r
@@ -79,11 +82,11 @@ SELECT response->'calls' AS calls FROM calls WHERE payload = '{"of": "counted-ec
 RESET enable_memoize;
 
 -- A SQL function over a foreign table, called for many rows.
-CREATE FUNCTION sql_call(p jsonb) RETURNS jsonb LANGUAGE sql AS $$
+CREATE FUNCTION sql_echo(p jsonb) RETURNS jsonb LANGUAGE sql AS $$
   SELECT response FROM echo WHERE payload = p
 $$;
-SELECT id, sql_call(doc) FROM docs WHERE id <= 3 ORDER BY id;
-SELECT count(*) FILTER (WHERE sql_call(doc) = doc) FROM docs;
+SELECT id, sql_echo(doc) FROM docs WHERE id <= 3 ORDER BY id;
+SELECT count(*) FILTER (WHERE sql_echo(doc) = doc) FROM docs;
 
 -- PL/pgSQL: a loop of 100 calls with a variable payload, under both plan cache modes.
 CREATE FUNCTION loop_calls(n int) RETURNS bigint LANGUAGE plpgsql AS $$
