@@ -136,29 +136,11 @@ def main():
     # 3. Fan-out: 200 payloads, 20 ms each, 20 at a time.
     payloads = ", ".join(f"'{{\"ms\": {FANOUT_DELAY_MS}, \"i\": {i}}}'" for i in range(FANOUT_PAYLOADS))
     fan = f"SELECT count(*) FROM delayed WHERE payload IN ({payloads});"
-    s.run(fan)
-    runs = []
-    for _ in range(5):
-        secs, out = s.timed(fan)
-        assert out == [str(FANOUT_PAYLOADS)], out
-        runs.append(secs)
-    ideal = FANOUT_PAYLOADS / FANOUT_CONCURRENCY * FANOUT_DELAY_MS / 1000.0
-    results["fanout_ms"] = statistics.median(runs) * 1000
-    results["fanout_ideal_ms"] = ideal * 1000
-    results["fanout_efficiency"] = ideal / statistics.median(runs)
+    results.update(fan_out(s, "fanout", fan, FANOUT_PAYLOADS, FANOUT_CONCURRENCY, FANOUT_DELAY_MS, 5))
 
     # 3b. Fan-out over a table's rows: payload = ANY(ARRAY(SELECT ...)).
     data = "SELECT count(*) FROM delayed_data WHERE payload = ANY(ARRAY(SELECT doc FROM fan_docs));"
-    s.run(data)
-    runs = []
-    for _ in range(3):
-        secs, out = s.timed(data)
-        assert out == [str(DATA_ROWS)], out
-        runs.append(secs)
-    ideal = DATA_ROWS / DATA_CONCURRENCY * DATA_DELAY_MS / 1000.0
-    results["data_fanout_ms"] = statistics.median(runs) * 1000
-    results["data_fanout_ideal_ms"] = ideal * 1000
-    results["data_fanout_efficiency"] = ideal / statistics.median(runs)
+    results.update(fan_out(s, "data_fanout", data, DATA_ROWS, DATA_CONCURRENCY, DATA_DELAY_MS, 3))
     s.close()
 
     # ... and its peak memory above the idle backend.
@@ -210,6 +192,20 @@ def main():
     results["per_call_vs_sdk"] = results["per_call_us"] / results["sdk_per_call_us"]
     results["plpython_vs_per_call"] = results["plpython_per_call_us"] / results["per_call_us"]
     report(results)
+
+
+def fan_out(s, name, sql, calls, concurrency, delay_ms, runs):
+    """Median time of a fan-out query against its ideal, calls / concurrency x delay."""
+    s.run(sql)
+    times = []
+    for _ in range(runs):
+        secs, out = s.timed(sql)
+        assert out == [str(calls)], out
+        times.append(secs)
+    ideal = calls / concurrency * delay_ms / 1000.0
+    median = statistics.median(times)
+    return {f"{name}_ms": median * 1000, f"{name}_ideal_ms": ideal * 1000,
+            f"{name}_efficiency": ideal / median}
 
 
 def prepared():

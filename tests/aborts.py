@@ -23,6 +23,8 @@ import time
 
 import psycopg
 
+from procstat import rss_kb
+
 STUB_PORT = os.environ.get("LAMBDA_FDW_STUB_PORT", "45661")
 DB = "lambda_fdw_aborts"
 HOST = os.environ["PGHOST"]
@@ -44,14 +46,6 @@ CREATE TABLE docs AS SELECT i AS id, jsonb_build_object('ms', 50, 'i', i) AS doc
 """
 FANOUT = "SELECT count(*) FROM sleepy WHERE payload = ANY(ARRAY(SELECT doc || jsonb_build_object('r', %s) FROM docs))"
 JOIN = "SELECT count(*) FROM docs d JOIN sleepy s ON s.payload = d.doc || jsonb_build_object('r', %s)"
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def expect_abort(conn, sql, args, sqlstate):

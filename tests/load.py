@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+from procstat import rss_kb
+
 SESSIONS = 8
 STUB_PORT = os.environ.get("LAMBDA_FDW_STUB_PORT", "45661")
 DB = "lambda_fdw_load"
@@ -25,14 +27,6 @@ def psql(db, sql):
     if out.returncode != 0:
         sys.exit(f"setup failed: {out.stderr}")
     return out.stdout
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def batch(session, start):

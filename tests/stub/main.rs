@@ -229,9 +229,12 @@ async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response
             .unwrap_or(default)
     };
     let mut resp = match name.as_str() {
-        "echo" => {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+        "echo" | "counted-echo" | "sleep-echo" => {
+            match name.as_str() {
+                "counted-echo" => drop(count(counters, &name, &key)),
+                "sleep-echo" => tokio::time::sleep(Duration::from_millis(num("ms", 0))).await,
+                _ if !delay.is_zero() => tokio::time::sleep(delay).await,
+                _ => {}
             }
             Response {
                 status,
@@ -317,20 +320,6 @@ async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response
                 "ResourceNotFoundException",
                 "Function not found: counted-404",
             )
-        }
-        "counted-echo" | "sleep-echo" => {
-            if name == "counted-echo" {
-                count(counters, &name, &key);
-            } else {
-                tokio::time::sleep(Duration::from_millis(num("ms", 0))).await;
-            }
-            Response {
-                status,
-                headers: vec![("Content-Type", "application/json".into())],
-                body: req.body.clone(),
-                fault: Fault::None,
-                request_id: String::new(),
-            }
         }
         "calls" => {
             let map = counters.lock().unwrap_or_else(|p| p.into_inner());
