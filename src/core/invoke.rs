@@ -9,10 +9,11 @@ use aws_sdk_lambda::operation::RequestId;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{InvocationType as SdkInvocationType, LogType as SdkLogType};
 use bytes::Bytes;
-use futures::stream::{self, LocalBoxStream, StreamExt};
+use futures::stream::{LocalBoxStream, StreamExt};
 
 use super::client::LambdaClient;
 use super::error::{CoreError, CoreResult};
+use super::fanout;
 use super::request::{InvocationType, InvokeRequest, LogType};
 use super::retry;
 
@@ -226,22 +227,22 @@ impl LambdaClient {
     }
 
     /// Sends every request, at most `concurrency` at a time, yielding outcomes
-    /// in request order. Nothing is sent until the stream is polled, and a
-    /// request is only started when a slot frees up, so a consumer that stops
-    /// early (LIMIT) leaves the rest unsent.
+    /// in request order (see `fanout`). Nothing is sent until the stream is
+    /// polled, and a request is only started when a slot frees up and fewer
+    /// than `fanout::WINDOW_FACTOR * concurrency` requests are ahead of the
+    /// outcome awaited, so a consumer that stops early (LIMIT) leaves the
+    /// rest unsent.
     pub fn invoke_all(
         &self,
         requests: Vec<InvokeRequest>,
         concurrency: usize,
     ) -> LocalBoxStream<'static, CoreResult<InvokeOutcome>> {
         let client = self.clone();
-        stream::iter(requests)
-            .map(move |req| {
-                let client = client.clone();
-                async move { client.invoke(req).await }
-            })
-            .buffered(concurrency.max(1))
-            .boxed_local()
+        fanout::ordered(requests, concurrency, move |req| {
+            let client = client.clone();
+            async move { client.invoke(req).await }
+        })
+        .boxed_local()
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod error;
 pub mod executor;
+pub mod fanout;
 pub mod invoke;
 pub mod name;
 pub mod request;

@@ -371,17 +371,21 @@ unsafe extern "C-unwind" fn get_foreign_rel_size(
     unsafe { (*baserel).rows = estimated_rows(&quals).unwrap_or(1.0).max(1.0) };
 }
 
-/// The ForeignPath of a scan invoking `rows` times.
+/// The ForeignPath of a scan invoking `rows` times (`None`: a scan with no
+/// payload, which would fail if run).
 ///
 /// # Safety
 /// Planner arguments; `required_outer` is the planner's.
 unsafe fn add_scan_path(
     root: *mut pg_sys::PlannerInfo,
     baserel: *mut pg_sys::RelOptInfo,
-    rows: f64,
+    rows: Option<f64>,
     required_outer: *mut pg_sys::Bitmapset,
 ) {
-    let total = rows * INVOCATION_COST;
+    let (rows, total) = match rows {
+        Some(rows) => (rows.max(1.0), rows.max(1.0) * INVOCATION_COST),
+        None => (1.0, UNUSABLE_COST),
+    };
     // SAFETY: create_foreignscan_path and add_path with the planner's objects.
     unsafe {
         let path = pg_sys::create_foreignscan_path(
@@ -435,20 +439,7 @@ unsafe extern "C-unwind" fn get_foreign_paths(
     unsafe {
         let relid = (*baserel).relid;
         let own = request_quals(root, relid, (*baserel).baserestrictinfo);
-        let plain_rows = estimated_rows(&own);
-        add_scan_path(
-            root,
-            baserel,
-            plain_rows.unwrap_or(1.0).max(1.0),
-            ptr::null_mut(),
-        );
-        if plain_rows.is_none() {
-            let plain = PgList::<pg_sys::Path>::from_pg((*baserel).pathlist).get_ptr(0);
-            if let Some(path) = plain {
-                (*path).startup_cost = UNUSABLE_COST;
-                (*path).total_cost = UNUSABLE_COST;
-            }
-        }
+        add_scan_path(root, baserel, estimated_rows(&own), ptr::null_mut());
 
         // Join conditions on payload: plain ones, and those implied by
         // equivalence classes (`e.payload = d.doc` is one of those).
@@ -492,9 +483,7 @@ unsafe extern "C-unwind" fn get_foreign_paths(
                 .chain(request_quals(root, relid, (*baserel).baserestrictinfo))
                 .filter(|q| q.column == RequestColumn::Payload)
                 .map(|q| estimated_values(&q))
-                .reduce(f64::min)
-                .unwrap_or(1.0)
-                .max(1.0);
+                .reduce(f64::min);
             add_scan_path(root, baserel, rows, outer);
         }
     }
@@ -516,9 +505,23 @@ unsafe extern "C-unwind" fn get_foreign_plan(
         error!("lambda_fdw: GetForeignPlan is not initialised");
     };
     // SAFETY: the planner's own arguments; supabase-wrappers builds the node
-    // and keeps every scan clause as the scan's filter.
+    // and makes the clauses it is given the scan's filter.
     unsafe {
-        let quals = request_quals(root, (*baserel).relid, scan_clauses);
+        // The request conditions are enforced by the scan itself: every row
+        // it returns answers one of the requests they allow, and echoes it.
+        // They are not rechecked in the filter, where `payload = ANY(<array
+        // known at run time>)` would compare every row with every element
+        // (PostgreSQL hashes only constant arrays): quadratic in the fan-out.
+        let relid = (*baserel).relid;
+        let mut quals = Vec::new();
+        let mut filter = PgList::<pg_sys::RestrictInfo>::new();
+        for ri in PgList::<pg_sys::RestrictInfo>::from_pg(scan_clauses).iter_ptr() {
+            match request_qual(root, relid, (*ri).clause) {
+                Some(q) => quals.push(q),
+                None => filter.push(ri),
+            }
+        }
+        let filter = filter.into_pg();
         let scan = pg_sys::ffi::pg_guard_ffi_boundary(|| {
             original(
                 root,
@@ -526,7 +529,7 @@ unsafe extern "C-unwind" fn get_foreign_plan(
                 foreigntableid,
                 best_path,
                 tlist,
-                scan_clauses,
+                filter,
                 outer_plan,
             )
         });
@@ -544,7 +547,7 @@ unsafe extern "C-unwind" fn get_foreign_plan(
             pg_sys::DEFAULT_COLLATION_OID,
             -1,
             text.unwrap_or(Datum::from(0)),
-            false,
+            text.is_none(),
             false,
         );
         (*scan).fdw_private = pg_sys::lappend((*scan).fdw_private, tag as *mut c_void);
@@ -860,9 +863,10 @@ unsafe extern "C-unwind" fn explain_foreign_scan(
 /// The request conditions of a plan as SQL text, for EXPLAIN.
 ///
 /// # Safety
-/// EXPLAIN's node plan and state. Deparsing uses the context EXPLAIN set up
-/// for this node when it showed its filter, which every plan with request
-/// conditions has (they stay in the filter).
+/// EXPLAIN's node plan and state. The deparse context is pointed at this
+/// plan without its ancestors (ExplainForeignScan is not given them): the
+/// expressions hold no Vars (other relations' columns became parameters),
+/// and a parameter set by a nested loop or an initplan prints as `$n`.
 unsafe fn describe_conditions(
     plan: *mut pg_sys::ForeignScan,
     es: *mut pg_sys::ExplainState,
@@ -872,16 +876,20 @@ unsafe fn describe_conditions(
         let Some(descriptor) = plan_descriptor(plan) else {
             return Vec::new();
         };
-        if descriptor.is_empty() || (*plan).scan.plan.qual.is_null() || (*es).deparse_cxt.is_null()
-        {
+        if descriptor.is_empty() || (*es).deparse_cxt.is_null() {
             return Vec::new();
         }
+        let context = pg_sys::set_deparse_context_plan(
+            (*es).deparse_cxt,
+            plan as *mut pg_sys::Plan,
+            ptr::null_mut(),
+        );
         let exprs = PgList::<pg_sys::Node>::from_pg((*plan).fdw_exprs);
         descriptor
             .iter()
             .zip(exprs.iter_ptr())
             .map(|((column, compare), expr)| {
-                let text = pg_sys::deparse_expression(expr, (*es).deparse_cxt, false, false);
+                let text = pg_sys::deparse_expression(expr, context, false, false);
                 let text = CStr::from_ptr(text).to_string_lossy().into_owned();
                 match compare {
                     Compare::Eq => format!("{} = {text}", column.name()),
