@@ -204,7 +204,13 @@ unsafe fn usable_value(
 ) -> bool {
     // SAFETY: planner functions on the planner's own expression.
     unsafe {
+        #[cfg(not(feature = "pg13"))]
         let varnos = pg_sys::pull_varnos(root, value);
+        #[cfg(feature = "pg13")]
+        let varnos = {
+            let _ = root;
+            pg_sys::pull_varnos(value)
+        };
         !pg_sys::bms_is_member(relid as c_int, varnos) && !pg_sys::contain_volatile_functions(value)
     }
 }

@@ -56,10 +56,13 @@ DELETE FROM docs WHERE id = 21;
 -- A scan with no payload still never invokes, and the hint shows the forms above.
 SELECT * FROM echo WHERE qualifier = (SELECT '1');
 
--- EXPLAIN tells where the payloads come from.
+-- EXPLAIN tells where the payloads come from (a value computed elsewhere in
+-- the plan shows as its parameter).
 EXPLAIN (COSTS OFF) SELECT count(*) FROM echo WHERE payload = ANY(ARRAY(SELECT doc FROM docs));
 EXPLAIN (COSTS OFF) SELECT e.response FROM docs d JOIN echo e ON e.payload = d.doc;
 EXPLAIN (COSTS OFF) SELECT response FROM echo WHERE payload = '{"a": 1}' AND qualifier IN ('1', '2');
+-- Conditions on results stay in the filter; the request conditions are the scan's.
+EXPLAIN (COSTS OFF) SELECT response FROM echo WHERE payload = '{"a": 1}' AND status_code = 200;
 
 -- Rescans: a changed value invokes again, an unchanged one replays what came back.
 CREATE SERVER stub FOREIGN DATA WRAPPER lambda_fdw
