@@ -14,6 +14,7 @@ pub mod core;
 pub mod error;
 pub mod fdw;
 pub mod guc;
+pub mod route;
 
 pgrx::extension_sql_file!(
     "../sql/lambda_fdw.sql",

@@ -4,7 +4,6 @@
 //! below read the arguments, invoke, and build the OUT record.
 
 pub mod args;
-mod route;
 
 use bytes::Bytes;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -52,7 +51,7 @@ fn invoke(args: &InvokeArgs, payload: Bytes) -> Result<(InvokeOutcome, String)> 
         args.context.as_deref(),
         payload,
     )?;
-    let settings = route::settings_for_region(&request.target.region)?;
+    let settings = crate::route::settings_for_region(&request.target.region)?;
     let client = client_for(&settings, &PG_INTERRUPTS)?;
     let display = request.target.display.clone();
     let outcome = block_on(client.invoke(request), &PG_INTERRUPTS)??;

@@ -14,12 +14,13 @@ use pgrx::JsonB;
 use supabase_wrappers::prelude::*;
 
 use crate::catalog;
-use crate::config::{client_settings, PG_INTERRUPTS};
+use crate::config::PG_INTERRUPTS;
 use crate::core::settings::DEFAULT_MAX_CONCURRENCY;
 use crate::core::{block_on, client_for, ClientSettings, CoreResult, InvokeOutcome, InvokeRequest};
 use crate::error::{LambdaFdwError, Result};
+use crate::route;
 use columns::{classify, ColumnKind, RequestColumn};
-use options::{Catalog, FunctionErrors, ServerOptions, TableOptions, UserMappingOptions};
+use options::{Catalog, FunctionErrors, ServerOptions, TableOptions};
 use plan::{plan_invocations, Allowed, PlannedInvocation};
 
 /// Row width estimate for the planner.
@@ -151,6 +152,10 @@ impl Scan {
             batch.cursor += 1;
             return Ok(Some(batch.cursor - 1));
         }
+        if batch.outcomes.len() == batch.planned.len() {
+            // Every call has answered: no need to wait on the stream's end.
+            return Ok(None);
+        }
         if batch.stream.is_none() {
             let requests = batch.requests.take().unwrap_or_default();
             let client = client_for(&self.settings, &PG_INTERRUPTS)?;
@@ -255,9 +260,8 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
         // `params`); nothing is invoked here.
         let table = TableOptions::parse(options)?;
         // The scan signs requests with this server's user mapping: like
-        // aws_lambda.invoke, it needs USAGE on the server.
-        catalog::check_server_usage(&self.server)?;
-        let mapping = UserMappingOptions::parse(&catalog::user_mapping_options(self.server.oid)?)?;
+        // aws_lambda.invoke, it needs USAGE on the server (checked here).
+        let settings = route::settings_for_server(&self.server, &self.options)?;
         let columns = columns
             .iter()
             .map(|c| Ok((c.name.clone(), classify(&c.name, c.type_oid)?)))
@@ -265,7 +269,7 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
         let region = self.options.region.clone();
         self.scan = Some(Scan {
             columns,
-            settings: client_settings(&region, Some(&self.options), Some(&mapping)),
+            settings,
             concurrency: table
                 .max_concurrency
                 .or(self.options.max_concurrency)

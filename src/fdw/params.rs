@@ -353,12 +353,19 @@ unsafe extern "C-unwind" fn get_foreign_rel_size(
     // SAFETY: the planner's own arguments. The relation's conditions and
     // target are swapped for the duration of the call and put back after it;
     // the stand-in target is a copy, made in the planner's memory context,
-    // with the columns the conditions use added, so the scan still returns them.
+    // with the columns the filter's conditions use added, so the scan still
+    // returns them.
     unsafe {
         let conditions = (*baserel).baserestrictinfo;
         let target = (*baserel).reltarget;
         let stand_in = pg_sys::copy_pathtarget(target);
+        let relid = (*baserel).relid;
         for ri in PgList::<pg_sys::RestrictInfo>::from_pg(conditions).iter_ptr() {
+            // The request conditions are the scan's own (see get_foreign_plan),
+            // not its filter's: their columns are needed only if selected.
+            if request_qual(root, relid, (*ri).clause).is_some() {
+                continue;
+            }
             let vars = pg_sys::pull_var_clause(
                 (*ri).clause as *mut pg_sys::Node,
                 (pg_sys::PVC_RECURSE_AGGREGATES

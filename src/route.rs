@@ -1,10 +1,13 @@
-//! Which configuration an `aws_lambda.invoke` call uses, cached per backend.
+//! Which client settings a call uses, cached per backend, for both surfaces:
+//! an `aws_lambda.invoke` call by region, a foreign-table scan by its server.
 //!
 //! Resolving a region to its lambda_fdw server reads the catalogs (a query
-//! over pg_foreign_server) and the caller's user mapping. That costs far more
-//! than the rest of a call, and changes rarely, so the answer is kept per
-//! (region, user, settings) and dropped whenever a foreign server, user
-//! mapping or wrapper changes (a syscache invalidation callback).
+//! over pg_foreign_server), and both surfaces read and parse the caller's
+//! user mapping. That costs more than the rest of a call's own work, and
+//! changes rarely, so the answer is kept per (region or server, user,
+//! settings) and dropped whenever a foreign server, user mapping or wrapper
+//! changes (a syscache invalidation callback). USAGE on the server is checked
+//! on every call.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -22,8 +25,14 @@ use crate::fdw::options::{ServerOptions, UserMappingOptions};
 use crate::guc;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
+enum Target {
+    Region(String),
+    Server(Oid),
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
 struct RouteKey {
-    region: String,
+    target: Target,
     user: Oid,
     connect_timeout_ms: u64,
     request_timeout_ms: u64,
@@ -104,27 +113,29 @@ fn resolve(region: &str) -> Result<Route> {
     })
 }
 
-/// The client settings of a call to `region` by the current user; checks
-/// USAGE on the region's server on every call.
-pub fn settings_for_region(region: &str) -> Result<ClientSettings> {
-    register_callbacks();
-    let key = RouteKey {
-        region: region.to_string(),
+fn key(target: Target) -> RouteKey {
+    RouteKey {
+        target,
         // SAFETY: GetUserId has no preconditions inside a transaction.
         user: unsafe { pg_sys::GetUserId() },
         connect_timeout_ms: guc::connect_timeout_ms(),
         request_timeout_ms: guc::request_timeout_ms(),
         endpoint_override: guc::endpoint_override(),
-    };
-    let cached = ROUTES.with(|r| r.borrow().get(&key).cloned());
-    let route = match cached {
-        Some(route) => route,
-        None => {
-            let route = resolve(region)?;
-            ROUTES.with(|r| r.borrow_mut().insert(key, route.clone()));
-            route
-        }
-    };
+    }
+}
+
+/// The cached route for `key`, or the one `resolve` finds (then cached).
+fn cached(key: RouteKey, resolve: impl FnOnce() -> Result<Route>) -> Result<Route> {
+    register_callbacks();
+    if let Some(route) = ROUTES.with(|r| r.borrow().get(&key).cloned()) {
+        return Ok(route);
+    }
+    let route = resolve()?;
+    ROUTES.with(|r| r.borrow_mut().insert(key, route.clone()));
+    Ok(route)
+}
+
+fn settings_of(route: Route, region: &str) -> Result<ClientSettings> {
     match route {
         Route::Direct(settings) => Ok(settings),
         Route::Server(server, settings) => {
@@ -136,4 +147,24 @@ pub fn settings_for_region(region: &str) -> Result<ClientSettings> {
             servers,
         }),
     }
+}
+
+/// The client settings of a call to `region` by the current user; checks
+/// USAGE on the region's server on every call.
+pub fn settings_for_region(region: &str) -> Result<ClientSettings> {
+    let route = cached(key(Target::Region(region.to_string())), || resolve(region))?;
+    settings_of(route, region)
+}
+
+/// The client settings of a scan through `server` (whose parsed options are
+/// `options`) by the current user; checks USAGE on the server on every call.
+pub fn settings_for_server(server: &ServerRef, options: &ServerOptions) -> Result<ClientSettings> {
+    let route = cached(key(Target::Server(server.oid)), || {
+        let mapping = UserMappingOptions::parse(&user_mapping_options(server.oid)?)?;
+        Ok(Route::Server(
+            server.clone(),
+            client_settings(&options.region, Some(options), Some(&mapping)),
+        ))
+    })?;
+    settings_of(route, &options.region)
 }
