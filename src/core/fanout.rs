@@ -10,7 +10,7 @@
 //! that stops early (`LIMIT`) from causing many calls, a call is started only
 //! while fewer than `window` calls are ahead of the next result to yield.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -41,7 +41,8 @@ pub struct Ordered<I: Iterator, S, F: Future> {
     items: I,
     start: S,
     running: FuturesUnordered<Indexed<F>>,
-    finished: BTreeMap<usize, F::Output>,
+    /// Results from `next_yield` on, by position; `None` while still running.
+    finished: VecDeque<Option<F::Output>>,
     next_start: usize,
     next_yield: usize,
     concurrency: usize,
@@ -64,7 +65,7 @@ where
         items: items.into_iter(),
         start,
         running: FuturesUnordered::new(),
-        finished: BTreeMap::new(),
+        finished: VecDeque::new(),
         next_start: 0,
         next_yield: 0,
         concurrency,
@@ -78,6 +79,7 @@ where
     I: Iterator + Unpin,
     S: FnMut(I::Item) -> F + Unpin,
     F: Future,
+    F::Output: Unpin,
 {
     type Item = F::Output;
 
@@ -99,7 +101,8 @@ where
                     None => this.exhausted = true,
                 }
             }
-            if let Some(out) = this.finished.remove(&this.next_yield) {
+            if let Some(out) = this.finished.front_mut().and_then(Option::take) {
+                this.finished.pop_front();
                 this.next_yield += 1;
                 return Poll::Ready(Some(out));
             }
@@ -109,7 +112,12 @@ where
             }
             match this.running.poll_next_unpin(cx) {
                 Poll::Ready(Some((index, out))) => {
-                    this.finished.insert(index, out);
+                    // A started call is never behind the next one to yield.
+                    let offset = index - this.next_yield;
+                    if this.finished.len() <= offset {
+                        this.finished.resize_with(offset + 1, || None);
+                    }
+                    this.finished[offset] = Some(out);
                 }
                 Poll::Ready(None) => {}
                 Poll::Pending => return Poll::Pending,

@@ -82,8 +82,15 @@ impl Allowed {
 }
 
 fn dedup(values: impl Iterator<Item = Arg>) -> Vec<Arg> {
-    let mut seen = HashSet::new();
-    values.filter(|v| seen.insert(v.key())).collect()
+    let values: Vec<Arg> = values.collect();
+    if values.len() < 2 {
+        return values;
+    }
+    let mut seen = HashSet::with_capacity(values.len());
+    values
+        .into_iter()
+        .filter(|v| seen.insert(v.key()))
+        .collect()
 }
 
 /// The values the conditions allow for one column: the ones every condition
