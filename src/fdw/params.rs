@@ -495,11 +495,12 @@ unsafe extern "C-unwind" fn get_foreign_paths(
             seen.push(info);
             // Its invocations: the fewest payloads of its own conditions and
             // of the join conditions moved into it, per outer row.
-            let rows = request_quals(root, relid, (*info).ppi_clauses)
-                .into_iter()
-                .chain(request_quals(root, relid, (*baserel).baserestrictinfo))
+            let moved = request_quals(root, relid, (*info).ppi_clauses);
+            let rows = moved
+                .iter()
+                .chain(own.iter())
                 .filter(|q| q.column == RequestColumn::Payload)
-                .map(|q| estimated_values(&q))
+                .map(estimated_values)
                 .reduce(f64::min);
             add_scan_path(root, baserel, rows, outer);
         }
