@@ -6,7 +6,7 @@ memory (/proc/<pid>/status, VmRSS). One session runs, against the stub's
 - 500 fan-outs of 40 payloads cancelled mid-flight by statement_timeout;
 - 500 fan-outs of 40 payloads cancelled mid-flight by pg_cancel_backend from
   a second connection;
-- 300 joins (a parameterized scan, one call per outer row) cancelled mid-way;
+- 500 joins (a parameterized scan, one call per outer row) cancelled mid-way;
 - 300 fan-outs ended by an error (a function error in the middle).
 
 After a warm-up of each kind, RSS may grow by less than 5 MB per kind, and
@@ -93,7 +93,7 @@ def main():
         kinds = [
             ("fan-outs cancelled by statement_timeout", by_timeout, FANOUT, 500),
             ("fan-outs cancelled by pg_cancel_backend", by_cancel, FANOUT, 500),
-            ("joins cancelled by statement_timeout", by_timeout, JOIN, 300),
+            ("joins cancelled by statement_timeout", by_timeout, JOIN, 500),
             ("fan-outs ended by a function error", by_error, FANOUT, 300),
         ]
         for what, run, sql, n in kinds:

@@ -83,6 +83,16 @@ SELECT v.i, c.response->>'key' AS key FROM (VALUES (1), (2), (3)) v(i)
   CROSS JOIN counted c WHERE c.payload = '{"key": "rescan-c"}' ORDER BY v.i;
 SELECT response->'calls' AS calls FROM calls WHERE payload = '{"of": "counted-echo", "key": "rescan-c"}';
 RESET enable_memoize;
+-- A fan-out over a subquery sends each distinct payload once, and lazily:
+-- LIMIT 1 starts at most 2 x max_concurrency calls.
+SELECT count(*) FROM counted WHERE payload = ANY(ARRAY(SELECT '{"key": "dup"}'::jsonb FROM generate_series(1, 5)));
+SELECT response->'calls' AS calls FROM calls WHERE payload = '{"of": "counted-echo", "key": "dup"}';
+ALTER FOREIGN TABLE counted OPTIONS (ADD max_concurrency '2');
+SELECT response->>'key' AS key FROM counted
+ WHERE payload = ANY(ARRAY(SELECT jsonb_build_object('key', 'lazy' || i) FROM generate_series(1, 20) i)) LIMIT 1;
+SELECT sum((response->>'calls')::int) BETWEEN 1 AND 4 AS at_most_four_calls FROM calls
+ WHERE payload = ANY(ARRAY(SELECT jsonb_build_object('of', 'counted-echo', 'key', 'lazy' || i) FROM generate_series(1, 20) i));
+ALTER FOREIGN TABLE counted OPTIONS (DROP max_concurrency);
 
 -- A SQL function over a foreign table, called for many rows.
 CREATE FUNCTION sql_echo(p jsonb) RETURNS jsonb LANGUAGE sql AS $$
