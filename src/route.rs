@@ -92,18 +92,21 @@ fn register_callbacks() {
     CALLBACKS_REGISTERED.with(|c| c.set(true));
 }
 
+/// The route through `server` (whose parsed options are `options`), with
+/// the current user's mapping on it.
+fn server_route(server: &ServerRef, options: &ServerOptions) -> Result<Route> {
+    let mapping = UserMappingOptions::parse(&user_mapping_options(server.oid)?)?;
+    Ok(Route::Server(
+        server.clone(),
+        client_settings(&options.region, Some(options), Some(&mapping)),
+    ))
+}
+
 fn resolve(region: &str) -> Result<Route> {
     let servers = lambda_servers_for_region(region)?;
     Ok(match servers.as_slice() {
         [] => Route::Direct(client_settings(region, None, None)),
-        [server] => {
-            let options = ServerOptions::parse(&server_options(server.oid)?)?;
-            let mapping = UserMappingOptions::parse(&user_mapping_options(server.oid)?)?;
-            Route::Server(
-                server.clone(),
-                client_settings(region, Some(&options), Some(&mapping)),
-            )
-        }
+        [server] => server_route(server, &ServerOptions::parse(&server_options(server.oid)?)?)?,
         many => Route::Ambiguous(
             many.iter()
                 .map(|s| s.name.as_str())
@@ -160,11 +163,7 @@ pub fn settings_for_region(region: &str) -> Result<ClientSettings> {
 /// `options`) by the current user; checks USAGE on the server on every call.
 pub fn settings_for_server(server: &ServerRef, options: &ServerOptions) -> Result<ClientSettings> {
     let route = cached(key(Target::Server(server.oid)), || {
-        let mapping = UserMappingOptions::parse(&user_mapping_options(server.oid)?)?;
-        Ok(Route::Server(
-            server.clone(),
-            client_settings(&options.region, Some(options), Some(&mapping)),
-        ))
+        server_route(server, options)
     })?;
     settings_of(route, &options.region)
 }

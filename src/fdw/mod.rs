@@ -156,29 +156,29 @@ impl Scan {
             // Every call has answered: no need to wait on the stream's end.
             return Ok(None);
         }
-        if batch.stream.is_none() {
+        let next = if let Some(stream) = batch.stream.as_mut() {
+            block_on(stream.next(), &PG_INTERRUPTS)?
+        } else {
             let mut requests = batch.requests.take().unwrap_or_default();
             let client = client_for(&self.settings, &PG_INTERRUPTS)?;
             if requests.len() == 1 {
-                let Some(request) = requests.pop() else {
-                    return Ok(None);
-                };
                 // One call is awaited where it stands, as aws_lambda.invoke
                 // does: the fan-out would move the SDK's large future to the
                 // heap and poll it through its own machinery (measured for a
                 // prepared one-payload query: 242 us of backend CPU a call
                 // instead of 165).
-                let outcome = block_on(client.invoke(request), &PG_INTERRUPTS)??;
-                batch.outcomes.push(outcome);
-                batch.cursor += 1;
-                return Ok(Some(batch.cursor - 1));
+                match requests.pop() {
+                    Some(request) => Some(block_on(client.invoke(request), &PG_INTERRUPTS)?),
+                    None => None,
+                }
+            } else {
+                let stream = batch
+                    .stream
+                    .insert(client.invoke_all(requests, self.concurrency));
+                block_on(stream.next(), &PG_INTERRUPTS)?
             }
-            batch.stream = Some(client.invoke_all(requests, self.concurrency));
-        }
-        let Some(stream) = batch.stream.as_mut() else {
-            return Ok(None);
         };
-        match block_on(stream.next(), &PG_INTERRUPTS)? {
+        match next {
             None => Ok(None),
             Some(outcome) => {
                 batch.outcomes.push(outcome?);

@@ -158,8 +158,6 @@ struct RequestQual {
     compare: Compare,
     /// The side of the condition that is not the column.
     value: *mut pg_sys::Expr,
-    /// Whether the value is a constant (known while planning).
-    constant: bool,
 }
 
 /// The column a Var of the scanned relation names, if it is a request column.
@@ -281,7 +279,6 @@ unsafe fn request_qual(
             column,
             compare,
             value: value as *mut pg_sys::Expr,
-            constant: pgrx::is_a(value, pg_sys::NodeTag::T_Const),
         })
     }
 }
@@ -310,11 +307,13 @@ fn estimated_values(q: &RequestQual) -> f64 {
     if q.compare == Compare::Eq {
         return 1.0;
     }
-    if !q.constant {
-        return RUNTIME_ARRAY_ROWS;
-    }
-    // SAFETY: a Const of an array type (the right side of `= ANY`).
+    // SAFETY: the value is a planner expression; a Const there is of an
+    // array type (the right side of `= ANY`).
     unsafe {
+        if !pgrx::is_a(q.value as *mut pg_sys::Node, pg_sys::NodeTag::T_Const) {
+            // Known only at run time.
+            return RUNTIME_ARRAY_ROWS;
+        }
         let c = q.value as *mut pg_sys::Const;
         if (*c).constisnull {
             return 0.0;
@@ -360,10 +359,12 @@ unsafe extern "C-unwind" fn get_foreign_rel_size(
         let target = (*baserel).reltarget;
         let stand_in = pg_sys::copy_pathtarget(target);
         let relid = (*baserel).relid;
+        let mut quals = Vec::new();
         for ri in PgList::<pg_sys::RestrictInfo>::from_pg(conditions).iter_ptr() {
             // The request conditions are the scan's own (see get_foreign_plan),
             // not its filter's: their columns are needed only if selected.
-            if request_qual(root, relid, (*ri).clause).is_some() {
+            if let Some(q) = request_qual(root, relid, (*ri).clause) {
+                quals.push(q);
                 continue;
             }
             let vars = pg_sys::pull_var_clause(
@@ -381,11 +382,8 @@ unsafe extern "C-unwind" fn get_foreign_rel_size(
         (*baserel).baserestrictinfo = conditions;
         (*baserel).reltarget = target;
         (*target).width = (*stand_in).width;
+        (*baserel).rows = estimated_rows(&quals).unwrap_or(1.0).max(1.0);
     }
-    // SAFETY: as above; the conditions are the relation's own.
-    let quals = unsafe { request_quals(root, (*baserel).relid, (*baserel).baserestrictinfo) };
-    // SAFETY: rows is a plain field of the relation being planned.
-    unsafe { (*baserel).rows = estimated_rows(&quals).unwrap_or(1.0).max(1.0) };
 }
 
 /// The ForeignPath of a scan invoking `rows` times (`None`: a scan with no
