@@ -143,12 +143,20 @@ pub fn foreign_table_options(relid: Oid) -> Result<(HashMap<String, String>, Oid
     }
 }
 
-/// Options of a foreign server.
-pub fn server_options(server: Oid) -> Result<HashMap<String, String>> {
+/// Name and options of a foreign server.
+pub fn server(oid: Oid) -> Result<(ServerRef, HashMap<String, String>)> {
     // SAFETY: GetForeignServer errors out (it does not return NULL) for a
-    // missing server; the options list is read before returning.
+    // missing server; its name and options are read before returning.
     unsafe {
-        let s = pg_sys::GetForeignServer(server);
-        options_map((*s).options)
+        let s = pg_sys::GetForeignServer(oid);
+        let name = CStr::from_ptr((*s).servername)
+            .to_string_lossy()
+            .into_owned();
+        Ok((ServerRef { oid, name }, options_map((*s).options)?))
     }
+}
+
+/// Options of a foreign server.
+pub fn server_options(oid: Oid) -> Result<HashMap<String, String>> {
+    server(oid).map(|(_, options)| options)
 }

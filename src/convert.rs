@@ -69,19 +69,40 @@ pub fn json_datum(bytes: Bytes) -> Result<Datum, String> {
 pub fn jsonb_datum(bytes: Bytes) -> Result<Datum, String> {
     validate_json(&bytes)?;
     check_size(&bytes)?;
+    let text = palloc_cstring(&bytes);
+    // The Rust copy goes before parsing: a large response is then held twice
+    // at most, not three times.
+    drop(bytes);
+    Ok(parse_jsonb(text))
+}
+
+/// A jsonb datum parsed by PostgreSQL from JSON text that serde_json wrote
+/// (so known to be JSON), in the current memory context.
+pub fn jsonb_from_text(text: &[u8]) -> Datum {
+    parse_jsonb(palloc_cstring(text))
+}
+
+/// A palloc'd, NUL-terminated copy of `bytes`.
+fn palloc_cstring(bytes: &[u8]) -> *mut c_char {
     let len = bytes.len();
-    // SAFETY: a palloc'd buffer of len + 1 bytes receives the text and a NUL,
-    // as jsonb_in expects a C string; the Rust copy is dropped before parsing
-    // and the buffer freed after. jsonb_in reports its own errors through
-    // PostgreSQL (pgrx turns them into a Rust panic here, unwinding safely).
+    // SAFETY: a palloc'd buffer of len + 1 bytes receives the bytes and a NUL.
     unsafe {
         let buf = pg_sys::palloc(len + 1) as *mut u8;
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, len);
         *buf.add(len) = 0;
-        drop(bytes);
+        buf.cast()
+    }
+}
+
+/// Parses and frees a C string from [`palloc_cstring`].
+fn parse_jsonb(text: *mut c_char) -> Datum {
+    // SAFETY: `text` is a palloc'd C string, as jsonb_in expects; it is freed
+    // after parsing. jsonb_in reports its own errors through PostgreSQL
+    // (pgrx turns them into a Rust panic here, unwinding safely).
+    unsafe {
         let datum =
-            pg_sys::DirectFunctionCall1Coll(Some(jsonb_in), pg_sys::InvalidOid, Datum::from(buf));
-        pg_sys::pfree(buf.cast());
-        Ok(datum)
+            pg_sys::DirectFunctionCall1Coll(Some(jsonb_in), pg_sys::InvalidOid, Datum::from(text));
+        pg_sys::pfree(text.cast());
+        datum
     }
 }

@@ -42,6 +42,9 @@ pub enum LambdaFdwError {
 
     #[error("{0}")]
     Catalog(String),
+
+    #[error("lambda_fdw internal error: {0}")]
+    Internal(&'static str),
 }
 
 pub type Result<T> = std::result::Result<T, LambdaFdwError>;
@@ -234,6 +237,7 @@ impl From<LambdaFdwError> for ErrorReport {
                 Some("keep one lambda_fdw server per region for aws_lambda.invoke".into()),
             ),
             LambdaFdwError::Catalog(_) => report(ERRCODE_FDW_ERROR, message, None, None),
+            LambdaFdwError::Internal(_) => report(ERRCODE_INTERNAL_ERROR, message, None, None),
         }
     }
 }

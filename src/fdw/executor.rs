@@ -1,0 +1,404 @@
+//! The scan at run time: BeginForeignScan, IterateForeignScan,
+//! ReScanForeignScan and EndForeignScan are lambda_fdw's own, the way
+//! postgres_fdw's are; supabase-wrappers' are not used.
+//!
+//! Why: supabase-wrappers rebuilds its scan state at every execution (option
+//! maps, a memory context, the wrapper instance) and passes every row through
+//! its cells; for a prepared one-payload query that was most of what the
+//! foreign table cost above `aws_lambda.invoke`. Here:
+//!
+//! - begin: the request conditions' expressions (see `planner`) are
+//!   initialized; the table's options and the caller's client settings are
+//!   read; nothing is invoked.
+//! - first row, and the first row after a rescan that changed parameters:
+//!   the conditions are evaluated, and only values that differ from the last
+//!   ones start new invocations (see `batch`); equal ones replay its rows.
+//! - rows are stored straight into the scan slot, in the per-tuple memory
+//!   PostgreSQL resets before each row; only the columns the plan reads are
+//!   computed.
+//! - abort: PostgreSQL does not call EndForeignScan when a query fails or is
+//!   cancelled. The scan's state (requests, calls in flight, buffered
+//!   outcomes) is Rust memory, so a reset callback on the query's memory
+//!   context frees it when that context goes away, however the query ended.
+
+use std::ffi::{c_int, c_void};
+use std::ptr;
+
+use pgrx::pg_sys::{self, Datum};
+use pgrx::prelude::*;
+use pgrx::{FromDatum, IntoDatum, JsonB, PgList, PgMemoryContexts};
+
+use super::batch::{Answer, Scan};
+use super::columns::{classify, ColumnKind, RequestColumn};
+use super::plan::{Allowed, Arg, Compare};
+use super::planner::{plan_descriptor, Columns};
+use crate::convert;
+use crate::error::{LambdaFdwError, Result};
+
+/// lambda_fdw's state of one running scan node, at `fdw_state`.
+struct ScanNode {
+    /// Per request condition: column, comparison, initialized expression.
+    conditions: Vec<(RequestColumn, Compare, *mut pg_sys::ExprState)>,
+    /// The values must be (re)computed before the next row.
+    pending: bool,
+    /// The values the scan's invocations were made for.
+    last: Option<Vec<Allowed>>,
+    /// The slot positions the plan reads, and what each holds.
+    columns: Vec<(usize, ColumnKind)>,
+    scan: Scan,
+}
+
+fn report(e: LambdaFdwError) -> ! {
+    pg_sys::panic::ErrorReport::from(e).report(PgLogLevel::ERROR);
+    unreachable!("an ERROR does not return")
+}
+
+/// The columns the plan reads: slot position and kind.
+///
+/// # Safety
+/// `tupdesc` is the scanned relation's descriptor.
+unsafe fn read_columns(
+    tupdesc: pg_sys::TupleDesc,
+    wanted: &Columns,
+) -> Result<Vec<(usize, ColumnKind)>> {
+    // SAFETY: per the contract; attribute `i` exists for i < natts.
+    unsafe {
+        let natts = (*tupdesc).natts as usize;
+        let mut out = Vec::new();
+        for i in 0..natts {
+            let attr = (*tupdesc).attrs.as_ptr().add(i);
+            if (*attr).attisdropped || !wanted.includes(i as i16 + 1) {
+                continue;
+            }
+            let name = pgrx::name_data_to_str(&(*attr).attname);
+            out.push((i, classify(name, (*attr).atttypid)?));
+        }
+        Ok(out)
+    }
+}
+
+/// Frees a node's scan state, if it has one.
+///
+/// # Safety
+/// `node` is a live scan node whose `fdw_state` is NULL or was set by
+/// [`begin_foreign_scan`].
+unsafe fn release(node: *mut pg_sys::ForeignScanState) {
+    // SAFETY: per the contract, a non-NULL fdw_state is a leaked Box<ScanNode>;
+    // it is cleared before being dropped, so it is freed once.
+    unsafe {
+        let state = (*node).fdw_state as *mut ScanNode;
+        if !state.is_null() {
+            (*node).fdw_state = ptr::null_mut();
+            drop(Box::from_raw(state));
+        }
+    }
+}
+
+/// Called when the query's memory context is reset or deleted: after a
+/// normal end (nothing left to do) or an abort (frees the scan's state).
+#[pg_guard]
+unsafe extern "C-unwind" fn release_on_reset(arg: *mut c_void) {
+    // SAFETY: the node lives in the context whose callbacks are running, and
+    // its memory is freed only after them.
+    unsafe { release(arg as *mut pg_sys::ForeignScanState) }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn begin_foreign_scan(
+    node: *mut pg_sys::ForeignScanState,
+    eflags: c_int,
+) {
+    // SAFETY: the executor's node, whose plan is a ForeignScan made by
+    // `planner`; its estate, query context and relation are live. The
+    // callback and the expression states are allocated in the query
+    // context, as ExecInitNode allocates everything of the node.
+    unsafe {
+        (*node).fdw_state = ptr::null_mut();
+        if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as c_int != 0 {
+            return;
+        }
+        let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
+        let Some(descriptor) = plan_descriptor(plan) else {
+            error!("lambda_fdw: the plan of this foreign scan was not made by lambda_fdw");
+        };
+        let rel = (*node).ss.ss_currentRelation;
+        let columns =
+            read_columns((*rel).rd_att, &descriptor.columns).unwrap_or_else(|e| report(e));
+        let scan = Scan::open((*rel).rd_id).unwrap_or_else(|e| report(e));
+        let states = PgList::<pg_sys::ExprState>::from_pg(pg_sys::ExecInitExprList(
+            (*plan).fdw_exprs,
+            node as *mut pg_sys::PlanState,
+        ));
+        let conditions = descriptor
+            .conditions
+            .into_iter()
+            .zip(states.iter_ptr())
+            .map(|((column, compare), state)| (column, compare, state))
+            .collect();
+        let estate = (*node).ss.ps.state;
+        let callback = pg_sys::MemoryContextAllocZero(
+            (*estate).es_query_cxt,
+            std::mem::size_of::<pg_sys::MemoryContextCallback>(),
+        ) as *mut pg_sys::MemoryContextCallback;
+        (*callback).func = Some(release_on_reset);
+        (*callback).arg = node as *mut c_void;
+        pg_sys::MemoryContextRegisterResetCallback((*estate).es_query_cxt, callback);
+        let state = Box::new(ScanNode {
+            conditions,
+            pending: true,
+            last: None,
+            columns,
+            scan,
+        });
+        (*node).fdw_state = Box::into_raw(state) as *mut c_void;
+    }
+}
+
+/// The value(s) of one evaluated condition.
+///
+/// # Safety
+/// `datum` is a value of the condition's type (an array for ANY/ALL).
+unsafe fn values_of(
+    column: RequestColumn,
+    compare: Compare,
+    datum: Datum,
+    isnull: bool,
+) -> Vec<Option<Arg>> {
+    let json = matches!(column, RequestColumn::Payload | RequestColumn::Context);
+    let one = |d: Datum| -> Option<Arg> {
+        // SAFETY: d is a non-NULL value of the column's type.
+        unsafe {
+            if json {
+                JsonB::from_datum(d, false).map(|j| Arg::Json(j.0))
+            } else {
+                String::from_datum(d, false).map(Arg::Text)
+            }
+        }
+    };
+    if isnull {
+        return vec![None];
+    }
+    match compare {
+        Compare::Eq => vec![one(datum)],
+        Compare::Any | Compare::All => {
+            // SAFETY: deconstructing a valid array datum of a known element type.
+            unsafe { array_elements(datum) }
+                .into_iter()
+                .map(|e| e.and_then(one))
+                .collect()
+        }
+    }
+}
+
+/// The elements of an array datum, NULLs included, in order.
+///
+/// # Safety
+/// `datum` is a non-NULL array.
+unsafe fn array_elements(datum: Datum) -> Vec<Option<Datum>> {
+    // SAFETY: deconstruct_array on a detoasted array with its own element
+    // type's storage parameters; the outputs are palloc'd in the current
+    // (per-tuple) memory context.
+    unsafe {
+        let array = pg_sys::pg_detoast_datum(datum.cast_mut_ptr()) as *mut pg_sys::ArrayType;
+        let elemtype = (*array).elemtype;
+        let mut typlen: i16 = 0;
+        let mut typbyval = false;
+        let mut typalign: std::ffi::c_char = 0;
+        pg_sys::get_typlenbyvalalign(elemtype, &mut typlen, &mut typbyval, &mut typalign);
+        let mut values: *mut Datum = ptr::null_mut();
+        let mut nulls: *mut bool = ptr::null_mut();
+        let mut n: c_int = 0;
+        pg_sys::deconstruct_array(
+            array,
+            elemtype,
+            typlen as c_int,
+            typbyval,
+            typalign,
+            &mut values,
+            &mut nulls,
+            &mut n,
+        );
+        (0..n as usize)
+            .map(|i| (!*nulls.add(i)).then(|| *values.add(i)))
+            .collect()
+    }
+}
+
+/// Evaluates a scan's conditions in the node's per-tuple memory.
+///
+/// # Safety
+/// `node` is the running scan the expression states were initialized for.
+unsafe fn evaluate(
+    node: *mut pg_sys::ForeignScanState,
+    conditions: &[(RequestColumn, Compare, *mut pg_sys::ExprState)],
+) -> Vec<Allowed> {
+    // SAFETY: ExecEvalExpr's body (evalfunc) on states made by ExecInitExprList
+    // for this node, in its expression context; results are converted to Rust
+    // values before the per-tuple memory is reset.
+    unsafe {
+        let econtext = (*node).ss.ps.ps_ExprContext;
+        let out = PgMemoryContexts::For((*econtext).ecxt_per_tuple_memory).switch_to(|_| {
+            conditions
+                .iter()
+                .map(|&(column, compare, state)| {
+                    let mut isnull = false;
+                    let datum = match (*state).evalfunc {
+                        // An error raised while evaluating (a failing subquery)
+                        // must unwind through Rust frames as a panic, not a longjmp.
+                        Some(f) => {
+                            pg_sys::ffi::pg_guard_ffi_boundary(|| f(state, econtext, &mut isnull))
+                        }
+                        None => {
+                            isnull = true;
+                            Datum::from(0)
+                        }
+                    };
+                    Allowed::new(column, compare, values_of(column, compare, datum, isnull))
+                })
+                .collect()
+        });
+        pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
+        out
+    }
+}
+
+fn text_datum(text: Option<&str>) -> Option<Datum> {
+    text.and_then(IntoDatum::into_datum)
+}
+
+/// The value of one column of an answer's row, in the current memory context.
+fn column_datum(kind: ColumnKind, answer: &Answer<'_>) -> Result<Option<Datum>> {
+    let Answer {
+        planned,
+        outcome,
+        display,
+    } = answer;
+    let json = |value: &serde_json::Value| {
+        serde_json::to_vec(value)
+            .map(|text| convert::jsonb_from_text(&text))
+            .map_err(|e| LambdaFdwError::Catalog(format!("could not encode a request value: {e}")))
+    };
+    Ok(match kind {
+        ColumnKind::Request(RequestColumn::Payload) => Some(json(&planned.payload)?),
+        ColumnKind::Request(RequestColumn::Context) => {
+            planned.context.as_ref().map(json).transpose()?
+        }
+        ColumnKind::Request(RequestColumn::Qualifier) => text_datum(planned.qualifier.as_deref()),
+        ColumnKind::Request(RequestColumn::InvocationType) => {
+            text_datum(Some(planned.invocation_type.as_str()))
+        }
+        ColumnKind::Request(RequestColumn::LogType) => text_datum(Some(planned.log_type.as_str())),
+        ColumnKind::StatusCode => outcome.status_code.into_datum(),
+        ColumnKind::Response { json_text } => match &outcome.payload {
+            None => None,
+            Some(bytes) => {
+                let datum = if json_text {
+                    convert::json_datum(bytes.clone())
+                } else {
+                    convert::jsonb_datum(bytes.clone())
+                };
+                Some(datum.map_err(|reason| LambdaFdwError::ResponseNotJson {
+                    function: display.to_string(),
+                    reason,
+                })?)
+            }
+        },
+        ColumnKind::ExecutedVersion => text_datum(outcome.executed_version.as_deref()),
+        ColumnKind::LogResult => text_datum(outcome.log_result.as_deref()),
+        ColumnKind::FunctionError => text_datum(outcome.function_error.as_deref()),
+    })
+}
+
+/// Stores an answer's row in the scan slot.
+///
+/// # Safety
+/// `slot` is the node's cleared virtual scan slot; `columns` are positions in
+/// its descriptor.
+unsafe fn store_row(
+    slot: *mut pg_sys::TupleTableSlot,
+    columns: &[(usize, ColumnKind)],
+    answer: &Answer<'_>,
+) -> Result<()> {
+    // SAFETY: a virtual slot's values and nulls arrays have natts entries.
+    unsafe {
+        let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
+        let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
+        let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
+        nulls.fill(true);
+        for &(i, kind) in columns {
+            if let Some(datum) = column_datum(kind, answer)? {
+                values[i] = datum;
+                nulls[i] = false;
+            }
+        }
+        pg_sys::ExecStoreVirtualTuple(slot);
+    }
+    Ok(())
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn iterate_foreign_scan(
+    node: *mut pg_sys::ForeignScanState,
+) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: the executor's node; a non-NULL fdw_state is the ScanNode made
+    // by begin_foreign_scan, used by this call only. The row's values are
+    // made in the node's per-tuple memory, which ExecScan resets before it
+    // asks for the next row.
+    unsafe {
+        let slot = (*node).ss.ss_ScanTupleSlot;
+        // ExecClearTuple, an inline function in PostgreSQL's headers.
+        if let Some(clear) = (*(*slot).tts_ops).clear {
+            clear(slot);
+        }
+        let state = (*node).fdw_state as *mut ScanNode;
+        let Some(state) = state.as_mut() else {
+            return slot;
+        };
+        if state.pending {
+            let values = evaluate(node, &state.conditions);
+            state.pending = false;
+            if state.last.as_ref() != Some(&values) {
+                state.last = None;
+                state
+                    .scan
+                    .start_batch(&values)
+                    .unwrap_or_else(|e| report(e));
+                state.last = Some(values);
+            }
+        }
+        let memory = (*(*node).ss.ps.ps_ExprContext).ecxt_per_tuple_memory;
+        let stored = match state.scan.next_answer() {
+            Err(e) => Err(e),
+            Ok(None) => Ok(()),
+            Ok(Some(answer)) => PgMemoryContexts::For(memory)
+                .switch_to(|_| store_row(slot, &state.columns, &answer)),
+        };
+        stored.unwrap_or_else(|e| report(e));
+        slot
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignScanState) {
+    // SAFETY: the executor's node; chgParam is its set of parameters changed
+    // since the last scan.
+    unsafe {
+        let Some(state) = ((*node).fdw_state as *mut ScanNode).as_mut() else {
+            return;
+        };
+        // The rows start again; new request values, if the rescan changed
+        // them, are evaluated with the next row and invoke again only if
+        // they differ.
+        state.scan.rewind();
+        if !(*node).ss.ps.chgParam.is_null() {
+            state.pending = true;
+        }
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn end_foreign_scan(node: *mut pg_sys::ForeignScanState) {
+    // SAFETY: the executor's node. Dropping the state drops any call still
+    // in flight and its connection.
+    unsafe { release(node) }
+}
