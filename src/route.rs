@@ -1,27 +1,30 @@
 //! Which client settings a call uses, cached per backend, for both surfaces:
-//! an `aws_lambda.invoke` call by region, a foreign-table scan by its server.
+//! an `aws_lambda.invoke` call by region, a foreign-table scan by its server
+//! (and the table's own options with it).
 //!
 //! Resolving a region to its lambda_fdw server reads the catalogs (a query
 //! over pg_foreign_server), and both surfaces read and parse the caller's
 //! user mapping. That costs more than the rest of a call's own work, and
 //! changes rarely, so the answer is kept per (region or server, user,
-//! settings) and dropped whenever a foreign server, user mapping or wrapper
-//! changes (a syscache invalidation callback). USAGE on the server is checked
-//! on every call.
+//! settings) and dropped whenever a foreign table, foreign server, user
+//! mapping or wrapper changes (a syscache invalidation callback). USAGE on
+//! the server is checked on every call.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::c_int;
+use std::rc::Rc;
 
 use pgrx::pg_sys::{self, Datum, Oid};
 
 use crate::catalog::{
-    check_server_usage, lambda_servers_for_region, server_options, user_mapping_options, ServerRef,
+    self, check_server_usage, lambda_servers_for_region, server_options, user_mapping_options,
+    ServerRef,
 };
 use crate::config::client_settings;
 use crate::core::ClientSettings;
 use crate::error::{LambdaFdwError, Result};
-use crate::fdw::options::{ServerOptions, UserMappingOptions};
+use crate::fdw::options::{ServerOptions, TableOptions, UserMappingOptions};
 use crate::guc;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -49,8 +52,16 @@ enum Route {
     Ambiguous(String),
 }
 
+/// A foreign table's options, and its server's.
+pub struct TableRoute {
+    pub table: TableOptions,
+    pub server: ServerRef,
+    pub server_options: ServerOptions,
+}
+
 thread_local! {
     static ROUTES: RefCell<HashMap<RouteKey, Route>> = RefCell::new(HashMap::new());
+    static TABLES: RefCell<HashMap<Oid, Rc<TableRoute>>> = RefCell::new(HashMap::new());
     static CALLBACKS_REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -69,6 +80,11 @@ unsafe extern "C-unwind" fn forget_routes(_arg: Datum, _cacheid: c_int, _hash: u
             map.clear();
         }
     });
+    TABLES.with(|t| {
+        if let Ok(mut map) = t.try_borrow_mut() {
+            map.clear();
+        }
+    });
 }
 
 /// Registers the invalidation callbacks, once per backend.
@@ -77,6 +93,7 @@ fn register_callbacks() {
         return;
     }
     for cache in [
+        pg_sys::SysCacheIdentifier::FOREIGNTABLEREL,
         pg_sys::SysCacheIdentifier::FOREIGNSERVEROID,
         pg_sys::SysCacheIdentifier::USERMAPPINGOID,
         pg_sys::SysCacheIdentifier::FOREIGNDATAWRAPPEROID,
@@ -166,4 +183,22 @@ pub fn settings_for_server(server: &ServerRef, options: &ServerOptions) -> Resul
         server_route(server, options)
     })?;
     settings_of(route, &options.region)
+}
+
+/// The options of foreign table `relid` and of its server, parsed.
+pub fn table_route(relid: Oid) -> Result<Rc<TableRoute>> {
+    register_callbacks();
+    if let Some(route) = TABLES.with(|t| t.borrow().get(&relid).cloned()) {
+        return Ok(route);
+    }
+    let (table, server) = catalog::foreign_table_options(relid)?;
+    let table = TableOptions::parse(&table)?;
+    let (server, options) = catalog::server(server)?;
+    let route = Rc::new(TableRoute {
+        table,
+        server,
+        server_options: ServerOptions::parse(&options)?,
+    });
+    TABLES.with(|t| t.borrow_mut().insert(relid, route.clone()));
+    Ok(route)
 }

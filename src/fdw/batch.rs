@@ -3,23 +3,23 @@
 //! rescan with the same values replays them instead of invoking again.
 //! Nothing here touches a plan node; `executor` does that.
 
+use std::rc::Rc;
+
 use futures::stream::{LocalBoxStream, StreamExt};
 use pgrx::pg_sys::Oid;
 
-use crate::catalog;
 use crate::config::PG_INTERRUPTS;
 use crate::core::settings::DEFAULT_MAX_CONCURRENCY;
 use crate::core::{block_on, client_for, ClientSettings, CoreResult, InvokeOutcome, InvokeRequest};
 use crate::error::{LambdaFdwError, Result};
-use crate::route;
+use crate::route::{self, TableRoute};
 
-use super::options::{FunctionErrors, ServerOptions, TableOptions};
+use super::options::FunctionErrors;
 use super::plan::{plan_invocations, Allowed, PlannedInvocation};
 
 /// What one scan of a foreign table invokes, and with which settings.
 pub struct Scan {
-    pub table: TableOptions,
-    region: String,
+    route: Rc<TableRoute>,
     settings: ClientSettings,
     concurrency: usize,
     /// The invocations for the current values of the request conditions;
@@ -53,18 +53,15 @@ impl Scan {
     /// client settings of the current user's mapping. Like aws_lambda.invoke,
     /// a scan needs USAGE on the server (checked here, on every execution).
     pub fn open(relid: Oid) -> Result<Self> {
-        let (table, server) = catalog::foreign_table_options(relid)?;
-        let table = TableOptions::parse(&table)?;
-        let (server, options) = catalog::server(server)?;
-        let options = ServerOptions::parse(&options)?;
-        let settings = route::settings_for_server(&server, &options)?;
+        let route = route::table_route(relid)?;
+        let settings = route::settings_for_server(&route.server, &route.server_options)?;
         Ok(Self {
-            concurrency: table
+            concurrency: route
+                .table
                 .max_concurrency
-                .or(options.max_concurrency)
+                .or(route.server_options.max_concurrency)
                 .unwrap_or(DEFAULT_MAX_CONCURRENCY),
-            table,
-            region: options.region,
+            route,
             settings,
             batch: None,
         })
@@ -74,18 +71,17 @@ impl Scan {
     /// ones (and any call of theirs still in flight).
     pub fn start_batch(&mut self, conditions: &[Allowed]) -> Result<()> {
         self.batch = None;
-        let planned = plan_invocations(conditions, &self.table)?.ok_or_else(|| {
-            LambdaFdwError::NoPayload {
-                function: self.table.function_name.clone(),
-            }
-        })?;
+        let (table, region) = (&self.route.table, &self.route.server_options.region);
+        let planned =
+            plan_invocations(conditions, table)?.ok_or_else(|| LambdaFdwError::NoPayload {
+                function: table.function_name.clone(),
+            })?;
         let mut requests = Vec::with_capacity(planned.len());
         let mut displays = Vec::with_capacity(planned.len());
         for p in &planned {
-            let target =
-                self.table
-                    .function
-                    .resolve(Some(&self.region), p.qualifier.as_deref(), None)?;
+            let target = table
+                .function
+                .resolve(Some(region), p.qualifier.as_deref(), None)?;
             let context = p.context.as_ref().map(|c| c.to_string());
             let payload = serde_json::to_vec(&p.payload)
                 .map_err(|e| LambdaFdwError::Catalog(format!("could not encode payload: {e}")))?;
@@ -132,7 +128,7 @@ impl Scan {
             display: &batch.displays[index],
         };
         if answer.outcome.function_error.is_some()
-            && self.table.function_errors == FunctionErrors::Raise
+            && self.route.table.function_errors == FunctionErrors::Raise
         {
             answer
                 .outcome
@@ -146,7 +142,7 @@ impl Scan {
         let Some(batch) = self.batch.as_mut() else {
             // The request values never arrived: nothing may be invoked.
             return Err(LambdaFdwError::NoPayload {
-                function: self.table.function_name.clone(),
+                function: self.route.table.function_name.clone(),
             });
         };
         if batch.cursor < batch.outcomes.len() {
