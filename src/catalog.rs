@@ -57,7 +57,12 @@ fn mapping_exists(user: Oid, server: Oid) -> bool {
 /// empty when there is none, so that the default AWS chain applies.
 pub fn user_mapping_options(server: Oid) -> Result<HashMap<String, String>> {
     // SAFETY: GetUserId has no preconditions inside a transaction.
-    let user = unsafe { pg_sys::GetUserId() };
+    user_mapping_options_of(unsafe { pg_sys::GetUserId() }, server)
+}
+
+/// Options of `user`'s mapping for `server` (or the PUBLIC one); empty when
+/// there is none.
+pub fn user_mapping_options_of(user: Oid, server: Oid) -> Result<HashMap<String, String>> {
     if !mapping_exists(user, server) && !mapping_exists(Oid::INVALID, server) {
         return Ok(HashMap::new());
     }
@@ -67,6 +72,16 @@ pub fn user_mapping_options(server: Oid) -> Result<HashMap<String, String>> {
         let um = pg_sys::GetUserMapping(user, server);
         options_map((*um).options)
     }
+}
+
+/// The OID of the mapping that applies to `user` on `server` (theirs, or
+/// the PUBLIC one), if any.
+pub fn user_mapping_id(user: Oid, server: Oid) -> Option<Oid> {
+    if !mapping_exists(user, server) && !mapping_exists(Oid::INVALID, server) {
+        return None;
+    }
+    // SAFETY: a mapping exists (checked above); GetUserMapping returns it.
+    Some(unsafe { (*pg_sys::GetUserMapping(user, server)).umid })
 }
 
 /// Name and type of every live column of a relation, in order.
@@ -118,14 +133,19 @@ pub fn lambda_servers_for_region(region: &str) -> Result<Vec<ServerRef>> {
     })
 }
 
+/// Whether `role` has USAGE on the server.
+pub fn has_server_usage(server: Oid, role: Oid) -> bool {
+    // SAFETY: an ACL lookup for a server OID and a role OID.
+    unsafe {
+        pg_sys::pg_foreign_server_aclcheck(server, role, pg_sys::ACL_USAGE as _)
+            == pg_sys::AclResult::ACLCHECK_OK
+    }
+}
+
 /// Fails unless the current user has USAGE on the server.
 pub fn check_server_usage(server: &ServerRef) -> Result<()> {
-    // SAFETY: an ACL lookup for a server OID and the current user id.
-    let ok = unsafe {
-        pg_sys::pg_foreign_server_aclcheck(server.oid, pg_sys::GetUserId(), pg_sys::ACL_USAGE as _)
-            == pg_sys::AclResult::ACLCHECK_OK
-    };
-    if ok {
+    // SAFETY: GetUserId has no preconditions inside a transaction.
+    if has_server_usage(server.oid, unsafe { pg_sys::GetUserId() }) {
         Ok(())
     } else {
         Err(LambdaFdwError::ServerPermission(server.name.clone()))
@@ -153,6 +173,19 @@ pub fn server(oid: Oid) -> Result<(ServerRef, HashMap<String, String>)> {
             .to_string_lossy()
             .into_owned();
         Ok((ServerRef { oid, name }, options_map((*s).options)?))
+    }
+}
+
+/// Name and options of a foreign server, `None` if it no longer exists.
+pub fn server_if_exists(oid: Oid) -> Result<Option<(ServerRef, HashMap<String, String>)>> {
+    // SAFETY: with FSV_MISSING_OK, GetForeignServerExtended returns NULL for
+    // a missing server instead of raising an error.
+    let exists =
+        unsafe { !pg_sys::GetForeignServerExtended(oid, pg_sys::FSV_MISSING_OK as _).is_null() };
+    if exists {
+        server(oid).map(Some)
+    } else {
+        Ok(None)
     }
 }
 

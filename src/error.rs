@@ -45,6 +45,15 @@ pub enum LambdaFdwError {
 
     #[error("lambda_fdw internal error: {0}")]
     Internal(&'static str),
+
+    #[error("column \"{column}\" cannot be inserted: {why}")]
+    NotInsertable {
+        column: &'static str,
+        why: &'static str,
+    },
+
+    #[error("no payload given for the invocation queued by INSERT into {table}")]
+    NoPayloadToQueue { table: String },
 }
 
 pub type Result<T> = std::result::Result<T, LambdaFdwError>;
@@ -91,7 +100,8 @@ pub fn core_error_parts(e: &CoreError) -> (PgSqlErrorCode, Option<String>, Optio
         | CoreError::InvalidRegion(_)
         | CoreError::RegionConflict { .. }
         | CoreError::QualifierConflict { .. }
-        | CoreError::ContextNotObject => (ERRCODE_INVALID_PARAMETER_VALUE, None, None),
+        | CoreError::ContextNotObject
+        | CoreError::ContextCustomNotObject => (ERRCODE_INVALID_PARAMETER_VALUE, None, None),
         CoreError::InvalidInvocationType(_) => (
             ERRCODE_INVALID_PARAMETER_VALUE,
             None,
@@ -238,6 +248,18 @@ impl From<LambdaFdwError> for ErrorReport {
             ),
             LambdaFdwError::Catalog(_) => report(ERRCODE_FDW_ERROR, message, None, None),
             LambdaFdwError::Internal(_) => report(ERRCODE_INTERNAL_ERROR, message, None, None),
+            LambdaFdwError::NotInsertable { .. } => report(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                message,
+                None,
+                Some("an INSERT sets payload, and optionally qualifier, invocation_type and context".into()),
+            ),
+            LambdaFdwError::NoPayloadToQueue { .. } => report(
+                ERRCODE_NOT_NULL_VIOLATION,
+                message,
+                None,
+                Some("INSERT INTO <table> (payload) VALUES ('{...}')".into()),
+            ),
         }
     }
 }

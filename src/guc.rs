@@ -15,6 +15,10 @@ pub static REQUEST_TIMEOUT_MS: GucSetting<i32> =
 pub static ENDPOINT_OVERRIDE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 pub static DEFAULT_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static DATABASE_NAME: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static QUEUE_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
+pub static QUEUE_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 
 pub fn register() {
     GucRegistry::define_int_guc(
@@ -53,8 +57,39 @@ pub fn register() {
         GucContext::Userset,
         GucFlags::default(),
     );
-    // SAFETY: called from _PG_init on the backend's main thread with a valid C string.
-    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"aws_lambda".as_ptr()) };
+    GucRegistry::define_string_guc(
+        c"lambda_fdw.database_name",
+        c"Database whose lambda_fdw.invocations the queue worker sends.",
+        c"Read when the server starts; the worker waits for the database and the extension to exist.",
+        &DATABASE_NAME,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"lambda_fdw.queue_concurrency",
+        c"Queued invocations the queue worker sends at once.",
+        c"",
+        &QUEUE_CONCURRENCY,
+        1,
+        1000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"lambda_fdw.queue_retention",
+        c"How long finished invocations stay in lambda_fdw.invocations.",
+        c"Succeeded and failed rows older than this are deleted by the queue worker.",
+        &QUEUE_RETENTION,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    // SAFETY: called from _PG_init on the backend's main thread with valid C strings.
+    unsafe {
+        pgrx::pg_sys::MarkGUCPrefixReserved(c"aws_lambda".as_ptr());
+        pgrx::pg_sys::MarkGUCPrefixReserved(c"lambda_fdw".as_ptr());
+    }
 }
 
 fn string_setting(s: &GucSetting<Option<CString>>) -> Option<String> {
@@ -77,4 +112,17 @@ pub fn endpoint_override() -> Option<String> {
 
 pub fn default_region() -> Option<String> {
     string_setting(&DEFAULT_REGION)
+}
+
+pub fn queue_database() -> String {
+    string_setting(&DATABASE_NAME).unwrap_or_else(|| "postgres".to_string())
+}
+
+pub fn queue_concurrency() -> usize {
+    QUEUE_CONCURRENCY.get().max(1) as usize
+}
+
+/// Retention of finished queue rows, in seconds.
+pub fn queue_retention_s() -> i64 {
+    QUEUE_RETENTION.get().max(0) as i64
 }

@@ -14,6 +14,7 @@ pub mod core;
 pub mod error;
 pub mod fdw;
 pub mod guc;
+pub mod queue;
 pub mod route;
 
 pgrx::extension_sql_file!(
@@ -22,10 +23,16 @@ pgrx::extension_sql_file!(
     finalize
 );
 pgrx::extension_sql_file!("../sql/aws_lambda.sql", name = "aws_lambda_api");
+pgrx::extension_sql_file!("../sql/queue.sql", name = "queue");
 
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::register();
+    // SAFETY: a flag PostgreSQL sets while it loads shared_preload_libraries.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        queue::wake::init_preloaded();
+        queue::worker::register_launcher();
+    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -176,6 +176,18 @@ pub fn settings_for_region(region: &str) -> Result<ClientSettings> {
     settings_of(route, region)
 }
 
+/// The lambda_fdw server a call to `region` by the current user goes
+/// through (`None`: no server has the region, so the default chain), and
+/// the call's settings; checks USAGE on the server.
+pub fn server_for_region(region: &str) -> Result<(Option<ServerRef>, ClientSettings)> {
+    let route = cached(key(Target::Region(region.to_string())), || resolve(region))?;
+    let server = match &route {
+        Route::Server(server, _) => Some(server.clone()),
+        _ => None,
+    };
+    Ok((server, settings_of(route, region)?))
+}
+
 /// The client settings of a scan through `server` (whose parsed options are
 /// `options`) by the current user; checks USAGE on the server on every call.
 pub fn settings_for_server(server: &ServerRef, options: &ServerOptions) -> Result<ClientSettings> {

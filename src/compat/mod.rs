@@ -23,11 +23,10 @@ use crate::error::{core_error_parts, report, LambdaFdwError, Result};
 use crate::guc;
 use args::{from_text_overload, InvokeArgs, TextOverloadArgs};
 
-/// Invokes a function as `aws_lambda.invoke` does: region from the argument,
-/// the ARN, `aws_lambda.default_region`, then the server process's AWS
-/// configuration; settings from the lambda_fdw server of that region (with
-/// the caller's user mapping), else from the settings and the default chain.
-fn invoke(args: &InvokeArgs, payload: Bytes) -> Result<(InvokeOutcome, String)> {
+/// Builds the request `aws_lambda.invoke` would send: region from the
+/// argument, the ARN, `aws_lambda.default_region`, then the server process's
+/// AWS configuration; names, enums and sizes checked.
+pub fn prepare(args: &InvokeArgs, payload: Bytes) -> Result<InvokeRequest> {
     let function = parse_function_name(&args.function_name)?;
     let invocation_type = InvocationType::parse(&args.invocation_type)?;
     let log_type = LogType::parse(&args.log_type)?;
@@ -44,13 +43,20 @@ fn invoke(args: &InvokeArgs, payload: Bytes) -> Result<(InvokeOutcome, String)> 
         args.qualifier.as_deref(),
         default_region.as_deref(),
     )?;
-    let request = InvokeRequest::new(
+    Ok(InvokeRequest::new(
         target,
         invocation_type,
         log_type,
         args.context.as_deref(),
         payload,
-    )?;
+    )?)
+}
+
+/// Invokes a function as `aws_lambda.invoke` does: the request [`prepare`]
+/// builds, with the settings of the lambda_fdw server of its region (and
+/// the caller's user mapping), else of the settings and the default chain.
+fn invoke(args: &InvokeArgs, payload: Bytes) -> Result<(InvokeOutcome, String)> {
+    let request = prepare(args, payload)?;
     let settings = crate::route::settings_for_region(&request.target.region)?;
     let client = client_for(&settings, &PG_INTERRUPTS)?;
     let display = request.target.display.clone();
@@ -141,7 +147,7 @@ struct Overload {
 ///
 /// # Safety
 /// `fcinfo` is a live call's, and argument `n` is text-like.
-unsafe fn text_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<String> {
+pub(crate) unsafe fn text_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<String> {
     // SAFETY: the caller passes an argument index of a text-like parameter.
     unsafe { pgrx::fcinfo::pg_getarg::<String>(fcinfo, n) }
 }
@@ -150,7 +156,11 @@ unsafe fn text_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<String>
 ///
 /// # Safety
 /// `fcinfo` is a live call's, and argument `n` is json (or jsonb with `jsonb`).
-unsafe fn json_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize, jsonb: bool) -> Option<String> {
+pub(crate) unsafe fn json_arg(
+    fcinfo: pg_sys::FunctionCallInfo,
+    n: usize,
+    jsonb: bool,
+) -> Option<String> {
     // SAFETY: the caller passes the index of a json (or jsonb) parameter.
     unsafe {
         if jsonb {

@@ -35,6 +35,9 @@ pub enum CoreError {
     #[error("context must be a JSON object")]
     ContextNotObject,
 
+    #[error("the \"custom\" member of context must be a JSON object: a queued invocation adds its id there")]
+    ContextCustomNotObject,
+
     #[error(
         "context is {size} bytes once base64-encoded, more than the {limit} bytes Lambda accepts"
     )]

@@ -107,10 +107,33 @@ pub fn block_on<F: Future>(fut: F, interrupts: &Interrupts) -> CoreResult<F::Out
     }
 }
 
+/// Runs `fut` on the backend's runtime until it completes (`Some`) or
+/// `stop` says to stop waiting (`None`; `fut` is dropped). `stop` is asked
+/// every [`INTERRUPT_POLL`]. For a background worker, whose reasons to stop
+/// waiting are its own (new work, shutdown), not a query's interrupts.
+pub fn block_on_until<F: Future>(fut: F, stop: fn() -> bool) -> CoreResult<Option<F::Output>> {
+    with_runtime(|rt| {
+        rt.block_on(async {
+            tokio::select! {
+                biased;
+                out = fut => Some(out),
+                _ = until_interrupt(stop) => None,
+            }
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    #[test]
+    fn stops_waiting_when_asked() {
+        let out = block_on_until(std::future::pending::<()>(), || true).unwrap();
+        assert_eq!(out, None);
+        assert_eq!(block_on_until(async { 5 }, || false).unwrap(), Some(5));
+    }
 
     #[test]
     fn runs_a_future() {

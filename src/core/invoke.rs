@@ -28,6 +28,8 @@ pub struct InvokeOutcome {
     pub log_result: Option<String>,
     /// `Handled` or `Unhandled` when the function failed.
     pub function_error: Option<String>,
+    /// The service's request id, when it sent one.
+    pub request_id: Option<String>,
 }
 
 impl InvokeOutcome {
@@ -199,6 +201,16 @@ impl LambdaClient {
         }
     }
 
+    /// Sends one invocation once, with no retry: the error comes with the
+    /// server's Retry-After, for a caller that schedules its own retries
+    /// (the after-commit queue).
+    pub async fn send_once(
+        &self,
+        req: &InvokeRequest,
+    ) -> Result<InvokeOutcome, (CoreError, Option<std::time::Duration>)> {
+        self.invoke_once(req, req.payload.clone()).await
+    }
+
     async fn invoke_once(
         &self,
         req: &InvokeRequest,
@@ -216,8 +228,10 @@ impl LambdaClient {
             .send()
             .await
             .map_err(|e| map_sdk_error(e, self, &req.target.display))?;
+        let request_id = out.request_id().map(str::to_string);
         let payload = out.payload.map(Blob::into_bytes).filter(|p| !p.is_empty());
         Ok(InvokeOutcome {
+            request_id,
             status_code: out.status_code,
             payload,
             executed_version: out.executed_version,
@@ -257,6 +271,7 @@ mod tests {
             executed_version: Some("$LATEST".into()),
             log_result: None,
             function_error: err.map(str::to_string),
+            request_id: None,
         }
     }
 

@@ -85,6 +85,30 @@ pub fn encode_client_context(json_text: &str) -> CoreResult<String> {
     Ok(encoded)
 }
 
+/// The key under the client context's `custom` object that carries a queued
+/// invocation's id, so that a function can recognise a repeated delivery.
+pub const INVOCATION_ID_KEY: &str = "lambda_fdw_invocation_id";
+
+/// The client context of a queued invocation: the user's context (a JSON
+/// object, or none) with `custom.lambda_fdw_invocation_id` set to `id`.
+pub fn context_with_invocation_id(context_json: Option<&str>, id: i64) -> CoreResult<String> {
+    let mut context = match context_json {
+        None => serde_json::Map::new(),
+        Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => return Err(CoreError::ContextNotObject),
+        },
+    };
+    let custom = context
+        .entry("custom")
+        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+    let Some(custom) = custom.as_object_mut() else {
+        return Err(CoreError::ContextCustomNotObject);
+    };
+    custom.insert(INVOCATION_ID_KEY.to_string(), id.into());
+    Ok(serde_json::Value::Object(context).to_string())
+}
+
 /// One invocation, ready to send.
 #[derive(Clone, Debug)]
 pub struct InvokeRequest {
@@ -131,6 +155,44 @@ impl InvokeRequest {
 mod tests {
     use super::*;
     use crate::core::name::parse_function_name;
+
+    #[test]
+    fn invocation_id_is_merged_into_the_context() {
+        assert_eq!(
+            context_with_invocation_id(None, 7).unwrap(),
+            r#"{"custom":{"lambda_fdw_invocation_id":7}}"#
+        );
+        assert_eq!(
+            context_with_invocation_id(Some(r#"{"env":{"a":"b"}}"#), 8).unwrap(),
+            r#"{"custom":{"lambda_fdw_invocation_id":8},"env":{"a":"b"}}"#
+        );
+        assert_eq!(
+            context_with_invocation_id(Some(r#"{"custom":{"k":"v"}}"#), 9).unwrap(),
+            r#"{"custom":{"k":"v","lambda_fdw_invocation_id":9}}"#
+        );
+        // The id is the queue's, whatever the user put there.
+        assert_eq!(
+            context_with_invocation_id(Some(r#"{"custom":{"lambda_fdw_invocation_id":1}}"#), 2)
+                .unwrap(),
+            r#"{"custom":{"lambda_fdw_invocation_id":2}}"#
+        );
+    }
+
+    #[test]
+    fn invocation_id_needs_objects() {
+        assert!(matches!(
+            context_with_invocation_id(Some("[1]"), 1),
+            Err(CoreError::ContextNotObject)
+        ));
+        assert!(matches!(
+            context_with_invocation_id(Some("not json"), 1),
+            Err(CoreError::ContextNotObject)
+        ));
+        assert!(matches!(
+            context_with_invocation_id(Some(r#"{"custom":"x"}"#), 1),
+            Err(CoreError::ContextCustomNotObject)
+        ));
+    }
 
     fn target() -> ResolvedFunction {
         parse_function_name("f")

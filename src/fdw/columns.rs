@@ -42,6 +42,19 @@ pub enum ColumnKind {
     FunctionError,
 }
 
+impl ColumnKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Request(r) => r.name(),
+            Self::StatusCode => "status_code",
+            Self::Response { .. } => "response",
+            Self::ExecutedVersion => "executed_version",
+            Self::LogResult => "log_result",
+            Self::FunctionError => "function_error",
+        }
+    }
+}
+
 pub const COLUMN_NAMES: &[&str] = &[
     "payload",
     "qualifier",

@@ -18,8 +18,8 @@
 //!   computed.
 //! - abort: PostgreSQL does not call EndForeignScan when a query fails or is
 //!   cancelled. The scan's state (requests, calls in flight, buffered
-//!   outcomes) is Rust memory, so a reset callback on the query's memory
-//!   context frees it when that context goes away, however the query ended.
+//!   outcomes) is Rust memory, freed with the query's memory context however
+//!   the query ended (see `state`).
 
 use std::ffi::{c_int, c_void};
 use std::ptr;
@@ -32,6 +32,7 @@ use super::batch::{Answer, Scan};
 use super::columns::{classify, ColumnKind, RequestColumn};
 use super::plan::{Allowed, Arg, Compare};
 use super::planner::{plan_descriptor, Columns};
+use super::state;
 use crate::convert;
 use crate::error::{LambdaFdwError, Result};
 
@@ -77,30 +78,13 @@ unsafe fn read_columns(
     }
 }
 
-/// Frees a node's scan state, if it has one.
+/// The field that holds a node's [`ScanNode`] (see `state`).
 ///
 /// # Safety
-/// `node` is a live scan node whose `fdw_state` is NULL or was set by
-/// [`begin_foreign_scan`].
-unsafe fn release(node: *mut pg_sys::ForeignScanState) {
-    // SAFETY: per the contract, a non-NULL fdw_state is a leaked Box<ScanNode>;
-    // it is cleared before being dropped, so it is freed once.
-    unsafe {
-        let state = (*node).fdw_state as *mut ScanNode;
-        if !state.is_null() {
-            (*node).fdw_state = ptr::null_mut();
-            drop(Box::from_raw(state));
-        }
-    }
-}
-
-/// Called when the query's memory context is reset or deleted: after a
-/// normal end (nothing left to do) or an abort (frees the scan's state).
-#[pg_guard]
-unsafe extern "C-unwind" fn release_on_reset(arg: *mut c_void) {
-    // SAFETY: the node lives in the context whose callbacks are running, and
-    // its memory is freed only after them.
-    unsafe { release(arg as *mut pg_sys::ForeignScanState) }
+/// `node` is a live scan node.
+unsafe fn state_field(node: *mut pg_sys::ForeignScanState) -> *mut *mut c_void {
+    // SAFETY: per the contract.
+    unsafe { &raw mut (*node).fdw_state }
 }
 
 #[pg_guard]
@@ -110,8 +94,8 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
 ) {
     // SAFETY: the executor's node, whose plan is a ForeignScan made by
     // `planner`; its estate, query context and relation are live. The
-    // callback and the expression states are allocated in the query
-    // context, as ExecInitNode allocates everything of the node.
+    // expression states are allocated in the query context, as ExecInitNode
+    // allocates everything of the node, and the node lives there too.
     unsafe {
         (*node).fdw_state = ptr::null_mut();
         if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as c_int != 0 {
@@ -135,22 +119,14 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             .zip(states.iter_ptr())
             .map(|((column, compare), state)| (column, compare, state))
             .collect();
-        let estate = (*node).ss.ps.state;
-        let callback = pg_sys::MemoryContextAllocZero(
-            (*estate).es_query_cxt,
-            std::mem::size_of::<pg_sys::MemoryContextCallback>(),
-        ) as *mut pg_sys::MemoryContextCallback;
-        (*callback).func = Some(release_on_reset);
-        (*callback).arg = node as *mut c_void;
-        pg_sys::MemoryContextRegisterResetCallback((*estate).es_query_cxt, callback);
-        let state = Box::new(ScanNode {
+        let scan = ScanNode {
             conditions,
             pending: true,
             last: None,
             columns,
             scan,
-        });
-        (*node).fdw_state = Box::into_raw(state) as *mut c_void;
+        };
+        state::install((*(*node).ss.ps.state).es_query_cxt, state_field(node), scan);
     }
 }
 
@@ -350,8 +326,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
         if let Some(clear) = (*(*slot).tts_ops).clear {
             clear(slot);
         }
-        let state = (*node).fdw_state as *mut ScanNode;
-        let Some(state) = state.as_mut() else {
+        let Some(state) = state::get::<ScanNode>(state_field(node)) else {
             return slot;
         };
         if state.pending {
@@ -383,7 +358,7 @@ pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignSc
     // SAFETY: the executor's node; chgParam is its set of parameters changed
     // since the last scan.
     unsafe {
-        let Some(state) = ((*node).fdw_state as *mut ScanNode).as_mut() else {
+        let Some(state) = state::get::<ScanNode>(state_field(node)) else {
             return;
         };
         // The rows start again; new request values, if the rescan changed
@@ -400,5 +375,5 @@ pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignSc
 pub unsafe extern "C-unwind" fn end_foreign_scan(node: *mut pg_sys::ForeignScanState) {
     // SAFETY: the executor's node. Dropping the state drops any call still
     // in flight and its connection.
-    unsafe { release(node) }
+    unsafe { state::release::<ScanNode>(state_field(node)) }
 }

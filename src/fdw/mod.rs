@@ -1,17 +1,20 @@
 //! The foreign data wrapper: SQL scans in, invocations out, rows back.
 //!
-//! supabase-wrappers provides the handler, the validator's entry point and
-//! the modify callbacks; every scan callback is lambda_fdw's own (`planner`
-//! plans, `executor` runs, `batch` invokes), installed in
+//! supabase-wrappers provides the handler and the validator's entry point;
+//! every scan callback is lambda_fdw's own (`planner` plans, `executor`
+//! runs, `batch` invokes), and so are the INSERT callbacks (`modify`: an
+//! INSERT queues invocations), installed in
 //! [`ForeignDataWrapper::fdw_routine_hook`].
 
 mod batch;
 pub mod columns;
 mod executor;
 mod explain;
+mod modify;
 pub mod options;
 pub mod plan;
 mod planner;
+mod state;
 
 use std::collections::HashMap;
 
@@ -93,6 +96,17 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
         routine.EndForeignScan = Some(executor::end_foreign_scan);
         // Aggregates are never pushed down to a Lambda function.
         routine.GetForeignUpperPaths = None;
+        // INSERT queues invocations; UPDATE and DELETE are refused.
+        routine.IsForeignRelUpdatable = Some(modify::is_foreign_rel_updatable);
+        routine.AddForeignUpdateTargets = None;
+        routine.PlanForeignModify = Some(modify::plan_foreign_modify);
+        routine.BeginForeignModify = Some(modify::begin_foreign_modify);
+        routine.ExecForeignInsert = Some(modify::exec_foreign_insert);
+        routine.ExecForeignUpdate = None;
+        routine.ExecForeignDelete = None;
+        routine.EndForeignModify = Some(modify::end_foreign_modify);
+        routine.BeginForeignInsert = Some(modify::begin_foreign_insert);
+        routine.EndForeignInsert = Some(modify::end_foreign_modify);
     }
 
     fn validator(options: Vec<Option<String>>, catalog: Option<Oid>) -> Result<()> {

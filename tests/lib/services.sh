@@ -41,64 +41,30 @@ start_postgres() {
   chown postgres "$WORK" "$PGHOST"
   sudo -u postgres "$PG_BIN/initdb" -D "$WORK/pgdata" -A trust -U postgres >"$WORK/initdb.log" 2>&1 \
     || { cat "$WORK/initdb.log"; return 1; }
-  # A clean AWS environment: no instance-metadata probe, no credentials or
-  # config files from whoever runs the tests, no default region.
+  pg_start_cluster || { cat "$WORK/postgres.log"; return 1; }
+  STARTED_PG=1
+}
+
+# The library preloaded, so that the after-commit queue worker runs, for the
+# database $QUEUE_DB (created by the tests that use it).
+QUEUE_DB="${LAMBDA_FDW_QUEUE_DB:-lambda_fdw_queue}"
+pg_queue_options() {
+  printf '%s' "-c shared_preload_libraries=lambda_fdw -c lambda_fdw.database_name=$QUEUE_DB"
+}
+
+# Starts the cluster start_postgres made, in a clean AWS environment: no
+# instance-metadata probe, no credentials or config files from whoever runs
+# the tests, no default region.
+pg_start_cluster() {
   sudo -u postgres env -i PATH=/usr/bin:/bin LANG=C.UTF-8 \
     AWS_EC2_METADATA_DISABLED=true \
     AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent \
     "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -l "$WORK/postgres.log" -w \
-    -o "-k $PGHOST -p $PGPORT -c listen_addresses='' -c lc_messages=C" start >/dev/null \
-    || { cat "$WORK/postgres.log"; return 1; }
-  STARTED_PG=1
+    -o "-k $PGHOST -p $PGPORT -c listen_addresses='' -c lc_messages=C $(pg_queue_options)" start >/dev/null
 }
 
-stop_postgres() {
-  if [[ -n "${STARTED_PG:-}" ]]; then
-    sudo -u postgres "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -m fast -w stop >/dev/null 2>&1 || true
-    STARTED_PG=
-  fi
-}
-
-start_ministack() {
-  port_free "$MINISTACK_PORT" || { log "port $MINISTACK_PORT is in use"; return 1; }
-  mkdir -p "$WORK"
-  BIND_HOST=127.0.0.1 GATEWAY_PORT="$MINISTACK_PORT" AWS_EC2_METADATA_DISABLED=true \
-    "$VENV/bin/ministack" >"$WORK/ministack.log" 2>&1 &
-  MINISTACK_PID=$!
-  wait_http "http://127.0.0.1:$MINISTACK_PORT/_ministack/health" ministack
-  python3 "$LAMBDA_FDW_ROOT/tests/fixtures/deploy.py" "http://127.0.0.1:$MINISTACK_PORT" >&2
-}
-
-stop_ministack() {
-  if [[ -n "${MINISTACK_PID:-}" ]]; then
-    kill "$MINISTACK_PID" 2>/dev/null || true
-    wait "$MINISTACK_PID" 2>/dev/null || true
-    MINISTACK_PID=
-  fi
-}
-
-start_stub() { # [--release]
-  port_free "$STUB_PORT" || { log "port $STUB_PORT is in use"; return 1; }
-  port_free "$BLACKHOLE_PORT" || { log "port $BLACKHOLE_PORT is in use"; return 1; }
-  (cd "$LAMBDA_FDW_ROOT" && cargo build -q --bin lambda_stub "$@")
-  local profile=debug
-  [[ "${1:-}" == "--release" ]] && profile=release
-  "$LAMBDA_FDW_ROOT/target/$profile/lambda_stub" "127.0.0.1:$STUB_PORT" "127.0.0.1:$BLACKHOLE_PORT" \
-    >"$WORK/stub.log" 2>&1 &
-  STUB_PID=$!
-  wait_http "http://127.0.0.1:$STUB_PORT/health" stub
-}
-
-stop_stub() {
-  if [[ -n "${STUB_PID:-}" ]]; then
-    kill "$STUB_PID" 2>/dev/null || true
-    wait "$STUB_PID" 2>/dev/null || true
-    STUB_PID=
-  fi
-}
-
-stop_services() {
-  stop_stub
-  stop_ministack
-  stop_postgres
+# Stops the cluster (fast, or the mode given) and starts it again.
+restart_postgres() { # [pg_ctl stop mode]
+  sudo -u postgres "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -m "${1:-fast}" -w stop >/dev/null 2>&1 || true
+  pg_start_cluster
 }

@@ -1,0 +1,75 @@
+-- Invocations that follow the transaction: lambda_fdw.enqueue() and INSERT
+-- into a lambda_fdw foreign table queue them here, inside the caller's
+-- transaction; the background worker sends them after COMMIT.
+CREATE SCHEMA lambda_fdw;
+COMMENT ON SCHEMA lambda_fdw IS 'lambda_fdw: the after-commit invocation queue';
+GRANT USAGE ON SCHEMA lambda_fdw TO PUBLIC;
+
+-- An ordinary logged table: a crash loses nothing, and replicas have it.
+CREATE TABLE lambda_fdw.invocations (
+  id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  queued_by        regrole NOT NULL,
+  queued_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+  function_name    text NOT NULL,
+  region           text NOT NULL,
+  qualifier        text,
+  invocation_type  text NOT NULL CHECK (invocation_type IN ('RequestResponse', 'Event', 'DryRun')),
+  payload          jsonb NOT NULL,
+  context          jsonb,
+  -- The lambda_fdw server whose settings, and the user mapping whose
+  -- credentials, sign the request (both NULL: no server for the region,
+  -- the default AWS chain). Looked up again when the invocation is sent.
+  server           oid,
+  user_mapping     oid,
+  state            text NOT NULL DEFAULT 'queued'
+                   CHECK (state IN ('queued', 'sending', 'succeeded', 'failed')),
+  attempts         integer NOT NULL DEFAULT 0,
+  max_attempts     integer NOT NULL,
+  next_attempt_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+  status_code      integer,
+  response         jsonb,
+  executed_version text,
+  function_error   text,
+  error            text,
+  request_id       text,
+  finished_at      timestamptz
+);
+COMMENT ON TABLE lambda_fdw.invocations IS
+  'Invocations queued by lambda_fdw.enqueue() and INSERT into lambda_fdw foreign tables, sent after COMMIT';
+CREATE INDEX invocations_due ON lambda_fdw.invocations (next_attempt_at, id) WHERE state = 'queued';
+CREATE INDEX invocations_finished ON lambda_fdw.invocations (finished_at) WHERE state IN ('succeeded', 'failed');
+
+-- A role sees its own invocations (superusers see all); only the extension
+-- writes the table.
+ALTER TABLE lambda_fdw.invocations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_invocations ON lambda_fdw.invocations FOR SELECT
+  USING (queued_by = current_user::regrole);
+REVOKE ALL ON lambda_fdw.invocations FROM PUBLIC;
+GRANT SELECT ON lambda_fdw.invocations TO PUBLIC;
+
+CREATE FUNCTION lambda_fdw.enqueue(
+  function_name text,
+  payload jsonb,
+  region text DEFAULT NULL,
+  invocation_type text DEFAULT 'RequestResponse',
+  qualifier text DEFAULT NULL,
+  context jsonb DEFAULT NULL)
+  RETURNS bigint
+  LANGUAGE c VOLATILE PARALLEL UNSAFE
+  AS 'MODULE_PATHNAME', 'lambda_fdw_enqueue';
+COMMENT ON FUNCTION lambda_fdw.enqueue(text, jsonb, text, text, text, jsonb) IS
+  'Queues an invocation, sent by the background worker after this transaction commits; returns its id';
+
+-- For DBAs: the queue at a glance, every role's invocations counted (no
+-- payloads).
+CREATE VIEW lambda_fdw.queue_status AS
+  SELECT count(*) FILTER (WHERE state = 'queued')    AS queued,
+         count(*) FILTER (WHERE state = 'sending')   AS sending,
+         count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+         count(*) FILTER (WHERE state = 'failed')    AS failed,
+         clock_timestamp() - min(queued_at) FILTER (WHERE state = 'queued') AS oldest_queued_age,
+         count(*) FILTER (WHERE finished_at > clock_timestamp() - interval '1 minute') AS sent_last_minute
+    FROM lambda_fdw.invocations;
+COMMENT ON VIEW lambda_fdw.queue_status IS
+  'lambda_fdw''s after-commit queue: invocations per state, the oldest waiting one, sends in the last minute';
+GRANT SELECT ON lambda_fdw.queue_status TO PUBLIC;

@@ -1,0 +1,271 @@
+//! INSERT into a lambda_fdw foreign table: one queued invocation per row,
+//! sent after COMMIT (see `queue`). The row gives the request columns
+//! (`payload`, and optionally `qualifier`, `invocation_type`, `context`);
+//! the table gives the function and the defaults. UPDATE and DELETE are
+//! refused while planning. lambda_fdw's own callbacks replace
+//! supabase-wrappers' modify path, which needs a `rowid_column` option that
+//! means nothing for a Lambda function.
+
+use std::ffi::{c_int, c_void};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::FromDatum;
+
+use super::columns::{classify, ColumnKind, RequestColumn};
+use super::state;
+use crate::convert;
+use crate::core::{InvocationType, InvokeRequest};
+use crate::error::{LambdaFdwError, Result};
+use crate::queue::enqueue::{largest_context, queue, Queued};
+use crate::route::{self, TableRoute};
+
+/// The columns an inserted row may set, by slot position.
+struct InsertNode {
+    route: Rc<TableRoute>,
+    columns: Vec<(usize, ColumnKind)>,
+    relation: String,
+}
+
+fn report(e: LambdaFdwError) -> ! {
+    pg_sys::panic::ErrorReport::from(e).report(PgLogLevel::ERROR);
+    unreachable!("an ERROR does not return")
+}
+
+/// IsForeignRelUpdatable: INSERT only.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn is_foreign_rel_updatable(_rel: pg_sys::Relation) -> c_int {
+    1 << pg_sys::CmdType::CMD_INSERT as c_int
+}
+
+/// PlanForeignModify: nothing to plan for INSERT; UPDATE and DELETE are refused.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn plan_foreign_modify(
+    root: *mut pg_sys::PlannerInfo,
+    plan: *mut pg_sys::ModifyTable,
+    result_relation: pg_sys::Index,
+    _subplan_index: c_int,
+) -> *mut pg_sys::List {
+    // SAFETY: the planner's own arguments; the range table entry of the
+    // result relation is valid while planning.
+    unsafe {
+        if (*plan).operation != pg_sys::CmdType::CMD_INSERT {
+            let rte = pg_sys::planner_rt_fetch(result_relation, root);
+            let name = pg_sys::get_rel_name((*rte).relid);
+            let name = if name.is_null() {
+                "?".to_string()
+            } else {
+                std::ffi::CStr::from_ptr(name)
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            let verb = if (*plan).operation == pg_sys::CmdType::CMD_UPDATE {
+                "update"
+            } else {
+                "delete from"
+            };
+            pg_sys::panic::ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("cannot {verb} lambda_fdw foreign table \"{name}\""),
+                "lambda_fdw",
+            )
+            .set_hint("an INSERT into a lambda_fdw foreign table queues one invocation per row, sent after COMMIT; queued invocations are in lambda_fdw.invocations")
+            .report(PgLogLevel::ERROR);
+        }
+    }
+    std::ptr::null_mut()
+}
+
+/// The field that holds a result relation's [`InsertNode`].
+///
+/// # Safety
+/// `rinfo` is a live ResultRelInfo.
+unsafe fn state_field(rinfo: *mut pg_sys::ResultRelInfo) -> *mut *mut c_void {
+    // SAFETY: per the contract.
+    unsafe { &raw mut (*rinfo).ri_FdwState }
+}
+
+/// # Safety
+/// `estate` and `rinfo` are the executor's, for a lambda_fdw foreign table.
+unsafe fn begin(estate: *mut pg_sys::EState, rinfo: *mut pg_sys::ResultRelInfo) {
+    // SAFETY: per the contract; the relation is open and its descriptor
+    // has natts attributes.
+    unsafe {
+        let rel = (*rinfo).ri_RelationDesc;
+        let tupdesc = (*rel).rd_att;
+        let mut columns = Vec::new();
+        for i in 0..(*tupdesc).natts as usize {
+            let attr = (*tupdesc).attrs.as_ptr().add(i);
+            if (*attr).attisdropped {
+                continue;
+            }
+            let name = pgrx::name_data_to_str(&(*attr).attname);
+            let kind = classify(name, (*attr).atttypid).unwrap_or_else(|e| report(e));
+            columns.push((i, kind));
+        }
+        let route = route::table_route((*rel).rd_id).unwrap_or_else(|e| report(e));
+        let relation = pgrx::name_data_to_str(&(*(*rel).rd_rel).relname).to_string();
+        state::install(
+            (*estate).es_query_cxt,
+            state_field(rinfo),
+            InsertNode {
+                route,
+                columns,
+                relation,
+            },
+        );
+    }
+}
+
+/// BeginForeignModify: reads the table's column model and options.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn begin_foreign_modify(
+    mtstate: *mut pg_sys::ModifyTableState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    _fdw_private: *mut pg_sys::List,
+    _subplan_index: c_int,
+    eflags: c_int,
+) {
+    if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as c_int != 0 {
+        return;
+    }
+    // SAFETY: the executor's own arguments.
+    unsafe { begin((*mtstate).ps.state, rinfo) }
+}
+
+/// BeginForeignInsert: the same, for COPY FROM and rows routed to a
+/// partition that is a lambda_fdw table.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn begin_foreign_insert(
+    mtstate: *mut pg_sys::ModifyTableState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+) {
+    // SAFETY: the executor's own arguments.
+    unsafe { begin((*mtstate).ps.state, rinfo) }
+}
+
+/// The row's request values: (payload, qualifier, invocation_type, context).
+type RowValues = (
+    Option<Bytes>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// Reads the request columns of a row, refusing answer columns.
+///
+/// # Safety
+/// `slot` holds a row of the relation `node` was made for, all attributes
+/// deformed.
+unsafe fn read_row(node: &InsertNode, slot: *mut pg_sys::TupleTableSlot) -> Result<RowValues> {
+    let mut values: RowValues = (None, None, None, None);
+    for &(i, kind) in &node.columns {
+        // SAFETY: per the contract, position i < natts is deformed.
+        let (datum, isnull) = unsafe { (*(*slot).tts_values.add(i), *(*slot).tts_isnull.add(i)) };
+        if isnull {
+            continue;
+        }
+        let text = || -> Option<String> {
+            // SAFETY: a non-NULL text datum (classify checked the type).
+            unsafe { String::from_datum(datum, false) }
+        };
+        // SAFETY: a non-NULL jsonb datum (classify checked the type).
+        let json = || unsafe { convert::jsonb_text(datum) };
+        match kind {
+            ColumnKind::Request(RequestColumn::Payload) => values.0 = Some(Bytes::from(json())),
+            ColumnKind::Request(RequestColumn::Qualifier) => values.1 = text(),
+            ColumnKind::Request(RequestColumn::InvocationType) => values.2 = text(),
+            ColumnKind::Request(RequestColumn::Context) => values.3 = Some(json()),
+            ColumnKind::Request(RequestColumn::LogType) => {
+                return Err(LambdaFdwError::NotInsertable {
+                    column: "log_type",
+                    why: "a queued invocation keeps no log",
+                })
+            }
+            _ => {
+                return Err(LambdaFdwError::NotInsertable {
+                    column: kind.name(),
+                    why: "it is filled from the function's answer",
+                })
+            }
+        }
+    }
+    Ok(values)
+}
+
+/// Queues the invocation a row asks for; returns its id.
+fn queue_row(node: &InsertNode, row: RowValues) -> Result<i64> {
+    let (payload, qualifier, invocation_type, context) = row;
+    let table = &node.route.table;
+    let payload = payload.ok_or_else(|| LambdaFdwError::NoPayloadToQueue {
+        table: node.relation.clone(),
+    })?;
+    let qualifier = qualifier.or_else(|| table.qualifier.clone());
+    let invocation_type = match invocation_type {
+        Some(t) => InvocationType::parse(&t)?,
+        None => table.invocation_type,
+    };
+    let region = &node.route.server_options.region;
+    let target = table
+        .function
+        .resolve(Some(region), qualifier.as_deref(), None)?;
+    // Sizes and the context (with the id it will carry), as it will be sent.
+    let largest = largest_context(context.as_deref())?;
+    InvokeRequest::new(
+        target,
+        invocation_type,
+        table.log_type,
+        Some(&largest),
+        payload.clone(),
+    )?;
+    // USAGE on the server, as a scan needs it.
+    let settings = route::settings_for_server(&node.route.server, &node.route.server_options)?;
+    queue(Queued {
+        function_name: table.function_name.clone(),
+        region: region.clone(),
+        qualifier,
+        invocation_type,
+        payload,
+        context,
+        server: Some(node.route.server.clone()),
+        max_attempts: settings.max_attempts,
+    })
+}
+
+/// ExecForeignInsert: queues the row's invocation; the row is returned as
+/// given (for RETURNING, the answer columns are NULL).
+#[pg_guard]
+pub unsafe extern "C-unwind" fn exec_foreign_insert(
+    _estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    _plan_slot: *mut pg_sys::TupleTableSlot,
+) -> *mut pg_sys::TupleTableSlot {
+    // SAFETY: the executor's own arguments; begin set the state up. The
+    // slot is deformed in full (slot_getallattrs) before it is read.
+    unsafe {
+        let Some(node) = state::get::<InsertNode>(state_field(rinfo)) else {
+            error!("lambda_fdw: INSERT without BeginForeignModify");
+        };
+        let natts = (*(*slot).tts_tupleDescriptor).natts;
+        if ((*slot).tts_nvalid as c_int) < natts {
+            pg_sys::slot_getsomeattrs_int(slot, natts);
+        }
+        if let Err(e) = read_row(node, slot).and_then(|row| queue_row(node, row)) {
+            report(e);
+        }
+        slot
+    }
+}
+
+/// EndForeignModify and EndForeignInsert.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn end_foreign_modify(
+    _estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+) {
+    // SAFETY: the executor's own ResultRelInfo.
+    unsafe { state::release::<InsertNode>(state_field(rinfo)) }
+}

@@ -1,0 +1,196 @@
+//! Queueing invocations inside the caller's transaction: a row of
+//! `lambda_fdw.invocations`, visible to the worker only once the transaction
+//! commits, and gone with it if it rolls back.
+
+use std::cell::Cell;
+
+use bytes::Bytes;
+use pgrx::pg_sys::{self, Datum, Oid};
+use pgrx::prelude::*;
+use pgrx::IntoDatum;
+
+use crate::catalog::{self, ServerRef};
+use crate::compat::{self, args::InvokeArgs};
+use crate::core::request::context_with_invocation_id;
+use crate::core::{CoreError, InvocationType};
+use crate::error::{LambdaFdwError, Result};
+use crate::route;
+
+use super::wake;
+
+/// One invocation to queue, checked.
+pub struct Queued {
+    /// The function as the caller named it (name, partial or full ARN).
+    pub function_name: String,
+    pub region: String,
+    pub qualifier: Option<String>,
+    pub invocation_type: InvocationType,
+    pub payload: Bytes,
+    pub context: Option<String>,
+    /// The lambda_fdw server whose settings the request uses, if any.
+    pub server: Option<ServerRef>,
+    pub max_attempts: u32,
+}
+
+/// The client context a queued request will carry, at its largest (the
+/// longest id): checking it at enqueue time means the id always fits.
+pub fn largest_context(context: Option<&str>) -> Result<String> {
+    Ok(context_with_invocation_id(context, i64::MAX)?)
+}
+
+thread_local! {
+    static WARNED_NO_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+fn warn_once_without_worker() {
+    if wake::preloaded() || WARNED_NO_WORKER.with(|w| w.replace(true)) {
+        return;
+    }
+    ereport!(
+        PgLogLevel::WARNING,
+        PgSqlErrorCode::ERRCODE_WARNING,
+        "lambda_fdw's queue worker is not running: queued invocations wait in lambda_fdw.invocations",
+        "add lambda_fdw to shared_preload_libraries and restart PostgreSQL; the worker serves the database named by lambda_fdw.database_name"
+    );
+}
+
+/// Runs `f` as `owner`, restoring the caller's identity afterwards (also
+/// when `f` fails: the guard restores it while unwinding).
+fn as_role<R>(owner: Oid, f: impl FnOnce() -> R) -> R {
+    struct Restore(Oid, i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: restores the identity saved below.
+            unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) };
+        }
+    }
+    let mut user = Oid::INVALID;
+    let mut context = 0;
+    // SAFETY: saves and switches the current user the way PostgreSQL's own
+    // internal queries do (a local change, restricted operations).
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            context
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        );
+    }
+    let _restore = Restore(user, context);
+    f()
+}
+
+fn queue_table_owner() -> Result<Oid> {
+    Spi::get_one::<Oid>(
+        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = 'lambda_fdw.invocations'::pg_catalog.regclass",
+    )
+    .map_err(|e| LambdaFdwError::Catalog(format!("could not find lambda_fdw.invocations: {e}")))?
+    .ok_or(LambdaFdwError::Catalog(
+        "could not find lambda_fdw.invocations".into(),
+    ))
+}
+
+const INSERT: &str = "INSERT INTO lambda_fdw.invocations \
+     (queued_by, function_name, region, qualifier, invocation_type, payload, context, \
+      server, user_mapping, max_attempts) \
+     VALUES ($1::pg_catalog.oid::pg_catalog.regrole, $2, $3, $4, $5, $6::pg_catalog.jsonb, \
+             $7::pg_catalog.jsonb, $8, $9, $10) \
+     RETURNING id";
+
+/// Queues one invocation for the current user; returns its id.
+pub fn queue(q: Queued) -> Result<i64> {
+    // SAFETY: GetUserId has no preconditions inside a transaction.
+    let user = unsafe { pg_sys::GetUserId() };
+    let server = q.server.as_ref().map(|s| s.oid);
+    let mapping = server.and_then(|s| catalog::user_mapping_id(user, s));
+    let payload = String::from_utf8_lossy(&q.payload).into_owned();
+    let owner = queue_table_owner()?;
+    let id = as_role(owner, || {
+        Spi::get_one_with_args::<i64>(
+            INSERT,
+            &[
+                user.into(),
+                q.function_name.into(),
+                q.region.into(),
+                q.qualifier.into(),
+                q.invocation_type.as_str().into(),
+                payload.into(),
+                q.context.into(),
+                server.into(),
+                mapping.into(),
+                (q.max_attempts as i32).into(),
+            ],
+        )
+    })
+    .map_err(|e| LambdaFdwError::Catalog(format!("could not queue the invocation: {e}")))?
+    .ok_or(LambdaFdwError::Catalog(
+        "could not queue the invocation".into(),
+    ))?;
+    wake::wake_on_commit();
+    warn_once_without_worker();
+    Ok(id)
+}
+
+/// `lambda_fdw.enqueue`: checks as `aws_lambda.invoke` does, routes the
+/// region to its server and the caller's mapping, and queues.
+fn enqueue(args: InvokeArgs, payload: Bytes) -> Result<i64> {
+    let context = largest_context(args.context.as_deref())?;
+    let checked = InvokeArgs {
+        context: Some(context),
+        ..args.clone()
+    };
+    // Names, enums, sizes and the context (with the id it will carry), as
+    // the request will be sent.
+    let request = compat::prepare(&checked, payload.clone())?;
+    let (server, settings) = route::server_for_region(&request.target.region)?;
+    queue(Queued {
+        function_name: args.function_name,
+        region: request.target.region,
+        qualifier: args.qualifier,
+        invocation_type: request.invocation_type,
+        payload,
+        context: args.context,
+        server,
+        max_attempts: settings.max_attempts,
+    })
+}
+
+static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+
+#[no_mangle]
+pub extern "C" fn pg_finfo_lambda_fdw_enqueue() -> &'static pg_sys::Pg_finfo_record {
+    &V1
+}
+
+/// # Safety
+/// Called by PostgreSQL through the function manager only, for the
+/// declaration in sql/queue.sql.
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn lambda_fdw_enqueue(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
+    let fail = |e: LambdaFdwError| -> ! {
+        pg_sys::panic::ErrorReport::from(e).report(PgLogLevel::ERROR);
+        unreachable!("an ERROR does not return")
+    };
+    let required = |name: &'static str, v: Option<String>| {
+        v.unwrap_or_else(|| fail(LambdaFdwError::Core(CoreError::NullArgument(name))))
+    };
+    // SAFETY: argument positions and types follow sql/queue.sql: (text,
+    // jsonb, text, text, text, jsonb).
+    let (args, payload) = unsafe {
+        let args = InvokeArgs {
+            function_name: required("function_name", compat::text_arg(fcinfo, 0)),
+            region: compat::text_arg(fcinfo, 2),
+            invocation_type: required("invocation_type", compat::text_arg(fcinfo, 3)),
+            log_type: "None".into(),
+            context: compat::json_arg(fcinfo, 5, true),
+            qualifier: compat::text_arg(fcinfo, 4),
+        };
+        (args, required("payload", compat::json_arg(fcinfo, 1, true)))
+    };
+    match enqueue(args, Bytes::from(payload)) {
+        Ok(id) => id.into_datum().unwrap_or(Datum::from(0)),
+        Err(e) => fail(e),
+    }
+}
