@@ -68,3 +68,54 @@ restart_postgres() { # [pg_ctl stop mode]
   sudo -u postgres "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -m "${1:-fast}" -w stop >/dev/null 2>&1 || true
   pg_start_cluster
 }
+
+stop_postgres() {
+  if [[ -n "${STARTED_PG:-}" ]]; then
+    sudo -u postgres "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -m fast -w stop >/dev/null 2>&1 || true
+    STARTED_PG=
+  fi
+}
+
+start_ministack() {
+  port_free "$MINISTACK_PORT" || { log "port $MINISTACK_PORT is in use"; return 1; }
+  mkdir -p "$WORK"
+  BIND_HOST=127.0.0.1 GATEWAY_PORT="$MINISTACK_PORT" AWS_EC2_METADATA_DISABLED=true \
+    "$VENV/bin/ministack" >"$WORK/ministack.log" 2>&1 &
+  MINISTACK_PID=$!
+  wait_http "http://127.0.0.1:$MINISTACK_PORT/_ministack/health" ministack
+  python3 "$LAMBDA_FDW_ROOT/tests/fixtures/deploy.py" "http://127.0.0.1:$MINISTACK_PORT" >&2
+}
+
+stop_ministack() {
+  if [[ -n "${MINISTACK_PID:-}" ]]; then
+    kill "$MINISTACK_PID" 2>/dev/null || true
+    wait "$MINISTACK_PID" 2>/dev/null || true
+    MINISTACK_PID=
+  fi
+}
+
+start_stub() { # [--release]
+  port_free "$STUB_PORT" || { log "port $STUB_PORT is in use"; return 1; }
+  port_free "$BLACKHOLE_PORT" || { log "port $BLACKHOLE_PORT is in use"; return 1; }
+  (cd "$LAMBDA_FDW_ROOT" && cargo build -q --bin lambda_stub "$@")
+  local profile=debug
+  [[ "${1:-}" == "--release" ]] && profile=release
+  "$LAMBDA_FDW_ROOT/target/$profile/lambda_stub" "127.0.0.1:$STUB_PORT" "127.0.0.1:$BLACKHOLE_PORT" \
+    >"$WORK/stub.log" 2>&1 &
+  STUB_PID=$!
+  wait_http "http://127.0.0.1:$STUB_PORT/health" stub
+}
+
+stop_stub() {
+  if [[ -n "${STUB_PID:-}" ]]; then
+    kill "$STUB_PID" 2>/dev/null || true
+    wait "$STUB_PID" 2>/dev/null || true
+    STUB_PID=
+  fi
+}
+
+stop_services() {
+  stop_stub
+  stop_ministack
+  stop_postgres
+}

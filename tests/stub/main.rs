@@ -8,7 +8,8 @@
 //! payload names a counter, so tests do not see each other's calls:
 //! - `echo`: returns the payload (after STUB_DELAY_MS, default 0).
 //! - `counted-echo`: returns the payload, counting calls per key (see `calls`).
-//! - `sleep-echo`: returns the payload after `ms` milliseconds.
+//! - `sleep-echo`: returns the payload after `ms` milliseconds, counting
+//!   calls per key.
 //! - `inspect`: returns what was sent: decoded client context, invocation
 //!   type, log type, qualifier, payload.
 //! - `handled-error`: a `Handled` function error.
@@ -20,7 +21,8 @@
 //!   the shortest gap between attempts.
 //! - `reset`: the first `fail` calls per key reset the connection unanswered.
 //! - `counted-404`: 404, counting calls per key.
-//! - `calls`: the count of calls to function `of` (default `flaky`) with `key`.
+//! - `calls`: the count of calls to function `of` (default `flaky`) with
+//!   `key`, and how many milliseconds ago the last one arrived.
 //! - `truncated`: a 200 whose body stops before its Content-Length.
 //! - `reset-mid-body`: headers and half a body, then a reset.
 //! - `silence`: reads the request and never answers.
@@ -232,7 +234,10 @@ async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response
         "echo" | "counted-echo" | "sleep-echo" => {
             match name.as_str() {
                 "counted-echo" => drop(count(counters, &name, &key)),
-                "sleep-echo" => tokio::time::sleep(Duration::from_millis(num("ms", 0))).await,
+                "sleep-echo" => {
+                    drop(count(counters, &name, &key));
+                    tokio::time::sleep(Duration::from_millis(num("ms", 0))).await
+                }
                 _ if !delay.is_zero() => tokio::time::sleep(delay).await,
                 _ => {}
             }
@@ -324,8 +329,13 @@ async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response
         "calls" => {
             let map = counters.lock().unwrap_or_else(|p| p.into_inner());
             let of = payload.get("of").and_then(Value::as_str).unwrap_or("flaky");
-            let n = map.get(&format!("{of}/{key}")).map_or(0, Vec::len);
-            Response::json(200, json!({"calls": n}))
+            let seen = map.get(&format!("{of}/{key}"));
+            let n = seen.map_or(0, Vec::len);
+            // How long ago the last call arrived, so that a client can time it.
+            let last_ms_ago = seen
+                .and_then(|times| times.last())
+                .map(|t| t.elapsed().as_secs_f64() * 1000.0);
+            Response::json(200, json!({"calls": n, "last_ms_ago": last_ms_ago}))
         }
         "truncated" => {
             let mut r = Response::json(200, json!({"data": "x".repeat(1000)}));
