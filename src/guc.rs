@@ -20,7 +20,10 @@ pub static DATABASE_NAME: GucSetting<Option<CString>> =
 pub static QUEUE_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
 pub static QUEUE_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 
-pub fn register() {
+/// Defines the settings; `preloading`: the library is being loaded from
+/// shared_preload_libraries, the only time the worker's server-start
+/// setting (`lambda_fdw.database_name`) can be defined.
+pub fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"aws_lambda.connect_timeout_ms",
         c"Time limit for connecting to Lambda, in milliseconds.",
@@ -57,14 +60,16 @@ pub fn register() {
         GucContext::Userset,
         GucFlags::default(),
     );
-    GucRegistry::define_string_guc(
-        c"lambda_fdw.database_name",
-        c"Database whose lambda_fdw.invocations the queue worker sends.",
-        c"Read when the server starts; the worker waits for the database and the extension to exist.",
-        &DATABASE_NAME,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+    if preloading {
+        GucRegistry::define_string_guc(
+            c"lambda_fdw.database_name",
+            c"Database whose lambda_fdw.invocations the queue worker sends.",
+            c"Read when the server starts; the worker waits for the database and the extension to exist.",
+            &DATABASE_NAME,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
     GucRegistry::define_int_guc(
         c"lambda_fdw.queue_concurrency",
         c"Queued invocations the queue worker sends at once.",

@@ -27,9 +27,10 @@ pgrx::extension_sql_file!("../sql/queue.sql", name = "queue");
 
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    guc::register();
     // SAFETY: a flag PostgreSQL sets while it loads shared_preload_libraries.
-    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+    let preloading = unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress };
+    guc::register(preloading);
+    if preloading {
         queue::wake::init_preloaded();
         queue::worker::register_launcher();
     }

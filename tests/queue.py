@@ -1,0 +1,352 @@
+#!/usr/bin/env python3
+"""The after-commit queue, against the suite's PostgreSQL (library preloaded,
+lambda_fdw.database_name = $QUEUE_DB), ministack and the stub.
+
+Deliveries are counted by what the functions received: ministack's `record`
+function appends each event to /tmp/lambda_fdw_records/<key>; the stub counts
+calls per key (`calls`). Crash tests restart the cluster through
+tests/lib/services.sh. Exits non-zero on the first failed check.
+"""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+from psycopg.rows import tuple_row
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DB = os.environ.get("LAMBDA_FDW_QUEUE_DB", "lambda_fdw_queue")
+MINISTACK = f"http://127.0.0.1:{os.environ.get('LAMBDA_FDW_MINISTACK_PORT', '45660')}"
+STUB = f"http://127.0.0.1:{os.environ.get('LAMBDA_FDW_STUB_PORT', '45661')}"
+RECORDS = "/tmp/lambda_fdw_records"
+RUN = str(int(time.time()))  # keys are unique per run
+PG_LOG = os.path.join(os.environ.get("LAMBDA_FDW_WORK", "/tmp/lambda_fdw_work"), "postgres.log")
+
+
+def check(what, ok, detail=""):
+    print(f"queue: {what}: {'ok' if ok else 'FAILED ' + str(detail)}", flush=True)
+    if not ok:
+        sys.exit(1)
+
+
+def connect(db=DB, retries=100):
+    for _ in range(retries):
+        try:
+            return psycopg.connect(dbname=db, autocommit=True, row_factory=tuple_row)
+        except psycopg.OperationalError:
+            time.sleep(0.2)
+    return psycopg.connect(dbname=db, autocommit=True)
+
+
+def one(conn, sql, args=None):
+    return conn.execute(sql, args).fetchone()[0]
+
+
+def error_of(conn, sql, args=None):
+    """(SQLSTATE, message) of the error `sql` raises, None if it does not."""
+    try:
+        conn.execute(sql, args)
+    except psycopg.Error as e:
+        return (e.sqlstate, e.diag.message_primary)
+    return None
+
+
+def wait_until(conn, sql, args=None, timeout=30.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if one(conn, sql, args):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def settled(conn, ids, timeout=30.0):
+    """Waits until the invocations `ids` are all succeeded or failed."""
+    return wait_until(conn, "SELECT bool_and(state IN ('succeeded', 'failed')) AND count(*) = %s "
+                      "FROM lambda_fdw.invocations WHERE id = ANY(%s)", [len(ids), ids], timeout)
+
+
+def recorded(key):
+    path = os.path.join(RECORDS, key)
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for _ in f)
+
+
+def stub_calls(conn, of, key):
+    return one(conn, "SELECT (payload->>'calls')::int FROM aws_lambda.invoke('calls', %s::json, 'us-west-2')",
+               [json.dumps({"of": of, "key": key})])
+
+
+def worker_pid(conn):
+    row = conn.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'lambda_fdw queue worker'").fetchone()
+    return row[0] if row else None
+
+
+def services(command):
+    subprocess.run(["bash", "-c", f"source tests/lib/services.sh && {command}"], cwd=ROOT, check=True)
+
+
+def setup():
+    with connect("postgres") as c:
+        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {DB}")
+    conn = connect()
+    for sql in [
+        "CREATE EXTENSION lambda_fdw",
+        f"CREATE SERVER ms FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-east-1', endpoint_url '{MINISTACK}')",
+        "CREATE USER MAPPING FOR PUBLIC SERVER ms OPTIONS (aws_access_key_id 'test', aws_secret_access_key 'test')",
+        f"CREATE SERVER stub FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-west-2', endpoint_url '{STUB}', max_attempts '3')",
+        "CREATE USER MAPPING FOR CURRENT_USER SERVER stub OPTIONS (aws_access_key_id 'AKIDQUEUE', aws_secret_access_key 'queue-secret')",
+        "CREATE FOREIGN TABLE record (payload jsonb, response jsonb) SERVER ms OPTIONS (function_name 'record')",
+        "CREATE FOREIGN TABLE counted (payload jsonb, qualifier text, invocation_type text, context jsonb, status_code int, response jsonb) "
+        "SERVER stub OPTIONS (function_name 'counted-echo')",
+        "DROP ROLE IF EXISTS queue_alice", "DROP ROLE IF EXISTS queue_bob",
+        "CREATE ROLE queue_alice", "CREATE ROLE queue_bob",
+        "GRANT USAGE ON FOREIGN SERVER stub TO queue_alice, queue_bob",
+        "CREATE USER MAPPING FOR queue_alice SERVER stub OPTIONS (aws_access_key_id 'AKIDALICE', aws_secret_access_key 'alice-secret')",
+        "CREATE USER MAPPING FOR queue_bob SERVER stub OPTIONS (aws_access_key_id 'AKIDBOB', aws_secret_access_key 'bob-secret')",
+        "GRANT INSERT, SELECT ON counted TO queue_alice, queue_bob",
+    ]:
+        conn.execute(sql)
+    check("the queue worker runs for the new database", wait_until(conn, "SELECT count(*) = 1 FROM pg_stat_activity "
+          "WHERE backend_type = 'lambda_fdw queue worker'", timeout=20))
+    return conn
+
+
+def test_rollback_commit_savepoint(conn):
+    k = lambda n: f"{RUN}-{n}"
+    with conn.transaction():
+        conn.execute("INSERT INTO record (payload) VALUES (%s)", [json.dumps({"key": k("rolled-back")})])
+        conn.execute("SELECT lambda_fdw.enqueue('record', %s, 'us-east-1')", [json.dumps({"key": k("rolled-back-2")})])
+        raise psycopg.Rollback()
+    ids = []
+    with conn.transaction():
+        conn.execute("INSERT INTO record (payload) VALUES (%s)", [json.dumps({"key": k("committed")})])
+        ids.append(one(conn, "SELECT lambda_fdw.enqueue('record', %s, 'us-east-1')", [json.dumps({"key": k("committed-2")})]))
+    with conn.transaction():
+        conn.execute("INSERT INTO record (payload) VALUES (%s)", [json.dumps({"key": k("kept-1")})])
+        try:
+            with conn.transaction():
+                conn.execute("INSERT INTO record (payload) VALUES (%s)", [json.dumps({"key": k("savepoint")})])
+                raise psycopg.Rollback()
+        except psycopg.Rollback:
+            pass
+        conn.execute("INSERT INTO record (payload) VALUES (%s)", [json.dumps({"key": k("kept-2")})])
+    rows = conn.execute("SELECT id FROM lambda_fdw.invocations WHERE payload->>'key' LIKE %s", [RUN + "-%"]).fetchall()
+    ids = [r[0] for r in rows]
+    check("what the committed transactions queued is there, nothing else", len(ids) == 4, ids)
+    check("committed invocations succeed", settled(conn, ids) and one(
+        conn, "SELECT bool_and(state = 'succeeded') FROM lambda_fdw.invocations WHERE id = ANY(%s)", [ids]))
+    time.sleep(0.5)
+    counts = {n: recorded(k(n)) for n in ["rolled-back", "rolled-back-2", "committed", "committed-2",
+                                          "kept-1", "savepoint", "kept-2"]}
+    check("rollback sends nothing, commit sends once, a rolled-back savepoint drops its rows only",
+          counts == {"rolled-back": 0, "rolled-back-2": 0, "committed": 1, "committed-2": 1,
+                     "kept-1": 1, "savepoint": 0, "kept-2": 1}, counts)
+
+
+def test_one_per_row(conn):
+    keys = [f"{RUN}-row-{i}" for i in range(20)]
+    with conn.transaction():
+        conn.execute("INSERT INTO record (payload) SELECT jsonb_build_object('key', k) FROM unnest(%s::text[]) k", [keys])
+    ids = [r[0] for r in conn.execute("SELECT id FROM lambda_fdw.invocations WHERE payload->>'key' = ANY(%s)", [keys])]
+    check("20 rows queue 20 invocations", len(ids) == 20, len(ids))
+    check("they all succeed", settled(conn, ids))
+    time.sleep(0.3)
+    counts = [recorded(k) for k in keys]
+    check("each row is delivered exactly once", counts == [1] * 20, counts)
+
+
+def test_outcomes(conn):
+    # The id travels in the client context, merged with the caller's.
+    i = one(conn, "SELECT lambda_fdw.enqueue('inspect', '{\"n\": 1}', 'us-west-2', "
+            "context => '{\"custom\": {\"app\": \"queue-test\"}}')")
+    check("inspect settles", settled(conn, [i]))
+    ctx = one(conn, "SELECT response->'client_context' FROM lambda_fdw.invocations WHERE id = %s", [i])
+    check("the invocation id is in the client context", ctx == {"custom": {"app": "queue-test", "lambda_fdw_invocation_id": i}}, ctx)
+    # Throttled, then served: retried with the wait in the row.
+    key = f"{RUN}-throttle"
+    i = one(conn, "SELECT lambda_fdw.enqueue('flaky', %s, 'us-west-2')",
+            [json.dumps({"key": key, "fail": 1, "status": 429, "retry_after": "1"})])
+    check("a throttled invocation settles", settled(conn, [i]))
+    row = conn.execute("SELECT state, attempts, status_code, response->'attempts', error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone()
+    check("throttling is retried (Retry-After honoured) and delivered", row == ("succeeded", 2, 200, 2, None), row)
+    gap = one(conn, "SELECT (response->>'min_gap_ms')::float FROM lambda_fdw.invocations WHERE id = %s", [i])
+    check("the retry waited for Retry-After (1 s)", gap >= 950, gap)
+    # A function error is final, with the error object.
+    i = one(conn, "SELECT lambda_fdw.enqueue('fail', '{\"reason\": \"bad order\"}', 'us-east-1')")
+    check("a function error settles", settled(conn, [i]))
+    row = conn.execute("SELECT state, attempts, function_error, response->>'errorMessage', error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone()
+    check("a function error is failed, with the error object", row == (
+        "failed", 1, "Unhandled", "payload rejected: bad order",
+        "lambda function fail returned error \"Unhandled\": payload rejected: bad order"), row)
+    # A 404 is final at once.
+    i = one(conn, "SELECT lambda_fdw.enqueue('no-such-function', '{}', 'us-west-2')")
+    check("a missing function settles", settled(conn, [i]))
+    row = conn.execute("SELECT state, attempts, status_code, error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone()
+    check("a missing function is failed after one attempt", row == (
+        "failed", 1, 404, "lambda returned ResourceNotFoundException for no-such-function: Function not found: no-such-function"), row)
+
+
+def test_dropped_mapping_and_roles(conn):
+    key = f"{RUN}-dropped"
+    conn.execute("SET ROLE queue_alice")
+    with conn.transaction():
+        i = one(conn, "SELECT lambda_fdw.enqueue('counted-echo', %s, 'us-west-2')", [json.dumps({"key": key})])
+        conn.execute("RESET ROLE")
+        conn.execute("DROP USER MAPPING FOR queue_alice SERVER stub")
+    check("an invocation whose mapping was dropped settles", settled(conn, [i]))
+    row = conn.execute("SELECT state, attempts, error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone()
+    check("it is failed with a clear error, never sent", row == (
+        "failed", 1, "the user mapping this invocation was queued with no longer exists on server stub; "
+        "it is not sent with other credentials") and stub_calls(conn, "counted-echo", key) == 0, row)
+    conn.execute("CREATE USER MAPPING FOR queue_alice SERVER stub OPTIONS (aws_access_key_id 'AKIDALICE', aws_secret_access_key 'alice-secret')")
+    # Row-level security: a role sees its own rows; nobody writes the table.
+    conn.execute("SET ROLE queue_alice")
+    a = one(conn, "SELECT lambda_fdw.enqueue('counted-echo', %s, 'us-west-2')", [json.dumps({"key": key + "-a"})])
+    conn.execute("INSERT INTO counted (payload) VALUES (%s)", [json.dumps({"key": key + "-a2"})])
+    mine = one(conn, "SELECT count(*) FROM lambda_fdw.invocations")
+    conn.execute("SET ROLE queue_bob")
+    theirs = one(conn, "SELECT count(*) FROM lambda_fdw.invocations")
+    upd = error_of(conn, "UPDATE lambda_fdw.invocations SET state = 'queued' WHERE id = %s", [a])
+    dele = error_of(conn, "DELETE FROM lambda_fdw.invocations")
+    ins = error_of(conn, "INSERT INTO lambda_fdw.invocations (queued_by, function_name, region, invocation_type, payload, max_attempts) "
+                   "VALUES ('queue_alice', 'x', 'us-west-2', 'Event', '{}', 1)")
+    conn.execute("RESET ROLE")
+    check("a role sees its own invocations only", (mine, theirs) == (3, 0), (mine, theirs))
+    denied = ("42501", "permission denied for table invocations")
+    check("nobody but the extension writes the queue", upd == denied and dele == denied and ins == denied, (upd, dele, ins))
+    check("alice's invocations were signed and sent", settled(conn, [a]) and
+          one(conn, "SELECT state FROM lambda_fdw.invocations WHERE id = %s", [a]) == "succeeded")
+
+
+def test_bad_input(conn):
+    before = one(conn, "SELECT count(*) FROM lambda_fdw.invocations")
+    cases = [
+        ("'bad name!', '{}'::jsonb, 'us-west-2'", "'bad name!', '{}'::jsonb, 'us-west-2'"),
+        ("'echo', '{}'::jsonb, 'us-west-2', 'Sometimes'", "'echo', '{}'::jsonb, 'us-west-2', 'Sometimes'"),
+        ("'arn:aws:lambda:eu-west-1:123456789012:function:f', '{}'::jsonb, 'us-west-2'",
+         "'arn:aws:lambda:eu-west-1:123456789012:function:f', '{}'::jsonb, 'us-west-2'"),
+        ("'echo', NULL::jsonb, 'us-west-2'", "'echo', NULL::jsonb, 'us-west-2'"),
+        ("'echo', '{}'::jsonb, 'us-west-2', context => '[1]'", "'echo', '{}'::jsonb, 'us-west-2', context => '[1]'"),
+        ("'echo', jsonb_build_object('s', repeat('x', 300000)), 'us-west-2', 'Event'",
+         "'echo', jsonb_build_object('s', repeat('x', 300000)), 'us-west-2', 'Event'"),
+        ("'echo:v1', '{}'::jsonb, 'us-west-2', qualifier => 'v2'", "'echo:v1', '{}'::jsonb, 'us-west-2', qualifier => 'v2'"),
+        ("'echo', '{}'::jsonb, 'not a region'", "'echo', '{}'::jsonb, 'not a region'"),
+    ]
+    for enq, inv in cases:
+        e = error_of(conn, f"SELECT lambda_fdw.enqueue({enq})")
+        i = error_of(conn, f"SELECT * FROM aws_lambda.invoke({inv})")
+        check(f"enqueue({enq[:50]}) fails as aws_lambda.invoke does", e is not None and e == i, (e, i))
+    e = error_of(conn, "SELECT lambda_fdw.enqueue('echo', '{}', 'us-west-2', context => '{\"custom\": 5}')")
+    check("a context whose custom member is not an object is refused", e == (
+        "22023", "the \"custom\" member of context must be a JSON object: a queued invocation adds its id there"), e)
+    e = error_of(conn, "UPDATE counted SET payload = '{}'")
+    check("UPDATE of a foreign table is refused", e == ("0A000", "cannot update lambda_fdw foreign table \"counted\""), e)
+    e = error_of(conn, "DELETE FROM counted")
+    check("DELETE from a foreign table is refused", e == ("0A000", "cannot delete from lambda_fdw foreign table \"counted\""), e)
+    e = error_of(conn, "INSERT INTO counted (payload, status_code) VALUES ('{}', 200)")
+    check("answer columns cannot be inserted", e == ("0A000", "column \"status_code\" cannot be inserted: it is filled from the function's answer"), e)
+    e = error_of(conn, "INSERT INTO counted (qualifier) VALUES ('v1')")
+    check("an INSERT needs a payload", e == ("23502", "no payload given for the invocation queued by INSERT into counted"), e)
+    e = error_of(conn, "INSERT INTO counted (payload, invocation_type) VALUES ('{}', 'Later')")
+    check("an INSERT's invocation_type is checked", e == ("22023", "invalid invocation_type \"Later\""), e)
+    after = one(conn, "SELECT count(*) FROM lambda_fdw.invocations")
+    check("bad input queues nothing", after == before, (before, after))
+
+
+def queue_batch(conn, label, n=1000, ms=30):
+    keys = [f"{RUN}-{label}-{i}" for i in range(n)]
+    with conn.transaction():
+        conn.execute("SELECT count(lambda_fdw.enqueue('sleep-echo', jsonb_build_object('key', k, 'ms', %s), 'us-west-2')) "
+                     "FROM unnest(%s::text[]) k", [ms, keys])
+    return keys
+
+
+def delivered(conn, keys):
+    return [r[0] for r in conn.execute(
+        "SELECT (r.payload->>'calls')::int FROM unnest(%s::text[]) WITH ORDINALITY AS k(key, n), "
+        "LATERAL aws_lambda.invoke('calls', json_build_object('of', 'sleep-echo', 'key', k.key), 'us-west-2') r "
+        "ORDER BY k.n", [keys])]
+
+
+def test_crash(conn, label, crash):
+    keys = queue_batch(conn, label)
+    # Let the worker get going, so that some invocations are in flight.
+    wait_until(conn, "SELECT count(*) > 100 FROM lambda_fdw.invocations WHERE state = 'succeeded' AND payload->>'key' LIKE %s",
+               [f"{RUN}-{label}-%"], timeout=20)
+    in_flight = crash(conn)
+    conn = connect()
+    check(f"{label}: all 1,000 invocations succeed after the restart", wait_until(
+        conn, "SELECT count(*) = 1000 FROM lambda_fdw.invocations WHERE state = 'succeeded' AND payload->>'key' LIKE %s",
+        [f"{RUN}-{label}-%"], timeout=60))
+    counts = delivered(conn, keys)
+    dupes = sum(1 for c in counts if c > 1)
+    check(f"{label}: every invocation arrived ({min(counts)} to {max(counts)} deliveries each)", min(counts) >= 1, counts[:20])
+    check(f"{label}: duplicates only for invocations in flight ({dupes} duplicates, at most {in_flight} in flight)",
+          dupes <= in_flight and max(counts) <= 2, (dupes, in_flight))
+    return conn
+
+
+def immediate_shutdown(conn):
+    conn.close()
+    services("restart_postgres immediate")
+    return 32  # lambda_fdw.queue_concurrency
+
+
+def kill_worker(conn):
+    pid = worker_pid(conn)
+    conn.close()
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    return 32
+
+
+def test_sigterm_and_extension_cycle(conn):
+    pid = worker_pid(conn)
+    t0 = time.time()
+    one(conn, "SELECT pg_terminate_backend(%s)", [pid])
+    gone = wait_until(conn, "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = %s", [pid], timeout=5)
+    took = time.time() - t0
+    check(f"SIGTERM stops the queue worker within 1 s ({took * 1000:.0f} ms)", gone and took < 1.0, took)
+    check("the launcher starts it again", wait_until(conn, "SELECT count(*) = 1 FROM pg_stat_activity "
+          "WHERE backend_type = 'lambda_fdw queue worker'", timeout=15))
+    with open(PG_LOG) as f:
+        before = f.read().count("does not exist in this database")
+    conn.execute("DROP EXTENSION lambda_fdw CASCADE")
+    time.sleep(3)
+    conn.execute("CREATE EXTENSION lambda_fdw")
+    conn.execute(f"CREATE SERVER stub FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-west-2', endpoint_url '{STUB}')")
+    conn.execute("CREATE USER MAPPING FOR CURRENT_USER SERVER stub OPTIONS (aws_access_key_id 'AKIDQUEUE', aws_secret_access_key 'queue-secret')")
+    i = one(conn, "SELECT lambda_fdw.enqueue('echo', '{\"after\": \"recreate\"}', 'us-west-2')")
+    check("after DROP and CREATE EXTENSION the queue is picked up again", settled(conn, [i], timeout=15) and
+          one(conn, "SELECT state FROM lambda_fdw.invocations WHERE id = %s", [i]) == "succeeded")
+    with open(PG_LOG) as f:
+        said = f.read().count("does not exist in this database") - before
+    check("the worker said once that it waits for the extension", said == 1, said)
+
+
+def main():
+    os.makedirs(RECORDS, exist_ok=True)
+    for f in glob.glob(os.path.join(RECORDS, RUN + "-*")):
+        os.remove(f)
+    conn = setup()
+    test_rollback_commit_savepoint(conn)
+    test_one_per_row(conn)
+    test_outcomes(conn)
+    test_dropped_mapping_and_roles(conn)
+    test_bad_input(conn)
+    conn = test_crash(conn, "immediate", immediate_shutdown)
+    conn = test_crash(conn, "sigkill", kill_worker)
+    test_sigterm_and_extension_cycle(conn)
+    print("queue: all checks passed")
+
+
+if __name__ == "__main__":
+    main()
