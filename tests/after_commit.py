@@ -28,7 +28,7 @@ PG_LOG = os.path.join(os.environ.get("LAMBDA_FDW_WORK", "/tmp/lambda_fdw_work"),
 
 
 def check(what, ok, detail=""):
-    print(f"queue: {what}: {'ok' if ok else 'FAILED ' + str(detail)}", flush=True)
+    print(f"after_commit: {what}: {'ok' if ok else 'FAILED ' + str(detail)}", flush=True)
     if not ok:
         sys.exit(1)
 
@@ -235,8 +235,8 @@ def test_bad_input(conn):
          "'arn:aws:lambda:eu-west-1:123456789012:function:f', '{}'::jsonb, 'us-west-2'"),
         ("'echo', NULL::jsonb, 'us-west-2'", "'echo', NULL::jsonb, 'us-west-2'"),
         ("'echo', '{}'::jsonb, 'us-west-2', context => '[1]'", "'echo', '{}'::jsonb, 'us-west-2', context => '[1]'"),
-        ("'echo', jsonb_build_object('s', repeat('x', 300000)), 'us-west-2', 'Event'",
-         "'echo', jsonb_build_object('s', repeat('x', 300000)), 'us-west-2', 'Event'"),
+        ("'echo', jsonb_build_object('s', repeat('x', 1100000)), 'us-west-2', 'Event'",
+         "'echo', jsonb_build_object('s', repeat('x', 1100000)), 'us-west-2', 'Event'"),
         ("'echo:v1', '{}'::jsonb, 'us-west-2', qualifier => 'v2'", "'echo:v1', '{}'::jsonb, 'us-west-2', qualifier => 'v2'"),
         ("'echo', '{}'::jsonb, 'not a region'", "'echo', '{}'::jsonb, 'not a region'"),
     ]
@@ -345,7 +345,7 @@ def main():
     conn = test_crash(conn, "immediate", immediate_shutdown)
     conn = test_crash(conn, "sigkill", kill_worker)
     test_sigterm_and_extension_cycle(conn)
-    print("queue: all checks passed")
+    print("after_commit: all checks passed")
 
 
 if __name__ == "__main__":
