@@ -19,6 +19,7 @@ DB = "lambda_fdw_bench"
 FANOUT_PAYLOADS, FANOUT_CONCURRENCY, FANOUT_DELAY_MS = 200, 20, 20
 PAYLOAD_MB = 5
 DATA_ROWS, DATA_CONCURRENCY, DATA_DELAY_MS = 2000, 50, 20
+QUEUE_ROWS, QUEUE_CONCURRENCY, QUEUE_DELAY_MS, QUEUE_PROBES = 5000, 50, 20, 200
 
 
 class Session:
@@ -189,6 +190,9 @@ def main():
     results["peak_rss_mb_5mb_payload"] = peak - idle
     p.close()
 
+    # 5. The after-commit queue.
+    results.update(queue())
+
     results["per_call_vs_sdk"] = results["per_call_us"] / results["sdk_per_call_us"]
     results["plpython_vs_per_call"] = results["plpython_per_call_us"] / results["per_call_us"]
     report(results)
@@ -241,6 +245,66 @@ def prepared(rounds=10):
     return out
 
 
+def stub_calls(of, key):
+    """Calls the stub has seen for (function, key), and how long ago the last
+    one arrived, asked over HTTP directly (the stub checks no signature)."""
+    import urllib.request
+    body = json.dumps({"of": of, "key": key}).encode()
+    req = urllib.request.Request(f"{STUB}/2015-03-31/functions/calls/invocations", data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        out = json.loads(resp.read())
+    return out["calls"], out["last_ms_ago"]
+
+
+def queue():
+    """The after-commit queue: throughput of one transaction's 5,000
+    invocations (each answered after 20 ms, 50 at a time), and the time from
+    COMMIT returning to the stub receiving a single queued invocation."""
+    import psycopg
+    psql(f"ALTER SYSTEM SET lambda_fdw.queue_concurrency = {QUEUE_CONCURRENCY}")
+    psql("SELECT pg_reload_conf()")
+    out = {}
+    with psycopg.connect(dbname=DB, autocommit=True) as conn:
+        def scalar(sql, args=None):
+            return conn.execute(sql, args).fetchone()[0]
+        deadline = time.time() + 30
+        while scalar("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'lambda_fdw queue worker'") == 0:
+            if time.time() > deadline:
+                sys.exit("benchmark: the queue worker did not start (is lambda_fdw preloaded?)")
+            time.sleep(0.1)
+        time.sleep(1.5)  # the worker reads the new queue_concurrency at its next loop
+        with conn.transaction():
+            conn.execute("SELECT count(lambda_fdw.enqueue('sleep-echo', jsonb_build_object('ms', %s, 'key', 'q' || i), "
+                         "'us-west-2')) FROM generate_series(1, %s) i", [QUEUE_DELAY_MS, QUEUE_ROWS])
+        t0 = time.perf_counter()
+        while scalar("SELECT count(*) FROM lambda_fdw.invocations WHERE state = 'succeeded'") < QUEUE_ROWS:
+            if time.perf_counter() - t0 > 120:
+                sys.exit("benchmark: the queue did not drain")
+            time.sleep(0.01)
+        secs = time.perf_counter() - t0
+        ideal = QUEUE_CONCURRENCY * 1000.0 / QUEUE_DELAY_MS
+        out["queue_throughput_per_s"] = QUEUE_ROWS / secs
+        out["queue_ideal_per_s"] = ideal
+        out["queue_efficiency"] = QUEUE_ROWS / secs / ideal
+        waits = []
+        for i in range(QUEUE_PROBES):
+            key = f"c2s-{i}"
+            with conn.transaction():
+                conn.execute("SELECT lambda_fdw.enqueue('counted-echo', %s, 'us-west-2')", [json.dumps({"key": key})])
+            committed = time.perf_counter()
+            while True:
+                calls, ago = stub_calls("counted-echo", key)
+                asked = time.perf_counter()
+                if calls:
+                    waits.append((asked - ago / 1000.0 - committed) * 1000.0)
+                    break
+                if asked - committed > 5:
+                    sys.exit("benchmark: a queued invocation was not sent within 5 s")
+                time.sleep(0.001)
+        out["queue_commit_to_send_ms"] = statistics.median(waits)
+    return out
+
+
 def report(r):
     targets = [
         ("aws_lambda.invoke, per call", f"{r['per_call_us']:.1f} us", ""),
@@ -262,6 +326,10 @@ def report(r):
         ("RSS growth per 1,000 calls", f"{r['rss_growth_mb_1000_calls']:.2f} MB", "<= 5 MB"),
         (f"peak RSS above idle, {r['payload_mb']:.0f} MB payload", f"{r['peak_rss_mb_5mb_payload']:.1f} MB",
          f"<= {4 * r['payload_mb']:.0f} MB"),
+        (f"queue: {QUEUE_ROWS} x {QUEUE_DELAY_MS} ms at {QUEUE_CONCURRENCY}",
+         f"{r['queue_throughput_per_s']:.0f}/s (ideal {r['queue_ideal_per_s']:.0f})", ""),
+        ("queue efficiency", f"{r['queue_efficiency']:.2f}", ">= 0.8"),
+        ("queue: COMMIT to request sent, median", f"{r['queue_commit_to_send_ms']:.1f} ms", "<= 20 ms"),
     ]
     print(f"lambda_fdw benchmark: N = {N}, {platform.machine()}, {os.cpu_count()} cores, "
           f"{platform.platform()}")
@@ -271,7 +339,7 @@ def report(r):
     keys = ["per_call_us", "fdw_per_query_us", "sdk_per_call_us", "plpython_per_call_us",
             "fanout_efficiency", "rss_growth_mb_1000_calls", "peak_rss_mb_5mb_payload",
             "data_fanout_efficiency", "data_fanout_peak_rss_mb", "fdw_prepared_per_call_us",
-            "invoke_prepared_per_call_us"]
+            "invoke_prepared_per_call_us", "queue_throughput_per_s", "queue_commit_to_send_ms"]
     print(json.dumps({k: round(r[k], 3) for k in keys}))
 
 

@@ -161,6 +161,17 @@ def test_one_per_row(conn):
     time.sleep(0.3)
     counts = [recorded(k) for k in keys]
     check("each row is delivered exactly once", counts == [1] * 20, counts)
+    # COPY FROM queues the same way.
+    copied = [f"{RUN}-copy-{i}" for i in range(3)]
+    with conn.transaction():
+        with conn.cursor().copy("COPY record (payload) FROM STDIN") as copy:
+            for k in copied:
+                copy.write_row([json.dumps({"key": k})])
+    ids = [r[0] for r in conn.execute("SELECT id FROM lambda_fdw.invocations WHERE payload->>'key' = ANY(%s)", [copied])]
+    check("COPY FROM queues one invocation per row", len(ids) == 3 and settled(conn, ids), ids)
+    time.sleep(0.3)
+    counts = [recorded(k) for k in copied]
+    check("each copied row is delivered exactly once", counts == [1] * 3, counts)
 
 
 def test_outcomes(conn):
