@@ -58,6 +58,13 @@ pub enum LambdaFdwError {
 
 pub type Result<T> = std::result::Result<T, LambdaFdwError>;
 
+/// Raises `e` as a PostgreSQL ERROR (a Rust panic that pgrx turns into one
+/// at the nearest guarded boundary).
+pub fn raise(e: LambdaFdwError) -> ! {
+    ErrorReport::from(e).report(pgrx::PgLogLevel::ERROR);
+    unreachable!("an ERROR does not return")
+}
+
 const ENUM_HINT_INVOCATION: &str =
     "valid values are RequestResponse, Event and DryRun (case-sensitive)";
 const ENUM_HINT_LOG: &str = "valid values are None and Tail (case-sensitive)";

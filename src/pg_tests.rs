@@ -76,4 +76,24 @@ mod tests {
         });
         assert_eq!(got, vec!["c", "a", "b"]);
     }
+
+    /// This cluster does not preload the library: enqueueing still works,
+    /// and the rows wait for a worker.
+    #[pg_test]
+    fn without_the_preload_invocations_wait() {
+        setup_server();
+        let id = Spi::get_one::<i64>(
+            "SELECT lambda_fdw.enqueue('echo', '{\"waits\": true}', 'us-east-1')",
+        )
+        .unwrap()
+        .unwrap();
+        Spi::run("INSERT INTO pgt_echo (payload) VALUES ('{\"waits\": 2}')").unwrap();
+        let waiting = Spi::get_one::<i64>(&format!(
+            "SELECT count(*) FROM lambda_fdw.invocations \
+             WHERE state = 'queued' AND attempts = 0 AND id >= {id}"
+        ))
+        .unwrap();
+        assert_eq!(waiting, Some(2));
+        assert!(!crate::queue::wake::preloaded());
+    }
 }

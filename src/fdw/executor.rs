@@ -34,7 +34,7 @@ use super::plan::{Allowed, Arg, Compare};
 use super::planner::{plan_descriptor, Columns};
 use super::state;
 use crate::convert;
-use crate::error::{LambdaFdwError, Result};
+use crate::error::{raise, LambdaFdwError, Result};
 
 /// lambda_fdw's state of one running scan node, at `fdw_state`.
 struct ScanNode {
@@ -47,11 +47,6 @@ struct ScanNode {
     /// The slot positions the plan reads, and what each holds.
     columns: Vec<(usize, ColumnKind)>,
     scan: Scan,
-}
-
-fn report(e: LambdaFdwError) -> ! {
-    pg_sys::panic::ErrorReport::from(e).report(PgLogLevel::ERROR);
-    unreachable!("an ERROR does not return")
 }
 
 /// The columns the plan reads: slot position and kind.
@@ -106,9 +101,8 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             error!("lambda_fdw: the plan of this foreign scan was not made by lambda_fdw");
         };
         let rel = (*node).ss.ss_currentRelation;
-        let columns =
-            read_columns((*rel).rd_att, &descriptor.columns).unwrap_or_else(|e| report(e));
-        let scan = Scan::open((*rel).rd_id).unwrap_or_else(|e| report(e));
+        let columns = read_columns((*rel).rd_att, &descriptor.columns).unwrap_or_else(|e| raise(e));
+        let scan = Scan::open((*rel).rd_id).unwrap_or_else(|e| raise(e));
         let states = PgList::<pg_sys::ExprState>::from_pg(pg_sys::ExecInitExprList(
             (*plan).fdw_exprs,
             node as *mut pg_sys::PlanState,
@@ -334,10 +328,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             state.pending = false;
             if state.last.as_ref() != Some(&values) {
                 state.last = None;
-                state
-                    .scan
-                    .start_batch(&values)
-                    .unwrap_or_else(|e| report(e));
+                state.scan.start_batch(&values).unwrap_or_else(|e| raise(e));
                 state.last = Some(values);
             }
         }
@@ -348,7 +339,7 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             Ok(Some(answer)) => PgMemoryContexts::For(memory)
                 .switch_to(|_| store_row(slot, &state.columns, &answer)),
         };
-        stored.unwrap_or_else(|e| report(e));
+        stored.unwrap_or_else(|e| raise(e));
         slot
     }
 }

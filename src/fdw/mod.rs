@@ -22,7 +22,7 @@ use pgrx::pg_sys::{self, Oid};
 use supabase_wrappers::prelude::*;
 
 use crate::catalog;
-use crate::error::{LambdaFdwError, Result};
+use crate::error::{raise, LambdaFdwError, Result};
 use columns::classify;
 use options::{Catalog, ServerOptions, TableOptions};
 
@@ -41,7 +41,7 @@ pub struct LambdaFdw;
 #[pgrx::pg_extern]
 fn lambda_fdw_check_columns(relid: Oid) {
     if let Err(e) = check_table(relid) {
-        pgrx::pg_sys::panic::ErrorReport::from(e).report(pgrx::PgLogLevel::ERROR);
+        raise(e);
     }
 }
 

@@ -18,7 +18,7 @@ use super::columns::{classify, ColumnKind, RequestColumn};
 use super::state;
 use crate::convert;
 use crate::core::{InvocationType, InvokeRequest};
-use crate::error::{LambdaFdwError, Result};
+use crate::error::{raise, LambdaFdwError, Result};
 use crate::queue::enqueue::{largest_context, queue, Queued};
 use crate::route::{self, TableRoute};
 
@@ -27,11 +27,6 @@ struct InsertNode {
     route: Rc<TableRoute>,
     columns: Vec<(usize, ColumnKind)>,
     relation: String,
-}
-
-fn report(e: LambdaFdwError) -> ! {
-    pg_sys::panic::ErrorReport::from(e).report(PgLogLevel::ERROR);
-    unreachable!("an ERROR does not return")
 }
 
 /// IsForeignRelUpdatable: INSERT only.
@@ -102,10 +97,10 @@ unsafe fn begin(estate: *mut pg_sys::EState, rinfo: *mut pg_sys::ResultRelInfo) 
                 continue;
             }
             let name = pgrx::name_data_to_str(&(*attr).attname);
-            let kind = classify(name, (*attr).atttypid).unwrap_or_else(|e| report(e));
+            let kind = classify(name, (*attr).atttypid).unwrap_or_else(|e| raise(e));
             columns.push((i, kind));
         }
-        let route = route::table_route((*rel).rd_id).unwrap_or_else(|e| report(e));
+        let route = route::table_route((*rel).rd_id).unwrap_or_else(|e| raise(e));
         let relation = pgrx::name_data_to_str(&(*(*rel).rd_rel).relname).to_string();
         state::install(
             (*estate).es_query_cxt,
@@ -254,7 +249,7 @@ pub unsafe extern "C-unwind" fn exec_foreign_insert(
             pg_sys::slot_getsomeattrs_int(slot, natts);
         }
         if let Err(e) = read_row(node, slot).and_then(|row| queue_row(node, row)) {
-            report(e);
+            raise(e);
         }
         slot
     }

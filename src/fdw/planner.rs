@@ -342,7 +342,7 @@ pub unsafe extern "C-unwind" fn get_foreign_rel_size(
     foreigntableid: Oid,
 ) {
     if let Err(e) = super::check_table(foreigntableid) {
-        pg_sys::panic::ErrorReport::from(e).report(PgLogLevel::ERROR);
+        crate::error::raise(e);
     }
     // SAFETY: the planner's own arguments, set as GetForeignRelSize must.
     unsafe {

@@ -13,7 +13,7 @@ use crate::catalog::{self, ServerRef};
 use crate::compat::{self, args::InvokeArgs};
 use crate::core::request::context_with_invocation_id;
 use crate::core::{CoreError, InvocationType};
-use crate::error::{LambdaFdwError, Result};
+use crate::error::{raise, LambdaFdwError, Result};
 use crate::route;
 
 use super::wake;
@@ -169,12 +169,8 @@ pub extern "C" fn pg_finfo_lambda_fdw_enqueue() -> &'static pg_sys::Pg_finfo_rec
 #[no_mangle]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn lambda_fdw_enqueue(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
-    let fail = |e: LambdaFdwError| -> ! {
-        pg_sys::panic::ErrorReport::from(e).report(PgLogLevel::ERROR);
-        unreachable!("an ERROR does not return")
-    };
     let required = |name: &'static str, v: Option<String>| {
-        v.unwrap_or_else(|| fail(LambdaFdwError::Core(CoreError::NullArgument(name))))
+        v.unwrap_or_else(|| raise(LambdaFdwError::Core(CoreError::NullArgument(name))))
     };
     // SAFETY: argument positions and types follow sql/queue.sql: (text,
     // jsonb, text, text, text, jsonb).
@@ -191,6 +187,6 @@ pub unsafe extern "C-unwind" fn lambda_fdw_enqueue(fcinfo: pg_sys::FunctionCallI
     };
     match enqueue(args, Bytes::from(payload)) {
         Ok(id) => id.into_datum().unwrap_or(Datum::from(0)),
-        Err(e) => fail(e),
+        Err(e) => raise(e),
     }
 }
