@@ -11,7 +11,7 @@
 //!   reschedule retryable failures in the row (no sleeping). It sleeps on its
 //!   latch, which a committing transaction that queued sets (see `wake`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,7 +31,7 @@ use crate::convert;
 use crate::core::request::context_with_invocation_id;
 use crate::core::{
     block_on_until, client_for, parse_function_name, retry, ClientSettings, CoreError, Interrupts,
-    InvocationType, InvokeOutcome, InvokeRequest, LogType,
+    InvocationType, InvokeOutcome, InvokeRequest, LambdaClient, LogType,
 };
 use crate::fdw::options::{ServerOptions, UserMappingOptions};
 use crate::guc;
@@ -282,22 +282,27 @@ fn classify(
     }
 }
 
-/// The request and settings of a claimed row, or why it cannot be sent.
-fn prepare(c: &Claimed) -> Result<(InvokeRequest, ClientSettings), String> {
+/// The request of a claimed row, as it will be sent, or why it cannot be.
+fn request_of(c: &Claimed) -> Result<InvokeRequest, String> {
     let target = parse_function_name(&c.function_name)
         .and_then(|f| f.resolve(Some(&c.region), c.qualifier.as_deref(), None))
         .map_err(|e| e.to_string())?;
     let invocation_type = InvocationType::parse(&c.invocation_type).map_err(|e| e.to_string())?;
     let context =
         context_with_invocation_id(c.context.as_deref(), c.id).map_err(|e| e.to_string())?;
-    let request = InvokeRequest::new(
+    InvokeRequest::new(
         target,
         invocation_type,
         LogType::None,
         Some(&context),
         Bytes::from(c.payload.clone()),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())
+}
+
+/// The client settings that sign a claimed row: its server's, with the
+/// mapping it was queued with, looked up now; or why it cannot be sent.
+fn settings_of(c: &Claimed) -> Result<ClientSettings, String> {
     let mut settings = match c.server {
         None => client_settings(&c.region, None, None),
         Some(server) => {
@@ -335,7 +340,7 @@ fn prepare(c: &Claimed) -> Result<(InvokeRequest, ClientSettings), String> {
     };
     // The queue schedules its own retries, in the row.
     settings.max_attempts = 1;
-    Ok((request, settings))
+    Ok(settings)
 }
 
 const QUEUE_PRESENT: &str = "SELECT pg_catalog.to_regclass('lambda_fdw.invocations') IS NOT NULL";
@@ -441,6 +446,10 @@ type Sending = LocalBoxFuture<'static, Outcome>;
 
 struct QueueWorker {
     in_flight: FuturesUnordered<Sending>,
+    /// Claimed rows waiting for a free slot.
+    waiting: VecDeque<ToSend>,
+    /// Outcomes not yet written back.
+    finished: Vec<Outcome>,
     recovered: bool,
     said_waiting: bool,
     last_purge: Option<Instant>,
@@ -474,27 +483,69 @@ struct Ready {
     prepared: Result<(InvokeRequest, ClientSettings), String>,
 }
 
+/// Who signs a row: role, server, mapping, region.
+type SigningKey = (Oid, Option<Oid>, Option<Oid>, String);
+
 fn claim_ready(limit: usize) -> Result<Vec<Ready>, String> {
+    // Rows of one role, server and mapping share their settings: looked up
+    // once a round.
+    let mut settings: HashMap<SigningKey, Result<ClientSettings, String>> = HashMap::new();
     Ok(claim(limit)?
         .into_iter()
-        .map(|c| Ready {
-            id: c.id,
-            attempts: c.attempts,
-            max_attempts: c.max_attempts,
-            prepared: prepare(&c),
+        .map(|c| {
+            let key = (c.queued_by, c.server, c.user_mapping, c.region.clone());
+            let signed = settings
+                .entry(key)
+                .or_insert_with(|| settings_of(&c))
+                .clone();
+            Ready {
+                id: c.id,
+                attempts: c.attempts,
+                max_attempts: c.max_attempts,
+                prepared: request_of(&c).and_then(|r| signed.map(|s| (r, s))),
+            }
         })
         .collect())
 }
 
+/// A claimed row with its request and client, waiting for a free slot.
+struct ToSend {
+    id: i64,
+    attempts: i32,
+    max_attempts: i32,
+    request: InvokeRequest,
+    client: LambdaClient,
+}
+
+fn send(t: ToSend) -> Sending {
+    async move {
+        let display = t.request.target.display.clone();
+        let result = t.client.send_once(&t.request).await;
+        classify(t.id, t.attempts, t.max_attempts, &display, result)
+    }
+    .boxed_local()
+}
+
+/// Moves waiting rows into free slots (they start when next polled).
+fn refill(in_flight: &mut FuturesUnordered<Sending>, waiting: &mut VecDeque<ToSend>, slots: usize) {
+    while in_flight.len() < slots {
+        match waiting.pop_front() {
+            Some(t) => in_flight.push(send(t)),
+            None => break,
+        }
+    }
+}
+
 impl QueueWorker {
-    fn start(&mut self, ready: Vec<Ready>, done: &mut Vec<Outcome>) {
+    /// Queues claimed rows for sending; rows that cannot be sent are failed.
+    fn start(&mut self, ready: Vec<Ready>) {
         // Clients are keyed by settings: rows of one server and mapping share one.
         let mut clients = HashMap::new();
         for r in ready {
             let (request, settings) = match r.prepared {
                 Ok(v) => v,
                 Err(e) => {
-                    done.push(Outcome::failed(r.id, e));
+                    self.finished.push(Outcome::failed(r.id, e));
                     continue;
                 }
             };
@@ -503,102 +554,120 @@ impl QueueWorker {
                 None => match client_for(&settings, &Interrupts::NONE) {
                     Ok(client) => clients.entry(settings).or_insert(client),
                     Err(e) => {
-                        done.push(Outcome::failed(r.id, e.to_string()));
+                        self.finished.push(Outcome::failed(r.id, e.to_string()));
                         continue;
                     }
                 },
             };
-            let client = client.clone();
-            let (id, attempts, max) = (r.id, r.attempts, r.max_attempts);
-            self.in_flight.push(
-                async move {
-                    let display = request.target.display.clone();
-                    let result = client.send_once(&request).await;
-                    classify(id, attempts, max, &display, result)
-                }
-                .boxed_local(),
-            );
+            self.waiting.push_back(ToSend {
+                id: r.id,
+                attempts: r.attempts,
+                max_attempts: r.max_attempts,
+                request,
+                client: client.clone(),
+            });
         }
     }
 
-    /// Waits until calls finish (taking every finished one), new work is
-    /// signalled, shutdown is asked for, or a second passes.
-    fn collect(&mut self) -> Vec<Outcome> {
-        let in_flight = &mut self.in_flight;
-        let wait = async move {
-            let mut out = Vec::new();
-            if let Some(first) = in_flight.next().await {
-                out.push(first);
-                while let Some(Some(next)) = in_flight.next().now_or_never() {
-                    out.push(next);
+    /// Keeps `lambda_fdw.queue_concurrency` calls in flight from the rows
+    /// claimed ahead, collecting outcomes, until the claimed rows run low,
+    /// enough outcomes wait to be written, new work is signalled, shutdown
+    /// is asked for, or a second passes. Outcomes go straight into
+    /// `finished`, so none is lost when the wait is cut short.
+    fn collect(&mut self) {
+        let slots = guc::queue_concurrency();
+        let (in_flight, waiting, finished) =
+            (&mut self.in_flight, &mut self.waiting, &mut self.finished);
+        let work = async move {
+            let deadline = tokio::time::Instant::now() + POLL;
+            loop {
+                refill(in_flight, waiting, slots);
+                match tokio::time::timeout_at(deadline, in_flight.next()).await {
+                    Ok(Some(outcome)) => finished.push(outcome),
+                    Ok(None) | Err(_) => break,
+                }
+                while let Some(Some(outcome)) = in_flight.next().now_or_never() {
+                    finished.push(outcome);
+                }
+                if waiting.len() < slots / 2 || finished.len() >= slots {
+                    break;
                 }
             }
-            out
-        };
-        // The timer is made inside the runtime, when the future is first polled.
-        let timed = async move {
-            tokio::select! {
-                out = wait => out,
-                _ = tokio::time::sleep(POLL) => Vec::new(),
+            // Slots freed last are filled, and their calls started, before
+            // the round of SQL that follows.
+            refill(in_flight, waiting, slots);
+            if let Some(Some(outcome)) = in_flight.next().now_or_never() {
+                finished.push(outcome);
             }
         };
-        block_on_until(timed, || latch_set() || shutdown_requested())
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+        let _ = block_on_until(work, || latch_set() || shutdown_requested());
     }
 
     fn step(&mut self) {
         // SAFETY: MyLatch is this process's latch; reset before looking at
         // the queue, so a commit after the look sets it again.
         unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
-        let present = in_transaction("look for the queue", || {
-            Spi::get_one::<bool>(QUEUE_PRESENT)
-                .map(|v| v.unwrap_or(false))
-                .map_err(spi_error)
+        // One transaction a round: record what finished, put back what a
+        // previous worker left in flight (first round), delete old rows
+        // (once a minute), claim what there is room for.
+        let finished = std::mem::take(&mut self.finished);
+        // Claimed ahead: up to twice the concurrency, in flight or waiting.
+        let free = (2 * guc::queue_concurrency())
+            .saturating_sub(self.in_flight.len() + self.waiting.len());
+        let recover = !self.recovered;
+        let purge = self.last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY);
+        let idle = self.in_flight.is_empty() && self.waiting.is_empty();
+        let round = in_transaction("work the queue", || {
+            let present = Spi::get_one::<bool>(QUEUE_PRESENT).map_err(spi_error)?;
+            if present != Some(true) {
+                return Ok(None);
+            }
+            if recover {
+                // At least once: rows a previous worker left in flight are sent again.
+                Spi::run(REQUEUE_SENDING).map_err(spi_error)?;
+            }
+            record(&finished)?;
+            if purge {
+                let retention = guc::queue_retention_s() as f64;
+                Spi::run_with_args(PURGE, &[retention.into()]).map_err(spi_error)?;
+            }
+            let ready = if free > 0 {
+                claim_ready(free)?
+            } else {
+                Vec::new()
+            };
+            let due = if idle && ready.is_empty() {
+                Spi::get_one::<f64>(NEXT_DUE).map_err(spi_error)?
+            } else {
+                None
+            };
+            Ok(Some((ready, due)))
         });
-        if !present {
+        let Some((ready, due)) = round else {
             if !self.said_waiting {
                 log!("lambda_fdw queue worker: lambda_fdw.invocations does not exist in this database; waiting for CREATE EXTENSION lambda_fdw (or its update)");
                 self.said_waiting = true;
             }
             self.recovered = false;
             self.in_flight = FuturesUnordered::new();
+            self.waiting.clear();
             BackgroundWorker::wait_latch(Some(POLL));
             return;
-        }
+        };
         if self.said_waiting {
             log!("lambda_fdw queue worker: found lambda_fdw.invocations; sending");
             self.said_waiting = false;
         }
-        if !self.recovered {
-            // Rows a previous worker left in flight: sent again (at least once).
-            in_transaction("requeue interrupted invocations", || {
-                Spi::run(REQUEUE_SENDING).map_err(spi_error)
-            });
-            self.recovered = true;
-        }
-        let mut done = Vec::new();
-        let free = guc::queue_concurrency().saturating_sub(self.in_flight.len());
-        if free > 0 {
-            let ready = in_transaction("claim invocations", || claim_ready(free));
-            self.start(ready, &mut done);
-        }
-        if !done.is_empty() {
-            in_transaction("record outcomes", || record(&done));
-            done.clear();
-        }
-        if self.last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
-            let retention = guc::queue_retention_s();
-            in_transaction("delete finished invocations", || {
-                Spi::run_with_args(PURGE, &[(retention as f64).into()]).map_err(spi_error)
-            });
+        self.recovered = true;
+        if purge {
             self.last_purge = Some(Instant::now());
         }
-        if self.in_flight.is_empty() {
-            let due = in_transaction("look for due invocations", || {
-                Spi::get_one::<f64>(NEXT_DUE).map_err(spi_error)
-            });
+        self.start(ready);
+        if !self.finished.is_empty() && self.in_flight.is_empty() && self.waiting.is_empty() {
+            // Rows that could not be sent: recorded at once, next round.
+            return;
+        }
+        if self.in_flight.is_empty() && self.waiting.is_empty() {
             let wait = due
                 .map(|s| Duration::from_secs_f64(s.clamp(0.0, POLL.as_secs_f64())))
                 .unwrap_or(POLL);
@@ -607,10 +676,7 @@ impl QueueWorker {
             }
             return;
         }
-        let finished = self.collect();
-        if !finished.is_empty() {
-            in_transaction("record outcomes", || record(&finished));
-        }
+        self.collect();
     }
 }
 
@@ -636,6 +702,8 @@ pub extern "C-unwind" fn lambda_fdw_queue_main(arg: pg_sys::Datum) {
     unsafe { pg_sys::on_proc_exit(Some(leave_worker_slot), pg_sys::Datum::from(0)) };
     let mut worker = QueueWorker {
         in_flight: FuturesUnordered::new(),
+        waiting: VecDeque::new(),
+        finished: Vec::new(),
         recovered: false,
         said_waiting: false,
         last_purge: None,
