@@ -62,6 +62,21 @@ fn build_runtime() -> CoreResult<Runtime> {
         .map_err(|e| CoreError::Runtime(e.to_string()))
 }
 
+/// A multi-threaded runtime for a background worker that sends many calls
+/// at once: the SDK's per-call work (signing, HTTP) runs on `threads`
+/// threads of its own while the worker's main thread does its SQL. Its
+/// threads block every signal, as the backend's runtime thread does.
+pub fn sending_runtime(threads: usize) -> CoreResult<Runtime> {
+    Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_io()
+        .enable_time()
+        .on_thread_start(block_all_signals)
+        .thread_name("lambda_fdw-sender")
+        .build()
+        .map_err(|e| CoreError::Runtime(e.to_string()))
+}
+
 fn with_runtime<R>(f: impl FnOnce(&Runtime) -> R) -> CoreResult<R> {
     RUNTIME.with(|cell| {
         if cell.get().is_none() {

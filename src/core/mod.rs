@@ -12,7 +12,7 @@ pub mod settings;
 
 pub use client::{client_for, LambdaClient};
 pub use error::{CoreError, CoreResult};
-pub use executor::{block_on, block_on_until, Interrupts};
+pub use executor::{block_on, block_on_until, sending_runtime, Interrupts};
 pub use invoke::InvokeOutcome;
 pub use name::{parse_function_name, FunctionRef, ResolvedFunction};
 pub use request::{InvocationType, InvokeRequest, LogType};

@@ -11,12 +11,11 @@
 //!   reschedule retryable failures in the row (no sleeping). It sleeps on its
 //!   latch, which a committing transaction that queued sets (see `wake`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::future::{FutureExt, LocalBoxFuture};
-use futures::stream::{FuturesUnordered, StreamExt};
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker,
     SignalWakeFlags,
@@ -24,14 +23,16 @@ use pgrx::bgworkers::{
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 use pgrx::IntoDatum;
+use tokio::runtime::Runtime;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::catalog;
 use crate::config::client_settings;
 use crate::convert;
 use crate::core::request::context_with_invocation_id;
 use crate::core::{
-    block_on_until, client_for, parse_function_name, retry, ClientSettings, CoreError, Interrupts,
-    InvocationType, InvokeOutcome, InvokeRequest, LambdaClient, LogType,
+    block_on_until, client_for, parse_function_name, retry, sending_runtime, ClientSettings,
+    CoreError, Interrupts, InvocationType, InvokeOutcome, InvokeRequest, LambdaClient, LogType,
 };
 use crate::fdw::options::{ServerOptions, UserMappingOptions};
 use crate::guc;
@@ -42,6 +43,9 @@ use super::wake;
 const RESTART_DELAY: Duration = Duration::from_secs(5);
 /// Longest sleep between two looks at the queue.
 const POLL: Duration = Duration::from_secs(1);
+/// Threads that run the calls (SigV4 signing and HTTP), beside the worker's
+/// main thread, which does the SQL.
+const SENDING_THREADS: usize = 2;
 /// How often finished rows past their retention are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
@@ -442,12 +446,8 @@ fn record(outcomes: &[Outcome]) -> Result<(), String> {
     .map_err(spi_error)
 }
 
-type Sending = LocalBoxFuture<'static, Outcome>;
-
 struct QueueWorker {
-    in_flight: FuturesUnordered<Sending>,
-    /// Claimed rows waiting for a free slot.
-    waiting: VecDeque<ToSend>,
+    sender: Sender,
     /// Outcomes not yet written back.
     finished: Vec<Outcome>,
     recovered: bool,
@@ -517,22 +517,110 @@ struct ToSend {
     client: LambdaClient,
 }
 
-fn send(t: ToSend) -> Sending {
-    async move {
-        let display = t.request.target.display.clone();
-        let result = t.client.send_once(&t.request).await;
-        classify(t.id, t.attempts, t.max_attempts, &display, result)
-    }
-    .boxed_local()
+/// The calls in flight, on a runtime of their own: a dispatcher task starts
+/// handed-over rows as slots free up, so a slot is refilled the moment its
+/// call ends, whatever the worker's main thread is doing (its SQL).
+struct Sender {
+    runtime: Runtime,
+    jobs: mpsc::UnboundedSender<ToSend>,
+    outcomes: mpsc::UnboundedReceiver<Outcome>,
+    permits: Arc<Semaphore>,
+    slots: usize,
+    /// Rows handed over and not yet answered.
+    outstanding: usize,
 }
 
-/// Moves waiting rows into free slots (they start when next polled).
-fn refill(in_flight: &mut FuturesUnordered<Sending>, waiting: &mut VecDeque<ToSend>, slots: usize) {
-    while in_flight.len() < slots {
-        match waiting.pop_front() {
-            Some(t) => in_flight.push(send(t)),
-            None => break,
+impl Sender {
+    fn new(slots: usize) -> Result<Self, String> {
+        let runtime = sending_runtime(SENDING_THREADS).map_err(|e| e.to_string())?;
+        let (jobs, mut incoming) = mpsc::unbounded_channel::<ToSend>();
+        let (answers, outcomes) = mpsc::unbounded_channel();
+        let permits = Arc::new(Semaphore::new(slots));
+        let available = permits.clone();
+        runtime.spawn(async move {
+            while let Some(job) = incoming.recv().await {
+                let Ok(permit) = available.clone().acquire_owned().await else {
+                    break;
+                };
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let display = job.request.target.display.clone();
+                    let result = job.client.send_once(&job.request).await;
+                    let _ = answers.send(classify(
+                        job.id,
+                        job.attempts,
+                        job.max_attempts,
+                        &display,
+                        result,
+                    ));
+                    drop(permit);
+                });
+            }
+        });
+        Ok(Self {
+            runtime,
+            jobs,
+            outcomes,
+            permits,
+            slots,
+            outstanding: 0,
+        })
+    }
+
+    /// Follows a change of `lambda_fdw.queue_concurrency`.
+    fn resize(&mut self, slots: usize) {
+        if slots > self.slots {
+            self.permits.add_permits(slots - self.slots);
+        } else if slots < self.slots {
+            let surplus = (self.slots - slots) as u32;
+            let permits = self.permits.clone();
+            // Taken as calls end, and never given back.
+            self.runtime.spawn(async move {
+                if let Ok(p) = permits.acquire_many_owned(surplus).await {
+                    p.forget();
+                }
+            });
         }
+        self.slots = slots;
+    }
+
+    fn submit(&mut self, job: ToSend) {
+        if self.jobs.send(job).is_ok() {
+            self.outstanding += 1;
+        }
+    }
+
+    /// Waits for outcomes until the rows handed over run low (time to claim
+    /// more), a round's worth has finished, new work is signalled, shutdown
+    /// is asked for, or a second passes. Outcomes go straight into
+    /// `finished`, so none is lost when the wait is cut short.
+    fn wait(&mut self, finished: &mut Vec<Outcome>) {
+        let low = self.slots + self.slots / 2;
+        let slots = self.slots;
+        let (outcomes, outstanding) = (&mut self.outcomes, &mut self.outstanding);
+        let work = async move {
+            let deadline = tokio::time::Instant::now() + POLL;
+            let mut got = 0;
+            while *outstanding > 0 {
+                match tokio::time::timeout_at(deadline, outcomes.recv()).await {
+                    Ok(Some(outcome)) => {
+                        finished.push(outcome);
+                        *outstanding -= 1;
+                        got += 1;
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+                while let Ok(outcome) = outcomes.try_recv() {
+                    finished.push(outcome);
+                    *outstanding -= 1;
+                    got += 1;
+                }
+                if *outstanding < low || got >= slots {
+                    break;
+                }
+            }
+        };
+        let _ = block_on_until(work, || latch_set() || shutdown_requested());
     }
 }
 
@@ -559,7 +647,7 @@ impl QueueWorker {
                     }
                 },
             };
-            self.waiting.push_back(ToSend {
+            self.sender.submit(ToSend {
                 id: r.id,
                 attempts: r.attempts,
                 max_attempts: r.max_attempts,
@@ -567,40 +655,6 @@ impl QueueWorker {
                 client: client.clone(),
             });
         }
-    }
-
-    /// Keeps `lambda_fdw.queue_concurrency` calls in flight from the rows
-    /// claimed ahead, collecting outcomes, until the claimed rows run low,
-    /// enough outcomes wait to be written, new work is signalled, shutdown
-    /// is asked for, or a second passes. Outcomes go straight into
-    /// `finished`, so none is lost when the wait is cut short.
-    fn collect(&mut self) {
-        let slots = guc::queue_concurrency();
-        let (in_flight, waiting, finished) =
-            (&mut self.in_flight, &mut self.waiting, &mut self.finished);
-        let work = async move {
-            let deadline = tokio::time::Instant::now() + POLL;
-            loop {
-                refill(in_flight, waiting, slots);
-                match tokio::time::timeout_at(deadline, in_flight.next()).await {
-                    Ok(Some(outcome)) => finished.push(outcome),
-                    Ok(None) | Err(_) => break,
-                }
-                while let Some(Some(outcome)) = in_flight.next().now_or_never() {
-                    finished.push(outcome);
-                }
-                if waiting.len() < slots / 2 || finished.len() >= slots {
-                    break;
-                }
-            }
-            // Slots freed last are filled, and their calls started, before
-            // the round of SQL that follows.
-            refill(in_flight, waiting, slots);
-            if let Some(Some(outcome)) = in_flight.next().now_or_never() {
-                finished.push(outcome);
-            }
-        };
-        let _ = block_on_until(work, || latch_set() || shutdown_requested());
     }
 
     fn step(&mut self) {
@@ -611,12 +665,12 @@ impl QueueWorker {
         // previous worker left in flight (first round), delete old rows
         // (once a minute), claim what there is room for.
         let finished = std::mem::take(&mut self.finished);
+        self.sender.resize(guc::queue_concurrency());
         // Claimed ahead: up to twice the concurrency, in flight or waiting.
-        let free = (2 * guc::queue_concurrency())
-            .saturating_sub(self.in_flight.len() + self.waiting.len());
+        let free = (2 * self.sender.slots).saturating_sub(self.sender.outstanding);
         let recover = !self.recovered;
         let purge = self.last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY);
-        let idle = self.in_flight.is_empty() && self.waiting.is_empty();
+        let idle = self.sender.outstanding == 0;
         let round = in_transaction("work the queue", || {
             let present = Spi::get_one::<bool>(QUEUE_PRESENT).map_err(spi_error)?;
             if present != Some(true) {
@@ -649,8 +703,13 @@ impl QueueWorker {
                 self.said_waiting = true;
             }
             self.recovered = false;
-            self.in_flight = FuturesUnordered::new();
-            self.waiting.clear();
+            // Calls of a queue that is gone are dropped with their runtime.
+            if self.sender.outstanding > 0 {
+                match Sender::new(self.sender.slots) {
+                    Ok(sender) => self.sender = sender,
+                    Err(e) => log!("lambda_fdw queue worker: {e}"),
+                }
+            }
             BackgroundWorker::wait_latch(Some(POLL));
             return;
         };
@@ -663,11 +722,11 @@ impl QueueWorker {
             self.last_purge = Some(Instant::now());
         }
         self.start(ready);
-        if !self.finished.is_empty() && self.in_flight.is_empty() && self.waiting.is_empty() {
+        if !self.finished.is_empty() && self.sender.outstanding == 0 {
             // Rows that could not be sent: recorded at once, next round.
             return;
         }
-        if self.in_flight.is_empty() && self.waiting.is_empty() {
+        if self.sender.outstanding == 0 {
             let wait = due
                 .map(|s| Duration::from_secs_f64(s.clamp(0.0, POLL.as_secs_f64())))
                 .unwrap_or(POLL);
@@ -676,7 +735,7 @@ impl QueueWorker {
             }
             return;
         }
-        self.collect();
+        self.sender.wait(&mut self.finished);
     }
 }
 
@@ -700,9 +759,15 @@ pub extern "C-unwind" fn lambda_fdw_queue_main(arg: pg_sys::Datum) {
         return;
     }
     unsafe { pg_sys::on_proc_exit(Some(leave_worker_slot), pg_sys::Datum::from(0)) };
+    let sender = match Sender::new(guc::queue_concurrency()) {
+        Ok(sender) => sender,
+        Err(e) => {
+            log!("lambda_fdw queue worker: {e}; exiting");
+            return;
+        }
+    };
     let mut worker = QueueWorker {
-        in_flight: FuturesUnordered::new(),
-        waiting: VecDeque::new(),
+        sender,
         finished: Vec::new(),
         recovered: false,
         said_waiting: false,
