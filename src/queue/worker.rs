@@ -12,10 +12,12 @@
 //!   latch, which a committing transaction that queued sets (see `wake`).
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker,
     SignalWakeFlags,
@@ -544,15 +546,21 @@ impl Sender {
                 };
                 let answers = answers.clone();
                 tokio::spawn(async move {
-                    let display = job.request.target.display.clone();
-                    let result = job.client.send_once(&job.request).await;
-                    let _ = answers.send(classify(
-                        job.id,
-                        job.attempts,
-                        job.max_attempts,
-                        &display,
-                        result,
-                    ));
+                    let id = job.id;
+                    let call = async move {
+                        let display = job.request.target.display.clone();
+                        let result = job.client.send_once(&job.request).await;
+                        classify(job.id, job.attempts, job.max_attempts, &display, result)
+                    };
+                    // Every row handed over gets an outcome, even if the call panics.
+                    let outcome =
+                        AssertUnwindSafe(call)
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| {
+                                Outcome::failed(id, "the call failed inside lambda_fdw".into())
+                            });
+                    let _ = answers.send(outcome);
                     drop(permit);
                 });
             }
