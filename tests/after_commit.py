@@ -94,6 +94,13 @@ def services(command):
 
 def setup():
     with connect("postgres") as c:
+        if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB]).fetchone():
+            # A fresh cluster: the launcher has been waiting for the database
+            # since the server started, and said so once, not once a poll.
+            time.sleep(1.5)
+            with open(PG_LOG) as f:
+                said = f.read().count(f'database "{DB}" (lambda_fdw.database_name) does not exist')
+            check(f"the launcher said once that the database does not exist yet ({said})", said == 1, said)
         c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
         c.execute(f"CREATE DATABASE {DB}")
     conn = connect()
