@@ -46,12 +46,13 @@ fn warn_once_without_worker() {
     if wake::preloaded() || WARNED_NO_WORKER.with(|w| w.replace(true)) {
         return;
     }
-    ereport!(
-        PgLogLevel::WARNING,
+    pg_sys::panic::ErrorReport::new(
         PgSqlErrorCode::ERRCODE_WARNING,
         "lambda_fdw's queue worker is not running: queued invocations wait in lambda_fdw.invocations",
-        "add lambda_fdw to shared_preload_libraries and restart PostgreSQL; the worker serves the database named by lambda_fdw.database_name"
-    );
+        "lambda_fdw",
+    )
+    .set_hint("add lambda_fdw to shared_preload_libraries and restart PostgreSQL; the worker serves the database named by lambda_fdw.database_name")
+    .report(PgLogLevel::WARNING);
 }
 
 /// Runs `f` as `owner`, restoring the caller's identity afterwards (also

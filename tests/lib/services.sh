@@ -36,7 +36,8 @@ install_extension() { # [--release]
 
 start_postgres() {
   port_free "$PGPORT" || { log "port $PGPORT is in use"; return 1; }
-  rm -rf "$WORK/pgdata" "$PGHOST"
+  # A new cluster, and a new log for it.
+  rm -rf "$WORK/pgdata" "$PGHOST" "$WORK/postgres.log"
   mkdir -p "$WORK" "$PGHOST"
   chown postgres "$WORK" "$PGHOST"
   sudo -u postgres "$PG_BIN/initdb" -D "$WORK/pgdata" -A trust -U postgres >"$WORK/initdb.log" 2>&1 \
