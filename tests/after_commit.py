@@ -158,6 +158,25 @@ def test_rollback_commit_savepoint(conn):
                      "kept-1": 1, "savepoint": 0, "kept-2": 1}, counts)
 
 
+def test_trigger(conn):
+    # The RDS probe, the queue's way: an AFTER INSERT trigger queues the row.
+    conn.execute("CREATE TABLE orders (key text)")
+    conn.execute("""CREATE FUNCTION orders_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO record (payload) VALUES (to_jsonb(NEW)); RETURN NEW; END $$""")
+    conn.execute("CREATE TRIGGER orders_notify AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION orders_notify()")
+    with conn.transaction():
+        conn.execute("INSERT INTO orders VALUES (%s)", [f"{RUN}-order-1"])
+        raise psycopg.Rollback()
+    with conn.transaction():
+        conn.execute("INSERT INTO orders VALUES (%s)", [f"{RUN}-order-2"])
+    ids = [r[0] for r in conn.execute("SELECT id FROM lambda_fdw.invocations WHERE payload->>'key' LIKE %s",
+                                      [f"{RUN}-order-%"])]
+    check("a trigger queues the committed order only", len(ids) == 1 and settled(conn, ids), ids)
+    time.sleep(0.3)
+    counts = (recorded(f"{RUN}-order-1"), recorded(f"{RUN}-order-2"))
+    check("the function received the committed order once, the rolled-back one never", counts == (0, 1), counts)
+
+
 def test_one_per_row(conn):
     keys = [f"{RUN}-row-{i}" for i in range(20)]
     with conn.transaction():
@@ -381,6 +400,7 @@ def main():
         os.remove(f)
     conn = setup()
     test_rollback_commit_savepoint(conn)
+    test_trigger(conn)
     test_one_per_row(conn)
     test_outcomes(conn)
     test_status_view(conn)

@@ -17,12 +17,13 @@ use pgrx::FromDatum;
 use super::columns::{classify, ColumnKind, RequestColumn};
 use super::state;
 use crate::convert;
-use crate::core::{InvocationType, InvokeRequest};
+use crate::core::{InvocationType, InvokeRequest, LogType};
 use crate::error::{raise, LambdaFdwError, Result};
 use crate::queue::enqueue::{largest_context, queue, Queued};
 use crate::route::{self, TableRoute};
 
-/// The columns an inserted row may set, by slot position.
+/// An INSERT's view of its table: function and defaults, and every column's
+/// slot position and kind.
 struct InsertNode {
     route: Rc<TableRoute>,
     columns: Vec<(usize, ColumnKind)>,
@@ -211,7 +212,7 @@ fn queue_row(node: &InsertNode, row: RowValues) -> Result<i64> {
     InvokeRequest::new(
         target,
         invocation_type,
-        table.log_type,
+        LogType::None,
         Some(&largest),
         payload.clone(),
     )?;

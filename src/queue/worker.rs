@@ -349,7 +349,29 @@ fn settings_of(c: &Claimed) -> Result<ClientSettings, String> {
     Ok(settings)
 }
 
-const QUEUE_PRESENT: &str = "SELECT pg_catalog.to_regclass('lambda_fdw.invocations') IS NOT NULL";
+const QUEUE_OID: &str = "SELECT pg_catalog.to_regclass('lambda_fdw.invocations')::pg_catalog.oid";
+
+/// Whether the queue table exists, locked for this transaction if it does:
+/// a DROP EXTENSION then waits for the round to end instead of removing
+/// the table between two of its statements.
+fn lock_queue() -> Result<bool, String> {
+    let Some(oid) = Spi::get_one::<Oid>(QUEUE_OID).map_err(spi_error)? else {
+        return Ok(false);
+    };
+    // SAFETY: locks a relation OID for the current transaction (the lock a
+    // DML statement takes); taking the lock processes pending invalidations,
+    // so the syscache lookup after it sees a DROP that committed before.
+    unsafe {
+        pg_sys::LockRelationOid(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
+        Ok(pg_sys::SearchSysCacheExists(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            oid.into(),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+        ))
+    }
+}
 
 const REQUEUE_SENDING: &str =
     "UPDATE lambda_fdw.invocations SET state = 'queued' WHERE state = 'sending'";
@@ -680,8 +702,7 @@ impl QueueWorker {
         let purge = self.last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY);
         let idle = self.sender.outstanding == 0;
         let round = in_transaction("work the queue", || {
-            let present = Spi::get_one::<bool>(QUEUE_PRESENT).map_err(spi_error)?;
-            if present != Some(true) {
+            if !lock_queue()? {
                 return Ok(None);
             }
             if recover {
