@@ -60,6 +60,37 @@ pub unsafe fn explain(
     if !conditions.is_empty() {
         lines.push(("Lambda Requests", conditions.join(" AND ")));
     }
+    // SAFETY: EXPLAIN's own state.
+    unsafe { add_lines(es, lines) };
+}
+
+/// ExplainForeignModify: what an INSERT queues.
+#[pgrx::pg_guard]
+pub unsafe extern "C-unwind" fn explain_foreign_modify(
+    _mtstate: *mut pg_sys::ModifyTableState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    _fdw_private: *mut pg_sys::List,
+    _subplan_index: std::ffi::c_int,
+    es: *mut pg_sys::ExplainState,
+) {
+    // SAFETY: the executor's result relation, open while explained.
+    let relid = unsafe { (*(*rinfo).ri_RelationDesc).rd_id };
+    // A queued invocation keeps no log: the table's log type does not apply.
+    let mut lines: Vec<_> = describe(relid)
+        .into_iter()
+        .filter(|(label, _)| *label != "Default Log Type")
+        .collect();
+    lines.push((
+        "Lambda Invocations",
+        "one per row, queued, sent after COMMIT".to_string(),
+    ));
+    // SAFETY: EXPLAIN's own state.
+    unsafe { add_lines(es, lines) };
+}
+
+/// # Safety
+/// `es` is EXPLAIN's state.
+unsafe fn add_lines(es: *mut pg_sys::ExplainState, lines: Vec<(&'static str, String)>) {
     for (label, value) in lines {
         let (Ok(label), Ok(value)) = (CString::new(label), CString::new(value)) else {
             continue;

@@ -106,6 +106,7 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
         routine.ExecForeignDelete = None;
         routine.EndForeignModify = Some(modify::end_foreign_modify);
         routine.BeginForeignInsert = Some(modify::begin_foreign_insert);
+        routine.ExplainForeignModify = Some(explain::explain_foreign_modify);
         routine.EndForeignInsert = Some(modify::end_foreign_modify);
     }
 

@@ -231,6 +231,9 @@ SELECT response FROM servererror WHERE payload = '{}';
 
 -- EXPLAIN shows what will be called and with which conditions, never the credentials.
 EXPLAIN (COSTS OFF) SELECT response FROM echo WHERE payload = '{"e": 1}';
+-- ... and what an INSERT queues (EXPLAIN alone queues nothing).
+EXPLAIN (COSTS OFF) INSERT INTO echo (payload) VALUES ('{"e": 2}');
+SELECT count(*) FROM lambda_fdw.invocations WHERE payload = '{"e": 2}';
 
 -- Leave no us-east-1 server behind for the aws_lambda suites.
 SET client_min_messages = warning;
