@@ -7,6 +7,8 @@ use std::ffi::c_char;
 use bytes::Bytes;
 use pgrx::pg_sys::{self, Datum};
 
+use crate::error::LambdaFdwError;
+
 // The C function itself (pgrx's binding is a guarded Rust wrapper), to be
 // called by PostgreSQL's DirectFunctionCall1Coll.
 unsafe extern "C-unwind" {
@@ -63,6 +65,29 @@ pub fn json_datum(bytes: Bytes) -> Result<Datum, String> {
         pg_sys::cstring_to_text_with_len(bytes.as_ptr() as *const c_char, bytes.len() as i32)
     };
     Ok(Datum::from(text))
+}
+
+/// The datum of a function's response, as a json (the text as returned) or
+/// jsonb value; `None` when there was no response.
+pub fn response_datum(
+    payload: Option<Bytes>,
+    function: &str,
+    jsonb: bool,
+) -> crate::error::Result<Option<Datum>> {
+    let Some(bytes) = payload else {
+        return Ok(None);
+    };
+    let datum = if jsonb {
+        jsonb_datum(bytes)
+    } else {
+        json_datum(bytes)
+    };
+    datum
+        .map(Some)
+        .map_err(|reason| LambdaFdwError::ResponseNotJson {
+            function: function.to_string(),
+            reason,
+        })
 }
 
 /// A jsonb datum parsed by PostgreSQL from this text (checked to be JSON).

@@ -240,24 +240,6 @@ unsafe fn read_args(fcinfo: pg_sys::FunctionCallInfo, o: Overload) -> Result<Inv
     }
 }
 
-/// The payload OUT value: json keeps the text as returned, jsonb parses it.
-fn payload_datum(payload: Option<Bytes>, display: &str, jsonb: bool) -> Result<Option<Datum>> {
-    let Some(bytes) = payload else {
-        return Ok(None);
-    };
-    let datum = if jsonb {
-        convert::jsonb_datum(bytes)
-    } else {
-        convert::json_datum(bytes)
-    };
-    datum
-        .map(Some)
-        .map_err(|reason| LambdaFdwError::ResponseNotJson {
-            function: display.to_string(),
-            reason,
-        })
-}
-
 /// # Safety
 /// `fcinfo` is a live call of the overload `o` describes.
 unsafe fn invoke_entry(fcinfo: pg_sys::FunctionCallInfo, o: Overload) -> Datum {
@@ -275,7 +257,7 @@ unsafe fn invoke_entry(fcinfo: pg_sys::FunctionCallInfo, o: Overload) -> Datum {
         Ok(v) => v,
         Err(e) => raise(e),
     };
-    let payload = match payload_datum(outcome.payload.take(), &display, o.jsonb) {
+    let payload = match convert::response_datum(outcome.payload.take(), &display, o.jsonb) {
         Ok(p) => p,
         Err(e) => raise(e),
     };

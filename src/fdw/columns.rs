@@ -127,6 +127,31 @@ pub fn classify(name: &str, type_oid: Oid) -> Result<ColumnKind> {
     }
 }
 
+/// The live columns of a relation's descriptor that `wanted` accepts (by
+/// attribute number), as slot position and kind; the first column that is
+/// not a lambda_fdw column is an error.
+///
+/// # Safety
+/// `tupdesc` is a valid tuple descriptor.
+pub unsafe fn slot_columns(
+    tupdesc: pg_sys::TupleDesc,
+    wanted: impl Fn(i16) -> bool,
+) -> Result<Vec<(usize, ColumnKind)>> {
+    // SAFETY: per the contract; attribute `i` exists for i < natts.
+    unsafe {
+        let mut out = Vec::new();
+        for i in 0..(*tupdesc).natts as usize {
+            let attr = (*tupdesc).attrs.as_ptr().add(i);
+            if (*attr).attisdropped || !wanted(i as i16 + 1) {
+                continue;
+            }
+            let name = pgrx::name_data_to_str(&(*attr).attname);
+            out.push((i, classify(name, (*attr).atttypid)?));
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,9 +29,9 @@ use pgrx::prelude::*;
 use pgrx::{FromDatum, IntoDatum, JsonB, PgList, PgMemoryContexts};
 
 use super::batch::{Answer, Scan};
-use super::columns::{classify, ColumnKind, RequestColumn};
+use super::columns::{slot_columns, ColumnKind, RequestColumn};
 use super::plan::{Allowed, Arg, Compare};
-use super::planner::{plan_descriptor, Columns};
+use super::planner::plan_descriptor;
 use super::state;
 use crate::convert;
 use crate::error::{raise, LambdaFdwError, Result};
@@ -47,30 +47,6 @@ struct ScanNode {
     /// The slot positions the plan reads, and what each holds.
     columns: Vec<(usize, ColumnKind)>,
     scan: Scan,
-}
-
-/// The columns the plan reads: slot position and kind.
-///
-/// # Safety
-/// `tupdesc` is the scanned relation's descriptor.
-unsafe fn read_columns(
-    tupdesc: pg_sys::TupleDesc,
-    wanted: &Columns,
-) -> Result<Vec<(usize, ColumnKind)>> {
-    // SAFETY: per the contract; attribute `i` exists for i < natts.
-    unsafe {
-        let natts = (*tupdesc).natts as usize;
-        let mut out = Vec::new();
-        for i in 0..natts {
-            let attr = (*tupdesc).attrs.as_ptr().add(i);
-            if (*attr).attisdropped || !wanted.includes(i as i16 + 1) {
-                continue;
-            }
-            let name = pgrx::name_data_to_str(&(*attr).attname);
-            out.push((i, classify(name, (*attr).atttypid)?));
-        }
-        Ok(out)
-    }
 }
 
 /// The field that holds a node's [`ScanNode`] (see `state`).
@@ -101,7 +77,8 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             error!("lambda_fdw: the plan of this foreign scan was not made by lambda_fdw");
         };
         let rel = (*node).ss.ss_currentRelation;
-        let columns = read_columns((*rel).rd_att, &descriptor.columns).unwrap_or_else(|e| raise(e));
+        let columns = slot_columns((*rel).rd_att, |n| descriptor.columns.includes(n))
+            .unwrap_or_else(|e| raise(e));
         let scan = Scan::open((*rel).rd_id).unwrap_or_else(|e| raise(e));
         let states = PgList::<pg_sys::ExprState>::from_pg(pg_sys::ExecInitExprList(
             (*plan).fdw_exprs,
@@ -259,20 +236,9 @@ fn column_datum(kind: ColumnKind, answer: &Answer<'_>) -> Result<Option<Datum>> 
         }
         ColumnKind::Request(RequestColumn::LogType) => text_datum(Some(planned.log_type.as_str())),
         ColumnKind::StatusCode => outcome.status_code.into_datum(),
-        ColumnKind::Response { json_text } => match &outcome.payload {
-            None => None,
-            Some(bytes) => {
-                let datum = if json_text {
-                    convert::json_datum(bytes.clone())
-                } else {
-                    convert::jsonb_datum(bytes.clone())
-                };
-                Some(datum.map_err(|reason| LambdaFdwError::ResponseNotJson {
-                    function: display.to_string(),
-                    reason,
-                })?)
-            }
-        },
+        ColumnKind::Response { json_text } => {
+            convert::response_datum(outcome.payload.clone(), display, !json_text)?
+        }
         ColumnKind::ExecutedVersion => text_datum(outcome.executed_version.as_deref()),
         ColumnKind::LogResult => text_datum(outcome.log_result.as_deref()),
         ColumnKind::FunctionError => text_datum(outcome.function_error.as_deref()),

@@ -14,7 +14,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::FromDatum;
 
-use super::columns::{classify, ColumnKind, RequestColumn};
+use super::columns::{slot_columns, ColumnKind, RequestColumn};
 use super::state;
 use crate::convert;
 use crate::core::{InvocationType, InvokeRequest, LogType};
@@ -90,17 +90,7 @@ unsafe fn begin(estate: *mut pg_sys::EState, rinfo: *mut pg_sys::ResultRelInfo) 
     // has natts attributes.
     unsafe {
         let rel = (*rinfo).ri_RelationDesc;
-        let tupdesc = (*rel).rd_att;
-        let mut columns = Vec::new();
-        for i in 0..(*tupdesc).natts as usize {
-            let attr = (*tupdesc).attrs.as_ptr().add(i);
-            if (*attr).attisdropped {
-                continue;
-            }
-            let name = pgrx::name_data_to_str(&(*attr).attname);
-            let kind = classify(name, (*attr).atttypid).unwrap_or_else(|e| raise(e));
-            columns.push((i, kind));
-        }
+        let columns = slot_columns((*rel).rd_att, |_| true).unwrap_or_else(|e| raise(e));
         let route = route::table_route((*rel).rd_id).unwrap_or_else(|e| raise(e));
         let relation = pgrx::name_data_to_str(&(*(*rel).rd_rel).relname).to_string();
         state::install(
