@@ -54,6 +54,9 @@ pub enum LambdaFdwError {
 
     #[error("no payload given for the invocation queued by INSERT into {table}")]
     NoPayloadToQueue { table: String },
+
+    #[error("lambda_fdw must be loaded via \"shared_preload_libraries\" to count invocations")]
+    StatsNotPreloaded,
 }
 
 pub type Result<T> = std::result::Result<T, LambdaFdwError>;
@@ -266,6 +269,12 @@ impl From<LambdaFdwError> for ErrorReport {
                 message,
                 None,
                 Some("INSERT INTO <table> (payload) VALUES ('{...}')".into()),
+            ),
+            LambdaFdwError::StatsNotPreloaded => report(
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                message,
+                Some("invocations work without it, but are not counted".into()),
+                Some("add lambda_fdw to shared_preload_libraries and restart the server".into()),
             ),
         }
     }

@@ -16,6 +16,7 @@ pub mod fdw;
 pub mod guc;
 pub mod queue;
 pub mod route;
+pub mod stats;
 
 pgrx::extension_sql_file!(
     "../sql/lambda_fdw.sql",
@@ -24,6 +25,7 @@ pgrx::extension_sql_file!(
 );
 pgrx::extension_sql_file!("../sql/aws_lambda.sql", name = "aws_lambda_api");
 pgrx::extension_sql_file!("../sql/queue.sql", name = "queue");
+pgrx::extension_sql_file!("../sql/stats.sql", name = "stats", requires = ["queue"]);
 
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
@@ -32,6 +34,7 @@ pub extern "C-unwind" fn _PG_init() {
     guc::register(preloading);
     if preloading {
         queue::wake::init_preloaded();
+        stats::init_preloaded();
         queue::worker::register_launcher();
     }
 }

@@ -96,4 +96,24 @@ mod tests {
         assert_eq!(waiting, Some(2));
         assert!(!crate::queue::wake::preloaded());
     }
+
+    /// Without the preload nothing is counted: a call works, and reading
+    /// the statistics says why there are none.
+    #[pg_test(
+        error = "lambda_fdw must be loaded via \"shared_preload_libraries\" to count invocations"
+    )]
+    fn without_the_preload_statistics_are_an_error() {
+        setup_server();
+        let status =
+            Spi::get_one::<i32>("SELECT status_code FROM pgt_echo WHERE payload = '{\"n\": 1}'");
+        assert_eq!(status, Ok(Some(200)));
+        Spi::run("SELECT * FROM lambda_fdw.stat_invocations").unwrap();
+    }
+
+    #[pg_test(
+        error = "lambda_fdw must be loaded via \"shared_preload_libraries\" to count invocations"
+    )]
+    fn without_the_preload_reset_is_an_error() {
+        Spi::run("SELECT lambda_fdw.stat_invocations_reset()").unwrap();
+    }
 }

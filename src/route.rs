@@ -169,13 +169,6 @@ fn settings_of(route: Route, region: &str) -> Result<ClientSettings> {
     }
 }
 
-/// The client settings of a call to `region` by the current user; checks
-/// USAGE on the region's server on every call.
-pub fn settings_for_region(region: &str) -> Result<ClientSettings> {
-    let route = cached(key(Target::Region(region.to_string())), || resolve(region))?;
-    settings_of(route, region)
-}
-
 /// The lambda_fdw server a call to `region` by the current user goes
 /// through (`None`: no server has the region, so the default chain), and
 /// the call's settings; checks USAGE on the server.

@@ -16,11 +16,12 @@ use crate::convert;
 use crate::core::client::process_default_region;
 use crate::core::retry;
 use crate::core::{
-    block_on, client_for, parse_function_name, CoreError, InvocationType, InvokeOutcome,
+    block_on, client_for, parse_function_name, CallLog, CoreError, InvocationType, InvokeOutcome,
     InvokeRequest, LogType,
 };
 use crate::error::{core_error_parts, report, LambdaFdwError, Result};
 use crate::guc;
+use crate::stats;
 use args::{from_text_overload, InvokeArgs, TextOverloadArgs};
 
 /// Builds the request `aws_lambda.invoke` would send: region from the
@@ -57,11 +58,14 @@ pub fn prepare(args: &InvokeArgs, payload: Bytes) -> Result<InvokeRequest> {
 /// the caller's user mapping), else of the settings and the default chain.
 fn invoke(args: &InvokeArgs, payload: Bytes) -> Result<(InvokeOutcome, String)> {
     let request = prepare(args, payload)?;
-    let settings = crate::route::settings_for_region(&request.target.region)?;
+    let (server, settings) = crate::route::server_for_region(&request.target.region)?;
     let client = client_for(&settings, &PG_INTERRUPTS)?;
     let display = request.target.display.clone();
-    let outcome = block_on(client.invoke(request), &PG_INTERRUPTS)??;
-    Ok((outcome.raise_function_error(&display)?, display))
+    let log = CallLog::default();
+    let outcome = block_on(client.invoke(request, &log), &PG_INTERRUPTS)?;
+    let caller = stats::Caller::current(server.as_ref().map(|s| (s.oid, s.name.as_str())));
+    stats::record_log(&caller, &log);
+    Ok((outcome?.raise_function_error(&display)?, display))
 }
 
 /// Errors worded as RDS words them: `lambda invocation failed` for a function

@@ -2,6 +2,7 @@
 //! bounded concurrency, and mapping SDK errors to [`CoreError`].
 
 use std::error::Error as StdError;
+use std::rc::Rc;
 
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_lambda::operation::invoke::InvokeError;
@@ -14,6 +15,7 @@ use futures::stream::{LocalBoxStream, StreamExt};
 use super::client::LambdaClient;
 use super::error::{CoreError, CoreResult};
 use super::fanout;
+use super::measure::{CallLog, CallStats};
 use super::request::{InvocationType, InvokeRequest, LogType};
 use super::retry;
 
@@ -166,12 +168,33 @@ fn map_sdk_error(
 
 impl LambdaClient {
     /// Sends one invocation, trying again as `retry` allows, up to
-    /// `max_attempts` attempts in all.
+    /// `max_attempts` attempts in all, and leaves its statistics in `log`
+    /// (a call dropped before it ends leaves none).
     ///
     /// The request is consumed: the last attempt hands the payload to the
     /// SDK, so a large payload is freed once sent rather than held while the
     /// response comes back.
-    pub async fn invoke(&self, mut req: InvokeRequest) -> CoreResult<InvokeOutcome> {
+    pub async fn invoke(&self, req: InvokeRequest, log: &CallLog) -> CoreResult<InvokeOutcome> {
+        let _running = log.start();
+        let started = std::time::Instant::now();
+        let bytes_sent = req.payload.len() as u64;
+        let display = req.target.display.clone();
+        let (result, attempts) = self.invoke_with_retries(req).await;
+        log.finish(CallStats::of(
+            result.as_ref(),
+            &display,
+            attempts,
+            started.elapsed(),
+            bytes_sent,
+        ));
+        result
+    }
+
+    /// The result, and the number of attempts made.
+    async fn invoke_with_retries(
+        &self,
+        mut req: InvokeRequest,
+    ) -> (CoreResult<InvokeOutcome>, u32) {
         let mut attempt = 1;
         loop {
             let payload = if attempt >= self.max_attempts {
@@ -180,7 +203,7 @@ impl LambdaClient {
                 req.payload.clone()
             };
             match self.invoke_once(&req, payload).await {
-                Ok(outcome) => return Ok(outcome),
+                Ok(outcome) => return (Ok(outcome), attempt),
                 Err((error, retry_after)) => {
                     let retryable = retry::is_retryable(&error);
                     if retryable && attempt < self.max_attempts {
@@ -188,14 +211,15 @@ impl LambdaClient {
                         tokio::time::sleep(retry::delay_before(attempt, retry_after)).await;
                         continue;
                     }
-                    return Err(if retryable || attempt > 1 {
+                    let error = if retryable || attempt > 1 {
                         CoreError::GaveUp {
                             attempts: attempt,
                             last: Box::new(error),
                         }
                     } else {
                         error
-                    });
+                    };
+                    return (Err(error), attempt);
                 }
             }
         }
@@ -245,16 +269,17 @@ impl LambdaClient {
     /// polled, and a request is only started when a slot frees up and fewer
     /// than `fanout::WINDOW_FACTOR * concurrency` requests are ahead of the
     /// outcome awaited, so a consumer that stops early (LIMIT) leaves the
-    /// rest unsent.
+    /// rest unsent. Each finished call leaves its statistics in `log`.
     pub fn invoke_all(
         &self,
         requests: Vec<InvokeRequest>,
         concurrency: usize,
+        log: Rc<CallLog>,
     ) -> LocalBoxStream<'static, CoreResult<InvokeOutcome>> {
         let client = self.clone();
         fanout::ordered(requests, concurrency, move |req| {
-            let client = client.clone();
-            async move { client.invoke(req).await }
+            let (client, log) = (client.clone(), log.clone());
+            async move { client.invoke(req, &log).await }
         })
         .boxed_local()
     }

@@ -4,15 +4,20 @@
 //! Nothing here touches a plan node; `executor` does that.
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use futures::stream::{LocalBoxStream, StreamExt};
 use pgrx::pg_sys::Oid;
 
 use crate::config::PG_INTERRUPTS;
 use crate::core::settings::DEFAULT_MAX_CONCURRENCY;
-use crate::core::{block_on, client_for, ClientSettings, CoreResult, InvokeOutcome, InvokeRequest};
+use crate::core::{
+    block_on, client_for, CallClass, CallLog, ClientSettings, CoreResult, InvokeOutcome,
+    InvokeRequest,
+};
 use crate::error::{LambdaFdwError, Result};
 use crate::route::{self, TableRoute};
+use crate::stats;
 
 use super::options::FunctionErrors;
 use super::plan::{plan_invocations, Allowed, PlannedInvocation};
@@ -25,6 +30,20 @@ pub struct Scan {
     /// The invocations for the current values of the request conditions;
     /// `None` until the first row is asked for.
     batch: Option<Batch>,
+    /// The calls' statistics, drained after every wait.
+    log: Rc<CallLog>,
+    activity: Activity,
+}
+
+/// What a scan's calls came to, for EXPLAIN ANALYZE: calls finished,
+/// attempts made again, function errors, and the time spent waiting.
+#[derive(Clone, Copy, Default)]
+pub struct Activity {
+    pub calls: u64,
+    pub retries: u64,
+    pub function_errors: u64,
+    pub waited: Duration,
+    pub peak_in_flight: usize,
 }
 
 /// The invocations for one set of request values, and what came back.
@@ -64,7 +83,34 @@ impl Scan {
             route,
             settings,
             batch: None,
+            log: Rc::default(),
+            activity: Activity::default(),
         })
+    }
+
+    /// The scan's calls so far.
+    pub fn activity(&self) -> Activity {
+        Activity {
+            peak_in_flight: self.log.peak(),
+            ..self.activity
+        }
+    }
+
+    /// Counts the calls finished during a wait that began at `since`: in
+    /// the scan's activity and in the shared statistics.
+    fn account(&mut self, since: Instant) {
+        self.activity.waited += since.elapsed();
+        let calls = self.log.drain();
+        for c in &calls {
+            self.activity.calls += u64::from(c.class.is_some());
+            self.activity.retries += u64::from(c.retries);
+            self.activity.function_errors += u64::from(c.class == Some(CallClass::FunctionError));
+        }
+        let server = &self.route.server;
+        stats::record(
+            &stats::Caller::current(Some((server.oid, server.name.as_str()))),
+            &calls,
+        );
     }
 
     /// Builds the invocations for new request values, dropping the previous
@@ -139,6 +185,13 @@ impl Scan {
     }
 
     fn next_outcome(&mut self) -> Result<Option<usize>> {
+        let since = Instant::now();
+        let next = self.wait_next();
+        self.account(since);
+        next
+    }
+
+    fn wait_next(&mut self) -> Result<Option<usize>> {
         let Some(batch) = self.batch.as_mut() else {
             // The request values never arrived: nothing may be invoked.
             return Err(LambdaFdwError::NoPayload {
@@ -165,13 +218,17 @@ impl Scan {
                 // prepared one-payload query: 242 us of backend CPU a call
                 // instead of 165).
                 match requests.pop() {
-                    Some(request) => Some(block_on(client.invoke(request), &PG_INTERRUPTS)?),
+                    Some(request) => {
+                        Some(block_on(client.invoke(request, &self.log), &PG_INTERRUPTS)?)
+                    }
                     None => None,
                 }
             } else {
-                let stream = batch
-                    .stream
-                    .insert(client.invoke_all(requests, self.concurrency));
+                let stream = batch.stream.insert(client.invoke_all(
+                    requests,
+                    self.concurrency,
+                    self.log.clone(),
+                ));
                 block_on(stream.next(), &PG_INTERRUPTS)?
             }
         };

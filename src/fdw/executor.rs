@@ -28,7 +28,7 @@ use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
 use pgrx::{FromDatum, IntoDatum, JsonB, PgList, PgMemoryContexts};
 
-use super::batch::{Answer, Scan};
+use super::batch::{Activity, Answer, Scan};
 use super::columns::{slot_columns, ColumnKind, RequestColumn};
 use super::plan::{Allowed, Arg, Compare};
 use super::planner::plan_descriptor;
@@ -56,6 +56,15 @@ struct ScanNode {
 unsafe fn state_field(node: *mut pg_sys::ForeignScanState) -> *mut *mut c_void {
     // SAFETY: per the contract.
     unsafe { &raw mut (*node).fdw_state }
+}
+
+/// What the scan's calls came to so far; `None` before it began.
+///
+/// # Safety
+/// `node` is a live scan node.
+pub unsafe fn scan_activity(node: *mut pg_sys::ForeignScanState) -> Option<Activity> {
+    // SAFETY: per the contract; the state is read and not kept.
+    unsafe { state::get::<ScanNode>(state_field(node)).map(|s| s.scan.activity()) }
 }
 
 #[pg_guard]

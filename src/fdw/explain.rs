@@ -6,6 +6,7 @@ use std::ffi::CString;
 
 use pgrx::pg_sys;
 
+use super::batch::Activity;
 use super::options::{ServerOptions, TableOptions};
 use crate::catalog::{foreign_table_options, server_options};
 
@@ -86,6 +87,40 @@ pub unsafe extern "C-unwind" fn explain_foreign_modify(
     ));
     // SAFETY: EXPLAIN's own state.
     unsafe { add_lines(es, lines) };
+}
+
+/// EXPLAIN ANALYZE: what the scan's calls came to. The wait is a time, so
+/// it is left out with TIMING OFF, as PostgreSQL leaves out its own times.
+///
+/// # Safety
+/// `es` is EXPLAIN's state.
+pub unsafe fn explain_activity(es: *mut pg_sys::ExplainState, a: &Activity) {
+    let counts = [
+        (c"Lambda Invocations", a.calls),
+        (c"Lambda Retries", a.retries),
+        (c"Lambda Function Errors", a.function_errors),
+        (c"Lambda Peak Concurrency", a.peak_in_flight as u64),
+    ];
+    // SAFETY: EXPLAIN's own state; the labels are static C strings, copied.
+    unsafe {
+        for (label, value) in counts {
+            pg_sys::ExplainPropertyInteger(
+                label.as_ptr(),
+                std::ptr::null(),
+                value.min(i64::MAX as u64) as i64,
+                es,
+            );
+        }
+        if (*es).timing {
+            pg_sys::ExplainPropertyFloat(
+                c"Lambda Wait Time".as_ptr(),
+                c"ms".as_ptr(),
+                a.waited.as_secs_f64() * 1000.0,
+                3,
+                es,
+            );
+        }
+    }
 }
 
 /// # Safety

@@ -615,6 +615,11 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
         let conditions = describe_conditions(plan, es);
         explain::explain(node, es, conditions);
+        if (*es).analyze {
+            if let Some(activity) = super::executor::scan_activity(node) {
+                explain::explain_activity(es, &activity);
+            }
+        }
     }
 }
 

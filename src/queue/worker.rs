@@ -33,11 +33,13 @@ use crate::config::client_settings;
 use crate::convert;
 use crate::core::request::context_with_invocation_id;
 use crate::core::{
-    block_on_until, client_for, parse_function_name, retry, sending_runtime, ClientSettings,
-    CoreError, Interrupts, InvocationType, InvokeOutcome, InvokeRequest, LambdaClient, LogType,
+    block_on_until, client_for, parse_function_name, retry, sending_runtime, CallStats,
+    ClientSettings, CoreError, Interrupts, InvocationType, InvokeOutcome, InvokeRequest,
+    LambdaClient, LogType,
 };
 use crate::fdw::options::{ServerOptions, UserMappingOptions};
 use crate::guc;
+use crate::stats;
 
 use super::wake;
 
@@ -196,6 +198,16 @@ struct Outcome {
     request_id: Option<String>,
     /// For `queued`: the wait before the next attempt.
     retry_in_ms: Option<f64>,
+    /// For a row that was sent: whose call it was, and its statistics.
+    measured: Option<(Owner, CallStats)>,
+}
+
+/// Whose a queued invocation is, for the statistics: the role that queued
+/// it, and the server (OID, name) it goes through.
+#[derive(Clone, Debug, PartialEq)]
+struct Owner {
+    role: Oid,
+    server: Option<(Oid, String)>,
 }
 
 impl Outcome {
@@ -308,7 +320,8 @@ fn request_of(c: &Claimed) -> Result<InvokeRequest, String> {
 
 /// The client settings that sign a claimed row: its server's, with the
 /// mapping it was queued with, looked up now; or why it cannot be sent.
-fn settings_of(c: &Claimed) -> Result<ClientSettings, String> {
+fn settings_of(c: &Claimed) -> Result<Signing, String> {
+    let mut server_name = None;
     let mut settings = match c.server {
         None => client_settings(&c.region, None, None),
         Some(server) => {
@@ -327,6 +340,7 @@ fn settings_of(c: &Claimed) -> Result<ClientSettings, String> {
                 ));
             }
             let options = ServerOptions::parse(&options).map_err(|e| e.to_string())?;
+            server_name = Some(server_ref.name.clone());
             let mapping = match c.user_mapping {
                 None => None,
                 Some(umid) => {
@@ -346,7 +360,17 @@ fn settings_of(c: &Claimed) -> Result<ClientSettings, String> {
     };
     // The queue schedules its own retries, in the row.
     settings.max_attempts = 1;
-    Ok(settings)
+    Ok(Signing {
+        settings,
+        server_name,
+    })
+}
+
+/// What signs a row: the settings, and the name of their server.
+#[derive(Clone)]
+struct Signing {
+    settings: ClientSettings,
+    server_name: Option<String>,
 }
 
 const QUEUE_OID: &str = "SELECT pg_catalog.to_regclass('lambda_fdw.invocations')::pg_catalog.oid";
@@ -504,7 +528,7 @@ struct Ready {
     id: i64,
     attempts: i32,
     max_attempts: i32,
-    prepared: Result<(InvokeRequest, ClientSettings), String>,
+    prepared: Result<(InvokeRequest, ClientSettings, Owner), String>,
 }
 
 /// Who signs a row: role, server, mapping, region.
@@ -513,7 +537,7 @@ type SigningKey = (Oid, Option<Oid>, Option<Oid>, String);
 fn claim_ready(limit: usize) -> Result<Vec<Ready>, String> {
     // Rows of one role, server and mapping share their settings: looked up
     // once a round.
-    let mut settings: HashMap<SigningKey, Result<ClientSettings, String>> = HashMap::new();
+    let mut settings: HashMap<SigningKey, Result<Signing, String>> = HashMap::new();
     Ok(claim(limit)?
         .into_iter()
         .map(|c| {
@@ -526,7 +550,15 @@ fn claim_ready(limit: usize) -> Result<Vec<Ready>, String> {
                 id: c.id,
                 attempts: c.attempts,
                 max_attempts: c.max_attempts,
-                prepared: request_of(&c).and_then(|r| signed.map(|s| (r, s))),
+                prepared: request_of(&c).and_then(|r| {
+                    signed.map(|s| {
+                        let owner = Owner {
+                            role: c.queued_by,
+                            server: c.server.zip(s.server_name),
+                        };
+                        (r, s.settings, owner)
+                    })
+                }),
             }
         })
         .collect())
@@ -539,6 +571,7 @@ struct ToSend {
     max_attempts: i32,
     request: InvokeRequest,
     client: LambdaClient,
+    owner: Owner,
 }
 
 /// The calls in flight, on a runtime of their own: a dispatcher task starts
@@ -571,8 +604,28 @@ impl Sender {
                     let id = job.id;
                     let call = async move {
                         let display = job.request.target.display.clone();
+                        let started = Instant::now();
                         let result = job.client.send_once(&job.request).await;
-                        classify(job.id, job.attempts, job.max_attempts, &display, result)
+                        let stats = CallStats::of(
+                            result.as_ref().map_err(|(e, _)| e),
+                            &display,
+                            1,
+                            started.elapsed(),
+                            job.request.payload.len() as u64,
+                        );
+                        let mut outcome =
+                            classify(job.id, job.attempts, job.max_attempts, &display, result);
+                        // Each attempt is one send; earlier ones were counted as retries.
+                        let stats = if outcome.state == "queued" {
+                            stats.to_be_retried()
+                        } else {
+                            CallStats {
+                                retries: 0,
+                                ..stats
+                            }
+                        };
+                        outcome.measured = Some((job.owner, stats));
+                        outcome
                     };
                     // Every row handed over gets an outcome, even if the call panics.
                     let outcome =
@@ -627,21 +680,23 @@ impl Sender {
     fn wait(&mut self, finished: &mut Vec<Outcome>) {
         let low = self.slots + self.slots / 2;
         let slots = self.slots;
+        let seen = finished.len();
         let (outcomes, outstanding) = (&mut self.outcomes, &mut self.outstanding);
+        let sink = &mut *finished;
         let work = async move {
             let deadline = tokio::time::Instant::now() + POLL;
             let mut got = 0;
             while *outstanding > 0 {
                 match tokio::time::timeout_at(deadline, outcomes.recv()).await {
                     Ok(Some(outcome)) => {
-                        finished.push(outcome);
+                        sink.push(outcome);
                         *outstanding -= 1;
                         got += 1;
                     }
                     Ok(None) | Err(_) => break,
                 }
                 while let Ok(outcome) = outcomes.try_recv() {
-                    finished.push(outcome);
+                    sink.push(outcome);
                     *outstanding -= 1;
                     got += 1;
                 }
@@ -651,6 +706,21 @@ impl Sender {
             }
         };
         let _ = block_on_until(work, || latch_set() || shutdown_requested());
+        for outcome in &mut finished[seen..] {
+            if let Some((owner, stats)) = outcome.measured.take() {
+                let server = owner
+                    .server
+                    .as_ref()
+                    .map(|(oid, name)| (*oid, name.as_str()));
+                stats::record(
+                    &stats::Caller {
+                        role: owner.role,
+                        server,
+                    },
+                    std::slice::from_ref(&stats),
+                );
+            }
+        }
     }
 }
 
@@ -660,7 +730,7 @@ impl QueueWorker {
         // Clients are keyed by settings: rows of one server and mapping share one.
         let mut clients = HashMap::new();
         for r in ready {
-            let (request, settings) = match r.prepared {
+            let (request, settings, owner) = match r.prepared {
                 Ok(v) => v,
                 Err(e) => {
                     self.finished.push(Outcome::failed(r.id, e));
@@ -683,6 +753,7 @@ impl QueueWorker {
                 max_attempts: r.max_attempts,
                 request,
                 client: client.clone(),
+                owner,
             });
         }
     }
