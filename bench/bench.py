@@ -20,6 +20,7 @@ FANOUT_PAYLOADS, FANOUT_CONCURRENCY, FANOUT_DELAY_MS = 200, 20, 20
 PAYLOAD_MB = 5
 DATA_ROWS, DATA_CONCURRENCY, DATA_DELAY_MS = 2000, 50, 20
 QUEUE_ROWS, QUEUE_CONCURRENCY, QUEUE_DELAY_MS, QUEUE_PROBES = 5000, 50, 20, 200
+STATS_ROUNDS, STATS_CALLS, STATS_REPS = 4, 2000, 3
 
 
 class Session:
@@ -193,6 +194,10 @@ def main():
     # 5. The after-commit queue.
     results.update(queue())
 
+    # 6. What counting every call in lambda_fdw.stat_invocations costs
+    # (restarts the server; last).
+    results.update(stats_overhead())
+
     results["per_call_vs_sdk"] = results["per_call_us"] / results["sdk_per_call_us"]
     results["plpython_vs_per_call"] = results["plpython_per_call_us"] / results["per_call_us"]
     report(results)
@@ -305,6 +310,36 @@ def queue():
     return out
 
 
+def restart(preload):
+    """Restarts the benchmark's server with lambda_fdw preloaded (statistics
+    counted) or not (nothing counted)."""
+    subprocess.run(["bash", "-c", f"source '{ROOT}/tests/lib/services.sh' && restart_postgres"],
+                   env={**os.environ, "LAMBDA_FDW_PRELOAD": "1" if preload else "0"}, check=True)
+
+
+def stats_overhead(rounds=STATS_ROUNDS, n=STATS_CALLS, reps=STATS_REPS):
+    """aws_lambda.invoke per call with the library preloaded (every call
+    counted in shared memory) and without, the server restarted between the
+    two, `rounds` times each in alternating order against machine drift.
+    Each start keeps the fastest of `reps` runs of `n` calls; the figure is
+    the median of those."""
+    per_call = {True: [], False: []}
+    for r in range(rounds):
+        for preload in ((True, False) if r % 2 == 0 else (False, True)):
+            restart(preload)
+            s = Session()
+            s.run(invoke_loop(200))
+            best = min(s.timed(invoke_loop(n))[0] for _ in range(reps))
+            if preload:
+                counted = s.run("SELECT sum(calls) FROM lambda_fdw.stat_invocations WHERE function_name = 'echo';")
+                assert counted == [str(200 + reps * n)], counted
+            s.close()
+            per_call[preload].append(best * 1e6 / n)
+    on, off = statistics.median(per_call[True]), statistics.median(per_call[False])
+    return {"stats_on_per_call_us": on, "stats_off_per_call_us": off,
+            "stats_overhead_pct": (on - off) / off * 100}
+
+
 def report(r):
     targets = [
         ("aws_lambda.invoke, per call", f"{r['per_call_us']:.1f} us", ""),
@@ -330,6 +365,9 @@ def report(r):
          f"{r['queue_throughput_per_s']:.0f}/s (ideal {r['queue_ideal_per_s']:.0f})", ""),
         ("queue efficiency", f"{r['queue_efficiency']:.2f}", ">= 0.8"),
         ("queue: COMMIT to request sent, median", f"{r['queue_commit_to_send_ms']:.1f} ms", "<= 20 ms"),
+        ("aws_lambda.invoke, statistics counted", f"{r['stats_on_per_call_us']:.1f} us", ""),
+        ("aws_lambda.invoke, not preloaded", f"{r['stats_off_per_call_us']:.1f} us", ""),
+        ("statistics overhead per call", f"{r['stats_overhead_pct']:+.2f} %", "<= 3 %"),
     ]
     print(f"lambda_fdw benchmark: N = {N}, {platform.machine()}, {os.cpu_count()} cores, "
           f"{platform.platform()}")
@@ -339,7 +377,8 @@ def report(r):
     keys = ["per_call_us", "fdw_per_query_us", "sdk_per_call_us", "plpython_per_call_us",
             "fanout_efficiency", "rss_growth_mb_1000_calls", "peak_rss_mb_5mb_payload",
             "data_fanout_efficiency", "data_fanout_peak_rss_mb", "fdw_prepared_per_call_us",
-            "invoke_prepared_per_call_us", "queue_throughput_per_s", "queue_commit_to_send_ms"]
+            "invoke_prepared_per_call_us", "queue_throughput_per_s", "queue_commit_to_send_ms",
+            "stats_overhead_pct"]
     print(json.dumps({k: round(r[k], 3) for k in keys}))
 
 

@@ -231,6 +231,27 @@ def test_outcomes(conn):
         "failed", 1, 404, "lambda returned ResourceNotFoundException for no-such-function: Function not found: no-such-function"), row)
 
 
+def test_statistics(conn):
+    """The worker counts what it sends in lambda_fdw.stat_invocations, under
+    the role that queued it: one call per invocation, each re-sent attempt
+    a retry, and outcomes as the row records them."""
+    conn.execute("SELECT lambda_fdw.stat_invocations_reset()")
+    ids = [one(conn, "SELECT lambda_fdw.enqueue('echo', %s, 'us-west-2')", [json.dumps({"stat": n})]) for n in range(3)]
+    ids.append(one(conn, "SELECT lambda_fdw.enqueue('flaky', %s, 'us-west-2')",
+                   [json.dumps({"key": f"{RUN}-stat-throttle", "fail": 1, "status": 429, "retry_after": "0"})]))
+    ids.append(one(conn, "SELECT lambda_fdw.enqueue('handled-error', '{}', 'us-west-2')"))
+    ids.append(one(conn, "SELECT lambda_fdw.enqueue('no-such-function', '{}', 'us-west-2')"))
+    check("the counted invocations settle", settled(conn, ids))
+    rows = conn.execute(
+        "SELECT function_name, role, server, calls, succeeded, function_errors, throttled, client_errors, retries, "
+        "bytes_sent FROM lambda_fdw.stat_invocations WHERE database = current_database() ORDER BY function_name").fetchall()
+    check("the worker's calls are counted exactly", rows == [
+        ("echo", "postgres", "stub", 3, 3, 0, 0, 0, 0, 33),
+        ("flaky", "postgres", "stub", 1, 1, 0, 0, 0, 1, 81),
+        ("handled-error", "postgres", "stub", 1, 0, 1, 0, 0, 0, 2),
+        ("no-such-function", "postgres", "stub", 1, 0, 0, 0, 1, 0, 2)], rows)
+
+
 def test_status_view(conn):
     view = conn.execute("SELECT queued, sending, succeeded, failed, sent_last_minute > 0 FROM lambda_fdw.queue_status").fetchone()
     table = conn.execute("SELECT count(*) FILTER (WHERE state = 'queued'), count(*) FILTER (WHERE state = 'sending'), "
@@ -403,6 +424,7 @@ def main():
     test_trigger(conn)
     test_one_per_row(conn)
     test_outcomes(conn)
+    test_statistics(conn)
     test_status_view(conn)
     test_dropped_mapping_and_roles(conn)
     test_bad_input(conn)

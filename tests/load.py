@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Load test: 8 concurrent sessions x 300 invocations each, mixing single
 aws_lambda.invoke calls and fan-out scans of a foreign table, against the
-wire stub. Passes when no call fails and no backend's memory grows between
-the end of its first 100 calls and the end of its last.
+wire stub. Passes when no call fails, no backend's memory grows between
+the end of its first 100 calls and the end of its last, and the shared
+invocation statistics (lambda_fdw.stat_invocations; the cluster preloads
+lambda_fdw) count exactly the calls made, per function.
 
 Usage: load.py  (PGHOST/PGPORT/PGUSER from the environment; the stub on
 127.0.0.1:$LAMBDA_FDW_STUB_PORT, default 45661)
@@ -39,7 +41,7 @@ def batch(session, start):
     for k in range(5):
         base = start + 50 + 10 * k
         payloads = ", ".join(f"'{{\"s\": {session}, \"i\": {base + j}}}'" for j in range(10))
-        sql.append(f"SELECT 'fanout', count(*) FROM echo WHERE payload IN ({payloads}) "
+        sql.append(f"SELECT 'fanout', count(*) FROM echo_live WHERE payload IN ({payloads}) "
                    f"AND status_code = 200 AND response = payload;")
     return "\n".join(sql) + "\n\\echo BATCH_DONE\n"
 
@@ -75,8 +77,10 @@ def main():
              f"(region 'us-west-2', endpoint_url 'http://127.0.0.1:{STUB_PORT}', max_attempts '1')")
     psql(DB, "CREATE USER MAPPING FOR CURRENT_USER SERVER stub "
              "OPTIONS (aws_access_key_id 'AKIDTEST', aws_secret_access_key 'test-secret-key')")
-    psql(DB, "CREATE FOREIGN TABLE echo (payload jsonb, status_code int, response jsonb) "
-             "SERVER stub OPTIONS (function_name 'echo')")
+    # The fan-outs name the function with a qualifier: their own row in the statistics.
+    psql(DB, "CREATE FOREIGN TABLE echo_live (payload jsonb, status_code int, response jsonb) "
+             "SERVER stub OPTIONS (function_name 'echo', qualifier 'live')")
+    psql(DB, "SELECT lambda_fdw.stat_invocations_reset()")
 
     procs = [subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", DB], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -96,7 +100,17 @@ def main():
     for p in procs:
         p.stdin.close()
         p.wait()
+    counted = psql(DB, "SELECT function_name, server, calls, succeeded, function_errors + throttled "
+                       "+ client_errors + service_errors + timeouts + connect_errors, retries, "
+                       "bytes_sent = bytes_received AND bytes_sent > 0 "
+                       f"FROM lambda_fdw.stat_invocations WHERE database = '{DB}' ORDER BY 1").split()
     subprocess.run(["psql", "-X", "-q", "-c", f"DROP DATABASE {DB}"], check=True)
+    per_function = SESSIONS * 150
+    expected = [f"echo|stub|{per_function}|{per_function}|0|0|t",
+                f"echo:live|stub|{per_function}|{per_function}|0|0|t"]
+    print(f"load: lambda_fdw.stat_invocations: {counted}")
+    if counted != expected:
+        errors.append(f"statistics {counted}, expected {expected}")
 
     growth = [b - a for a, b in zip(after_100, after_300)]
     print(f"load: {SESSIONS} sessions x 300 invocations (single calls and fan-out scans)")

@@ -50,7 +50,11 @@ start_postgres() {
 # database $QUEUE_DB (created by the tests that use it).
 QUEUE_DB="${LAMBDA_FDW_QUEUE_DB:-lambda_fdw_queue}"
 pg_queue_options() {
-  printf '%s' "-c shared_preload_libraries=lambda_fdw -c lambda_fdw.database_name=$QUEUE_DB"
+  # LAMBDA_FDW_PRELOAD=0: without it (no worker, no statistics), as a
+  # server that only CREATE EXTENSIONs lambda_fdw runs.
+  if [[ "${LAMBDA_FDW_PRELOAD:-1}" != 0 ]]; then
+    printf '%s' "-c shared_preload_libraries=lambda_fdw -c lambda_fdw.database_name=$QUEUE_DB"
+  fi
 }
 
 # Starts the cluster start_postgres made, in a clean AWS environment: no
