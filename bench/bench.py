@@ -20,16 +20,19 @@ FANOUT_PAYLOADS, FANOUT_CONCURRENCY, FANOUT_DELAY_MS = 200, 20, 20
 PAYLOAD_MB = 5
 DATA_ROWS, DATA_CONCURRENCY, DATA_DELAY_MS = 2000, 50, 20
 QUEUE_ROWS, QUEUE_CONCURRENCY, QUEUE_DELAY_MS, QUEUE_PROBES = 5000, 50, 20, 200
-STATS_ROUNDS, STATS_CALLS, STATS_REPS = 4, 2000, 3
+STATS_PAIRS, STATS_CALLS = 60, 200
+# The second server of the statistics measure (not preloaded).
+NOT_PRELOADED = {"LAMBDA_FDW_WORK": "/tmp/lambda_fdw_bench_nopreload", "LAMBDA_FDW_PGPORT": "54317",
+                 "PGHOST": "/tmp/lambda_fdw_bench_nopreload/socket", "PGPORT": "54317"}
 
 
 class Session:
     """One psql process kept open: one backend, timed from outside."""
 
-    def __init__(self):
+    def __init__(self, env=None):
         self.p = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", DB],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
+                                  stderr=subprocess.STDOUT, text=True, env=env)
         self.pid = int(self.run("SELECT pg_backend_pid();")[0])
 
     def run(self, sql):
@@ -64,38 +67,41 @@ class Session:
         self.p.wait()
 
 
-def psql(sql, db=DB):
+def psql(sql, db=DB, env=None):
     subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql], check=True,
-                   env={**os.environ, "PGOPTIONS": "-c client_min_messages=warning"})
+                   env={**(env or os.environ), "PGOPTIONS": "-c client_min_messages=warning"})
 
 
 def setup():
     psql(f"DROP DATABASE IF EXISTS {DB}", db="postgres")
     psql(f"CREATE DATABASE {DB}", db="postgres")
-    for sql in [
-        "CREATE EXTENSION lambda_fdw",
-        "CREATE EXTENSION plpython3u",
-        f"CREATE SERVER stub FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-west-2', endpoint_url '{STUB}', max_attempts '1')",
-        "CREATE USER MAPPING FOR CURRENT_USER SERVER stub OPTIONS (aws_access_key_id 'AKIDBENCH', aws_secret_access_key 'bench-secret')",
-        "CREATE FOREIGN TABLE echo (payload jsonb, response jsonb) SERVER stub OPTIONS (function_name 'echo')",
-        f"CREATE FOREIGN TABLE delayed (payload jsonb, response jsonb) SERVER stub "
-        f"OPTIONS (function_name 'slow-headers', max_concurrency '{FANOUT_CONCURRENCY}')",
-        f"CREATE FOREIGN TABLE delayed_data (payload jsonb, response jsonb) SERVER stub "
-        f"OPTIONS (function_name 'slow-headers', max_concurrency '{DATA_CONCURRENCY}')",
-        f"CREATE TABLE fan_docs AS SELECT jsonb_build_object('ms', {DATA_DELAY_MS}, 'i', i) AS doc "
-        f"FROM generate_series(1, {DATA_ROWS}) i",
-        # The DIY shim people write: boto3 from plpython3u, the client kept in GD.
-        f"""CREATE FUNCTION py_invoke(payload text) RETURNS text LANGUAGE plpython3u AS $py$
+    for sql in SETUP:
+        psql(sql)
+
+
+SETUP = [
+    "CREATE EXTENSION lambda_fdw",
+    f"CREATE SERVER stub FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-west-2', endpoint_url '{STUB}', max_attempts '1')",
+    "CREATE USER MAPPING FOR CURRENT_USER SERVER stub OPTIONS (aws_access_key_id 'AKIDBENCH', aws_secret_access_key 'bench-secret')",
+    "CREATE EXTENSION plpython3u",
+    "CREATE FOREIGN TABLE echo (payload jsonb, response jsonb) SERVER stub OPTIONS (function_name 'echo')",
+    f"CREATE FOREIGN TABLE delayed (payload jsonb, response jsonb) SERVER stub "
+    f"OPTIONS (function_name 'slow-headers', max_concurrency '{FANOUT_CONCURRENCY}')",
+    f"CREATE FOREIGN TABLE delayed_data (payload jsonb, response jsonb) SERVER stub "
+    f"OPTIONS (function_name 'slow-headers', max_concurrency '{DATA_CONCURRENCY}')",
+    f"CREATE TABLE fan_docs AS SELECT jsonb_build_object('ms', {DATA_DELAY_MS}, 'i', i) AS doc "
+    f"FROM generate_series(1, {DATA_ROWS}) i",
+    # The DIY shim people write: boto3 from plpython3u, the client kept in GD.
+    f"""CREATE FUNCTION py_invoke(payload text) RETURNS text LANGUAGE plpython3u AS $py$
 if 'lambda' not in GD:
     import boto3, botocore.config
     GD['lambda'] = boto3.client('lambda', region_name='us-west-2', endpoint_url='{STUB}',
-        aws_access_key_id='AKIDBENCH', aws_secret_access_key='bench-secret',
-        config=botocore.config.Config(retries={{'max_attempts': 1, 'mode': 'standard'}}))
+    aws_access_key_id='AKIDBENCH', aws_secret_access_key='bench-secret',
+    config=botocore.config.Config(retries={{'max_attempts': 1, 'mode': 'standard'}}))
 r = GD['lambda'].invoke(FunctionName='echo', Payload=payload)
 return r['Payload'].read().decode()
 $py$""",
-    ]:
-        psql(sql)
+]
 
 
 def invoke_loop(n):
@@ -194,8 +200,7 @@ def main():
     # 5. The after-commit queue.
     results.update(queue())
 
-    # 6. What counting every call in lambda_fdw.stat_invocations costs
-    # (restarts the server; last).
+    # 6. What counting every call in lambda_fdw.stat_invocations costs.
     results.update(stats_overhead())
 
     results["per_call_vs_sdk"] = results["per_call_us"] / results["sdk_per_call_us"]
@@ -310,34 +315,46 @@ def queue():
     return out
 
 
-def restart(preload):
-    """Restarts the benchmark's server with lambda_fdw preloaded (statistics
-    counted) or not (nothing counted)."""
-    subprocess.run(["bash", "-c", f"source '{ROOT}/tests/lib/services.sh' && restart_postgres"],
-                   env={**os.environ, "LAMBDA_FDW_PRELOAD": "1" if preload else "0"}, check=True)
+def other_cluster(command):
+    """Starts or stops a second server, like the benchmark's but without
+    lambda_fdw preloaded (services.sh, LAMBDA_FDW_PRELOAD=0)."""
+    env = {**os.environ, **NOT_PRELOADED, "LAMBDA_FDW_PRELOAD": "0"}
+    subprocess.run(["bash", "-c", f"source '{ROOT}/tests/lib/services.sh' && {command}"], env=env, check=True)
 
 
-def stats_overhead(rounds=STATS_ROUNDS, n=STATS_CALLS, reps=STATS_REPS):
-    """aws_lambda.invoke per call with the library preloaded (every call
-    counted in shared memory) and without, the server restarted between the
-    two, `rounds` times each in alternating order against machine drift.
-    Each start keeps the fastest of `reps` runs of `n` calls; the figure is
-    the median of those."""
-    per_call = {True: [], False: []}
-    for r in range(rounds):
-        for preload in ((True, False) if r % 2 == 0 else (False, True)):
-            restart(preload)
-            s = Session()
+def stats_overhead(pairs=STATS_PAIRS, n=STATS_CALLS):
+    """aws_lambda.invoke per call on the benchmark's server (lambda_fdw
+    preloaded: every call counted in shared memory) and on a second server
+    that does not preload it (nothing counted), same stub, same settings.
+    The two alternate in blocks of `n` calls, `pairs` times, so that the
+    machine's drift hits both alike; the overhead is the median of the
+    paired differences."""
+    other_cluster("start_postgres")
+    try:
+        other = {**os.environ, **NOT_PRELOADED}
+        psql(f"CREATE DATABASE {DB}", db="postgres", env=other)
+        for sql in SETUP[:3]:  # the extension, the server, the mapping
+            psql(sql, env=other)
+        on, off = Session(), Session(env=other)
+        for s in (on, off):
             s.run(invoke_loop(200))
-            best = min(s.timed(invoke_loop(n))[0] for _ in range(reps))
-            if preload:
-                counted = s.run("SELECT sum(calls) FROM lambda_fdw.stat_invocations WHERE function_name = 'echo';")
-                assert counted == [str(200 + reps * n)], counted
-            s.close()
-            per_call[preload].append(best * 1e6 / n)
-    on, off = statistics.median(per_call[True]), statistics.median(per_call[False])
-    return {"stats_on_per_call_us": on, "stats_off_per_call_us": off,
-            "stats_overhead_pct": (on - off) / off * 100}
+        on_us, off_us, diffs = [], [], []
+        for i in range(pairs):
+            t = {}
+            for name, s in (("on", on), ("off", off)) if i % 2 == 0 else (("off", off), ("on", on)):
+                t[name] = s.timed(invoke_loop(n))[0] * 1e6 / n
+            on_us.append(t["on"])
+            off_us.append(t["off"])
+            diffs.append((t["on"] - t["off"]) / t["off"] * 100)
+        counted = on.run("SELECT sum(calls) FROM lambda_fdw.stat_invocations WHERE function_name = 'echo';")
+        assert int(counted[0]) >= 200 + pairs * n, counted
+        on.close()
+        off.close()
+    finally:
+        other_cluster("STARTED_PG=1 stop_postgres")
+    return {"stats_on_per_call_us": statistics.median(on_us),
+            "stats_off_per_call_us": statistics.median(off_us),
+            "stats_overhead_pct": statistics.median(diffs)}
 
 
 def report(r):

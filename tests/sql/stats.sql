@@ -96,6 +96,25 @@ SELECT function_name, calls, retries, function_errors FROM lambda_fdw.stat_invoc
  WHERE server = 'stat_stub' AND function_name IN ('echo', 'flaky', 'handled-error')
  ORDER BY function_name;
 
+-- At most lambda_fdw.stat_max_entries entries: a new one evicts the least
+-- recently used. 1,000 qualifiers fill the table; using v1 again makes v2
+-- the least recent, so v1001 takes v2's place.
+SHOW lambda_fdw.stat_max_entries;
+SELECT lambda_fdw.stat_invocations_reset();
+SELECT count(*) FROM generate_series(1, 1000) i,
+  LATERAL aws_lambda.invoke('echo', '{}'::json, 'eu-west-3', qualifier => 'v' || i) r
+ WHERE r.status_code = 200;
+SELECT count(*), sum(calls) FROM lambda_fdw.stat_invocations;
+SELECT status_code FROM aws_lambda.invoke('echo', '{}'::json, 'eu-west-3', qualifier => 'v1');
+SELECT status_code FROM aws_lambda.invoke('echo', '{}'::json, 'eu-west-3', qualifier => 'v1001');
+SELECT count(*),
+       count(*) FILTER (WHERE function_name = 'echo:v1') AS v1,
+       count(*) FILTER (WHERE function_name = 'echo:v2') AS v2,
+       count(*) FILTER (WHERE function_name = 'echo:v3') AS v3,
+       count(*) FILTER (WHERE function_name = 'echo:v1001') AS v1001,
+       max(calls) FILTER (WHERE function_name = 'echo:v1') AS v1_calls
+  FROM lambda_fdw.stat_invocations;
+
 -- What each role sees: its own rows; superusers and pg_read_all_stats, all.
 SELECT lambda_fdw.stat_invocations_reset();
 CREATE ROLE stat_alice;
