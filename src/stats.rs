@@ -140,6 +140,49 @@ static mut PREV_SHMEM_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
 #[cfg(not(any(feature = "pg13", feature = "pg14")))]
 static mut PREV_SHMEM_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
 
+/// The shared header and table, when the library was preloaded.
+fn shared_table() -> Option<(*mut Shared, *mut pg_sys::HTAB)> {
+    let (shared, table) = (
+        SHARED.load(Ordering::Relaxed),
+        TABLE.load(Ordering::Relaxed),
+    );
+    (!shared.is_null() && !table.is_null()).then_some((shared, table))
+}
+
+/// Calls `f` on every entry, in no order. `f` may remove the entry it is
+/// given (dynahash allows removing the element just returned by a scan).
+///
+/// # Safety
+/// The stats lock is held (exclusively if `f` writes).
+unsafe fn for_each_entry(table: *mut pg_sys::HTAB, mut f: impl FnMut(*mut Entry)) {
+    // SAFETY: per the contract; a full scan, so no hash_seq_term is needed.
+    unsafe {
+        let mut status: pg_sys::HASH_SEQ_STATUS = std::mem::zeroed();
+        pg_sys::hash_seq_init(&mut status, table);
+        loop {
+            let e = pg_sys::hash_seq_search(&mut status) as *mut Entry;
+            if e.is_null() {
+                break;
+            }
+            f(e);
+        }
+    }
+}
+
+/// # Safety
+/// The stats lock is held exclusively.
+unsafe fn remove(table: *mut pg_sys::HTAB, key: &Key) {
+    // SAFETY: per the contract; `key` is a whole Key.
+    unsafe {
+        pg_sys::hash_search(
+            table,
+            key as *const Key as *const c_void,
+            pg_sys::HASHACTION::HASH_REMOVE,
+            std::ptr::null_mut(),
+        );
+    }
+}
+
 fn max_entries() -> i64 {
     i64::from(MAX_ENTRIES.get().max(1))
 }
@@ -280,11 +323,10 @@ pub fn record_log(caller: &Caller, log: &CallLog) {
 
 /// Counts `calls`; does nothing when the library is not preloaded.
 pub fn record(caller: &Caller, calls: &[CallStats]) {
-    let (shared, table) = (
-        SHARED.load(Ordering::Relaxed),
-        TABLE.load(Ordering::Relaxed),
-    );
-    if shared.is_null() || table.is_null() || calls.is_empty() {
+    let Some((shared, table)) = shared_table() else {
+        return;
+    };
+    if calls.is_empty() {
         return;
     }
     let server = caller
@@ -364,28 +406,17 @@ unsafe fn find_or_make(table: *mut pg_sys::HTAB, key: &Key) -> *mut Entry {
 /// # Safety
 /// The stats lock is held exclusively.
 unsafe fn evict_least_recent(table: *mut pg_sys::HTAB) {
-    // SAFETY: per the contract; a full scan (no early exit, so no
-    // hash_seq_term), then one removal by key.
+    let mut oldest: Option<(u64, Key)> = None;
+    // SAFETY: per the contract; entries are read during the scan, and the
+    // oldest removed after it.
     unsafe {
-        let mut status: pg_sys::HASH_SEQ_STATUS = std::mem::zeroed();
-        pg_sys::hash_seq_init(&mut status, table);
-        let mut oldest: Option<(u64, Key)> = None;
-        loop {
-            let e = pg_sys::hash_seq_search(&mut status) as *mut Entry;
-            if e.is_null() {
-                break;
-            }
+        for_each_entry(table, |e| {
             if oldest.is_none_or(|(used, _)| (*e).last_used < used) {
                 oldest = Some(((*e).last_used, (*e).key));
             }
-        }
+        });
         if let Some((_, key)) = oldest {
-            pg_sys::hash_search(
-                table,
-                &key as *const Key as *const c_void,
-                pg_sys::HASHACTION::HASH_REMOVE,
-                std::ptr::null_mut(),
-            );
+            remove(table, &key);
         }
     }
 }
@@ -396,26 +427,14 @@ fn not_preloaded() -> ! {
 
 /// Every entry, copied out under the shared lock.
 fn snapshot() -> Vec<Entry> {
-    let (shared, table) = (
-        SHARED.load(Ordering::Relaxed),
-        TABLE.load(Ordering::Relaxed),
-    );
-    if shared.is_null() || table.is_null() {
-        not_preloaded();
-    }
+    let Some((shared, table)) = shared_table() else {
+        not_preloaded()
+    };
     let mut entries = Vec::new();
     // SAFETY: as in `record`; a full scan under the shared lock.
     unsafe {
         pg_sys::LWLockAcquire((*shared).lock, pg_sys::LWLockMode::LW_SHARED);
-        let mut status: pg_sys::HASH_SEQ_STATUS = std::mem::zeroed();
-        pg_sys::hash_seq_init(&mut status, table);
-        loop {
-            let e = pg_sys::hash_seq_search(&mut status) as *const Entry;
-            if e.is_null() {
-                break;
-            }
-            entries.push(*e);
-        }
+        for_each_entry(table, |e| entries.push(*e));
         pg_sys::LWLockRelease((*shared).lock);
     }
     entries
@@ -517,31 +536,13 @@ pub extern "C" fn pg_finfo_lambda_fdw_stat_invocations_reset() -> &'static pg_sy
 pub unsafe extern "C-unwind" fn lambda_fdw_stat_invocations_reset(
     _fcinfo: pg_sys::FunctionCallInfo,
 ) -> Datum {
-    let (shared, table) = (
-        SHARED.load(Ordering::Relaxed),
-        TABLE.load(Ordering::Relaxed),
-    );
-    if shared.is_null() || table.is_null() {
-        not_preloaded();
-    }
-    // SAFETY: as in `record`; removing the entry just returned by a
-    // sequential scan is allowed by dynahash.
+    let Some((shared, table)) = shared_table() else {
+        not_preloaded()
+    };
+    // SAFETY: as in `record`, under the exclusive lock.
     unsafe {
         pg_sys::LWLockAcquire((*shared).lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let mut status: pg_sys::HASH_SEQ_STATUS = std::mem::zeroed();
-        pg_sys::hash_seq_init(&mut status, table);
-        loop {
-            let e = pg_sys::hash_seq_search(&mut status) as *const Entry;
-            if e.is_null() {
-                break;
-            }
-            pg_sys::hash_search(
-                table,
-                &(*e).key as *const Key as *const c_void,
-                pg_sys::HASHACTION::HASH_REMOVE,
-                std::ptr::null_mut(),
-            );
-        }
+        for_each_entry(table, |e| remove(table, &(*e).key));
         pg_sys::LWLockRelease((*shared).lock);
     }
     Datum::from(0)

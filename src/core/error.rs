@@ -93,3 +93,15 @@ pub enum CoreError {
 }
 
 pub type CoreResult<T> = Result<T, CoreError>;
+
+/// A service error with `status` and `code`, for unit tests.
+#[cfg(test)]
+pub fn service_error(status: u16, code: &str) -> CoreError {
+    CoreError::Service {
+        function: "f".into(),
+        code: code.into(),
+        message: "m".into(),
+        status,
+        request_id: None,
+    }
+}

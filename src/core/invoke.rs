@@ -285,20 +285,23 @@ impl LambdaClient {
     }
 }
 
+/// A 200 from `$LATEST` with `payload`, for unit tests.
+#[cfg(test)]
+pub fn answered(function_error: Option<&str>, payload: &str) -> InvokeOutcome {
+    InvokeOutcome {
+        status_code: 200,
+        payload: Some(Bytes::copy_from_slice(payload.as_bytes())),
+        executed_version: Some("$LATEST".into()),
+        log_result: None,
+        function_error: function_error.map(str::to_string),
+        request_id: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn outcome(err: Option<&str>, payload: &str) -> InvokeOutcome {
-        InvokeOutcome {
-            status_code: 200,
-            payload: Some(Bytes::copy_from_slice(payload.as_bytes())),
-            executed_version: Some("$LATEST".into()),
-            log_result: None,
-            function_error: err.map(str::to_string),
-            request_id: None,
-        }
-    }
+    use answered as outcome;
 
     #[test]
     fn function_error_takes_error_message() {

@@ -178,28 +178,8 @@ impl CallLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-
-    fn service(status: u16, code: &str) -> CoreError {
-        CoreError::Service {
-            function: "f".into(),
-            code: code.into(),
-            message: "m".into(),
-            status,
-            request_id: None,
-        }
-    }
-
-    fn ok(function_error: Option<&str>, payload: &str) -> InvokeOutcome {
-        InvokeOutcome {
-            status_code: 200,
-            payload: Some(Bytes::copy_from_slice(payload.as_bytes())),
-            executed_version: None,
-            log_result: None,
-            function_error: function_error.map(str::to_string),
-            request_id: None,
-        }
-    }
+    use crate::core::error::service_error as service;
+    use crate::core::invoke::answered as ok;
 
     #[test]
     fn every_error_has_one_class() {

@@ -116,16 +116,7 @@ fn delay_with_fraction(next_attempt: u32, fraction: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn service(status: u16, code: &str) -> CoreError {
-        CoreError::Service {
-            function: "f".into(),
-            code: code.into(),
-            message: "m".into(),
-            status,
-            request_id: None,
-        }
-    }
+    use crate::core::error::service_error as service;
 
     #[test]
     fn what_is_retried() {

@@ -882,17 +882,7 @@ pub extern "C-unwind" fn lambda_fdw_queue_main(arg: pg_sys::Datum) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ok(function_error: Option<&str>, payload: &str) -> InvokeOutcome {
-        InvokeOutcome {
-            status_code: 200,
-            payload: Some(Bytes::copy_from_slice(payload.as_bytes())),
-            executed_version: Some("$LATEST".into()),
-            log_result: None,
-            function_error: function_error.map(str::to_string),
-            request_id: Some("req-1".into()),
-        }
-    }
+    use crate::core::invoke::answered as ok;
 
     fn throttled() -> CoreError {
         CoreError::Service {
