@@ -55,6 +55,12 @@ pub enum LambdaFdwError {
     #[error("no payload given for the invocation queued by INSERT into {table}")]
     NoPayloadToQueue { table: String },
 
+    #[error("lambda_fdw has no remote schema \"{0}\"")]
+    NoRemoteSchema(String),
+
+    #[error("LIMIT TO names the tables to create, and with prefix \"{prefix}\" function \"{name}\" becomes table \"{prefix}{name}\"")]
+    ImportLimitToPrefix { name: String, prefix: String },
+
     #[error("lambda_fdw must be loaded via \"shared_preload_libraries\" to count invocations")]
     StatsNotPreloaded,
 }
@@ -269,6 +275,24 @@ impl From<LambdaFdwError> for ErrorReport {
                 message,
                 None,
                 Some("INSERT INTO <table> (payload) VALUES ('{...}')".into()),
+            ),
+            LambdaFdwError::NoRemoteSchema(_) => report(
+                ERRCODE_FDW_SCHEMA_NOT_FOUND,
+                message,
+                None,
+                Some(format!(
+                    "the remote schema is \"{}\": every function of the server's region",
+                    crate::fdw::import::REMOTE_SCHEMA
+                )),
+            ),
+            LambdaFdwError::ImportLimitToPrefix { name, prefix } => report(
+                ERRCODE_INVALID_PARAMETER_VALUE,
+                message,
+                None,
+                Some(format!(
+                    "write LIMIT TO (\"{}\")",
+                    format!("{prefix}{name}").replace('"', "\"\"")
+                )),
             ),
             LambdaFdwError::StatsNotPreloaded => report(
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

@@ -1,16 +1,19 @@
 //! Sending invocations and reading their outcomes: one call, or many with
 //! bounded concurrency, and mapping SDK errors to [`CoreError`].
 
+use std::cell::RefCell;
 use std::error::Error as StdError;
+use std::future::Future;
 use std::rc::Rc;
+use std::time::Duration;
 
 use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_lambda::operation::invoke::InvokeError;
 use aws_sdk_lambda::operation::RequestId;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{InvocationType as SdkInvocationType, LogType as SdkLogType};
 use bytes::Bytes;
 use futures::stream::{LocalBoxStream, StreamExt};
+use futures::TryFutureExt;
 
 use super::client::LambdaClient;
 use super::error::{CoreError, CoreResult};
@@ -104,12 +107,21 @@ fn is_identity_failure(e: &(dyn StdError + 'static)) -> bool {
     false
 }
 
-/// The error, and the server's Retry-After if it sent one.
-fn map_sdk_error(
-    err: SdkError<InvokeError>,
+/// Functions asked for per ListFunctions page (the service's largest).
+const LIST_PAGE_SIZE: i32 = 50;
+/// How messages name a ListFunctions call, where they name a function.
+const LIST_FUNCTIONS: &str = "ListFunctions";
+
+/// The error, and the server's Retry-After if it sent one; `function` is
+/// what the call was about, for messages.
+fn map_sdk_error<E>(
+    err: SdkError<E>,
     client: &LambdaClient,
     function: &str,
-) -> (CoreError, Option<std::time::Duration>) {
+) -> (CoreError, Option<std::time::Duration>)
+where
+    E: ProvideErrorMetadata + RequestId + StdError + Send + Sync + 'static,
+{
     let retry_after = match &err {
         SdkError::ServiceError(ctx) => ctx
             .raw()
@@ -195,15 +207,31 @@ impl LambdaClient {
         &self,
         mut req: InvokeRequest,
     ) -> (CoreResult<InvokeOutcome>, u32) {
+        let payload = RefCell::new(std::mem::take(&mut req.payload));
+        let req = &req;
+        self.retrying(|attempt| {
+            let payload = if attempt >= self.max_attempts {
+                payload.take()
+            } else {
+                payload.borrow().clone()
+            };
+            self.invoke_once(req, payload)
+        })
+        .await
+    }
+
+    /// Runs `once(attempt)` for attempts 1, 2, ... as `retry` allows, up
+    /// to `max_attempts`; returns the result and the attempts made. An
+    /// error after a retry, or a retryable one, says it gave up.
+    async fn retrying<T, F, Fut>(&self, mut once: F) -> (CoreResult<T>, u32)
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, (CoreError, Option<Duration>)>>,
+    {
         let mut attempt = 1;
         loop {
-            let payload = if attempt >= self.max_attempts {
-                std::mem::take(&mut req.payload)
-            } else {
-                req.payload.clone()
-            };
-            match self.invoke_once(&req, payload).await {
-                Ok(outcome) => return (Ok(outcome), attempt),
+            match once(attempt).await {
+                Ok(value) => return (Ok(value), attempt),
                 Err((error, retry_after)) => {
                     let retryable = retry::is_retryable(&error);
                     if retryable && attempt < self.max_attempts {
@@ -223,6 +251,40 @@ impl LambdaClient {
                 }
             }
         }
+    }
+
+    /// The names of every function of the region, from ListFunctions (all
+    /// pages, each retried as an invocation is), sorted.
+    pub async fn list_function_names(&self) -> CoreResult<Vec<String>> {
+        let mut names = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .retrying(|_| {
+                    self.inner
+                        .list_functions()
+                        .set_marker(marker.clone())
+                        .max_items(LIST_PAGE_SIZE)
+                        .send()
+                        .map_err(|e| map_sdk_error(e, self, LIST_FUNCTIONS))
+                })
+                .await
+                .0?;
+            names.extend(
+                page.functions()
+                    .iter()
+                    .filter_map(|f| f.function_name().map(str::to_string)),
+            );
+            match page.next_marker() {
+                Some(next) if !next.is_empty() && marker.as_deref() != Some(next) => {
+                    marker = Some(next.to_string())
+                }
+                _ => break,
+            }
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
     }
 
     /// Sends one invocation once, with no retry: the error comes with the

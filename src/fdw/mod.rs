@@ -10,6 +10,7 @@ mod batch;
 pub mod columns;
 mod executor;
 mod explain;
+pub mod import;
 mod modify;
 pub mod options;
 pub mod plan;
@@ -108,6 +109,8 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
         routine.BeginForeignInsert = Some(modify::begin_foreign_insert);
         routine.ExplainForeignModify = Some(explain::explain_foreign_modify);
         routine.EndForeignInsert = Some(modify::end_foreign_modify);
+        // A foreign table per function of the region.
+        routine.ImportForeignSchema = Some(import::import_foreign_schema);
     }
 
     fn validator(options: Vec<Option<String>>, catalog: Option<Oid>) -> Result<()> {

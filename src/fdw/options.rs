@@ -17,6 +17,8 @@ pub enum Catalog {
     Server,
     UserMapping,
     Table,
+    /// The options of IMPORT FOREIGN SCHEMA.
+    Import,
 }
 
 impl Catalog {
@@ -26,6 +28,7 @@ impl Catalog {
             Catalog::Server => "a lambda_fdw server",
             Catalog::UserMapping => "a lambda_fdw user mapping",
             Catalog::Table => "a lambda_fdw foreign table",
+            Catalog::Import => "IMPORT FOREIGN SCHEMA from a lambda_fdw server",
         }
     }
 
@@ -35,6 +38,7 @@ impl Catalog {
             Catalog::Server => SERVER_OPTIONS,
             Catalog::UserMapping => USER_MAPPING_OPTIONS,
             Catalog::Table => TABLE_OPTIONS,
+            Catalog::Import => IMPORT_OPTIONS,
         }
     }
 }
@@ -63,6 +67,9 @@ pub const TABLE_OPTIONS: &[&str] = &[
     "max_concurrency",
     "function_errors",
 ];
+/// IMPORT FOREIGN SCHEMA: `prefix` names the tables, the others are set on
+/// every table made.
+pub const IMPORT_OPTIONS: &[&str] = &["qualifier", "function_errors", "max_concurrency", "prefix"];
 
 pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
 pub const MAX_CONCURRENCY_LIMIT: usize = 1000;
@@ -405,6 +412,37 @@ pub fn validate(catalog: Catalog, options: &[String]) -> Result<()> {
         Catalog::Server => ServerOptions::parse(&map).map(|_| ()),
         Catalog::UserMapping => UserMappingOptions::parse(&map).map(|_| ()),
         Catalog::Table => TableOptions::parse(&map).map(|_| ()),
+        Catalog::Import => ImportOptions::parse(&map).map(|_| ()),
+    }
+}
+
+/// The options of IMPORT FOREIGN SCHEMA, checked as a table's would be.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Put before every function name to name its table.
+    pub prefix: String,
+    /// Set on every table made, in this order.
+    pub table_options: Vec<(&'static str, String)>,
+}
+
+impl ImportOptions {
+    pub fn parse(map: &HashMap<String, String>) -> Result<Self> {
+        let table_options: Vec<(&'static str, String)> = IMPORT_OPTIONS
+            .iter()
+            .filter(|&&name| name != "prefix")
+            .filter_map(|&name| map.get(name).map(|v| (name, v.clone())))
+            .collect();
+        // The values must make a valid table, whatever the function.
+        let mut table: HashMap<String, String> = table_options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        table.insert("function_name".into(), "f".into());
+        TableOptions::parse(&table)?;
+        Ok(Self {
+            prefix: map.get("prefix").cloned().unwrap_or_default(),
+            table_options,
+        })
     }
 }
 
