@@ -187,6 +187,56 @@ fn qualifier(query: &str) -> Option<String> {
         .map(|q| q.replace("%24", "$"))
 }
 
+/// The stub's functions as ListFunctions lists them: three whose names need
+/// quoting as SQL identifiers, then `fn-000` to `fn-119`; 123 in all, more
+/// than two pages of 50.
+fn listed_functions() -> Vec<String> {
+    let mut names = vec!["Resize-Image".to_string(), "select".to_string(), "UPPER_case".to_string()];
+    names.extend((0..120).map(|i| format!("fn-{i:03}")));
+    names
+}
+
+/// ListFunctions, paged by Marker (an index) and MaxItems (default 50).
+/// Signed with access key AKIDDENIED: 403 AccessDeniedException. Pages
+/// served are counted under `list-functions/pages`.
+fn list_functions(req: &Request, counters: &Counters) -> Response {
+    let signed_by = req.header("Authorization").unwrap_or_default();
+    if signed_by.contains("Credential=AKIDDENIED/") {
+        return Response::aws_error(
+            403,
+            "AccessDeniedException",
+            "User: arn:aws:iam::000000000000:user/denied is not authorized to perform: lambda:ListFunctions",
+        );
+    }
+    drop(count(counters, "list-functions", "pages"));
+    let param = |name: &str| {
+        req.query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    let start = param("Marker").unwrap_or(0);
+    let size = param("MaxItems").unwrap_or(50).max(1);
+    let all = listed_functions();
+    let end = (start + size).min(all.len());
+    let page: Vec<Value> = all[start.min(end)..end]
+        .iter()
+        .map(|n| {
+            json!({
+                "FunctionName": n,
+                "FunctionArn": format!("arn:aws:lambda:us-west-2:000000000000:function:{n}"),
+                "Runtime": "python3.11",
+                "Version": "$LATEST",
+            })
+        })
+        .collect();
+    let mut body = json!({ "Functions": page });
+    if end < all.len() {
+        body["NextMarker"] = json!(end.to_string());
+    }
+    Response::json(200, body)
+}
+
 /// Records a call for `key` and returns all call times so far.
 fn count(counters: &Counters, name: &str, key: &str) -> Vec<Instant> {
     let mut map = counters.lock().unwrap_or_else(|p| p.into_inner());
@@ -205,6 +255,9 @@ fn min_gap_ms(calls: &[Instant]) -> Option<u128> {
 async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response {
     if req.method == "GET" && req.path == "/health" {
         return Response::json(200, json!({"ok": true}));
+    }
+    if req.method == "GET" && req.path.trim_end_matches('/') == "/2015-03-31/functions" {
+        return list_functions(req, counters);
     }
     let Some(name) = function_name(&req.path) else {
         return Response::json(404, json!({"message": "no such route"}));
