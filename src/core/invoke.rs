@@ -347,7 +347,7 @@ impl LambdaClient {
     }
 }
 
-/// A 200 from `$LATEST` with `payload`, for unit tests.
+/// A 200 from `$LATEST` with `payload` and request id `req-1`, for unit tests.
 #[cfg(test)]
 pub fn answered(function_error: Option<&str>, payload: &str) -> InvokeOutcome {
     InvokeOutcome {
@@ -356,7 +356,7 @@ pub fn answered(function_error: Option<&str>, payload: &str) -> InvokeOutcome {
         executed_version: Some("$LATEST".into()),
         log_result: None,
         function_error: function_error.map(str::to_string),
-        request_id: None,
+        request_id: Some("req-1".into()),
     }
 }
 
