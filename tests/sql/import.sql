@@ -77,7 +77,7 @@ SELECT count(*) AS tables,
 SELECT relname, 'stub_fns'::regnamespace::text || '.' || quote_ident(relname) AS written
   FROM pg_class WHERE relnamespace = 'stub_fns'::regnamespace AND relname NOT LIKE 'fn-%' ORDER BY 1;
 SELECT status_code, response FROM stub_fns."Resize-Image" WHERE payload = '{"k": 1}';
-SELECT status_code FROM stub_fns."select" WHERE payload = '{}';
+SELECT status_code, response FROM stub_fns."select" WHERE payload = '{"s": 2}';
 CREATE FOREIGN TABLE imp_calls (payload jsonb, response jsonb) SERVER imp_stub OPTIONS (function_name 'calls');
 SELECT response->'calls' AS list_pages FROM imp_calls WHERE payload = '{"of": "list-functions", "key": "pages"}';
 
@@ -110,6 +110,7 @@ IMPORT FOREIGN SCHEMA lambda FROM SERVER imp_stub INTO failed_fns;
 RESET ROLE;
 SELECT count(*) FROM pg_class WHERE relnamespace = 'failed_fns'::regnamespace;
 
+SET client_min_messages = warning;
 DROP OWNED BY imp_nobody;
 DROP ROLE imp_nobody;
 DROP SCHEMA fns, some_fns, other_fns, opt_fns, stub_fns, failed_fns CASCADE;
