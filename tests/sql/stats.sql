@@ -71,12 +71,12 @@ SELECT min_time_ms >= 300 AND max_time_ms < 1300 AS waited_for_the_limit
 SELECT calls, max_time_ms < 1000 AS quick FROM lambda_fdw.stat_invocations WHERE function_name = 'echo' AND server = 'stat_stub';
 
 -- EXPLAIN ANALYZE counts the scan's calls; EXPLAIN alone calls nothing.
-EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+EXPLAIN (ANALYZE, BUFFERS OFF, COSTS OFF, TIMING OFF, SUMMARY OFF)
   SELECT payload, response FROM stat_echo WHERE payload IN ('{"e": 1}', '{"e": 2}', '{"e": 3}');
-EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+EXPLAIN (ANALYZE, BUFFERS OFF, COSTS OFF, TIMING OFF, SUMMARY OFF)
   SELECT response FROM stat_flaky
   WHERE payload = '{"key": "stats-t3", "fail": 1, "status": 429, "retry_after": "0"}';
-EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+EXPLAIN (ANALYZE, BUFFERS OFF, COSTS OFF, TIMING OFF, SUMMARY OFF)
   SELECT function_error FROM stat_failing WHERE payload IN ('{"f": 1}', '{"f": 2}');
 EXPLAIN (COSTS OFF)
   SELECT payload, response FROM stat_echo WHERE payload IN ('{"x": 1}', '{"x": 2}');
