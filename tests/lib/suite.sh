@@ -33,7 +33,8 @@ status=0
 if [[ $status -ne 0 && -f "$WORK/regress/regression.diffs" ]]; then
   cat "$WORK/regress/regression.diffs"
 fi
-passed=$(grep -cE '^(test| ) *[a-z_]+ +\.\.\. ok' "$WORK/pg_regress.log" || true)
+# pg_regress 15 prints "test name ... ok"; 18 prints TAP, "ok 1 - name".
+passed=$(grep -cE '^(test| ) *[a-z_]+ +\.\.\. ok|^ok +[0-9]+ +- +[a-z_]+' "$WORK/pg_regress.log" || true)
 failed=$(( ${#SUITES[@]} - passed ))
 
 log "drivers: asyncpg and psycopg 3, prepared statements and generic plans"
