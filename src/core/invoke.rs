@@ -194,7 +194,7 @@ impl LambdaClient {
         let (result, attempts) = self.invoke_with_retries(req).await;
         log.finish(CallStats::of(
             result.as_ref(),
-            &display,
+            display,
             attempts,
             started.elapsed(),
             bytes_sent,

@@ -76,11 +76,11 @@ pub struct CallStats {
 }
 
 impl CallStats {
-    /// The statistics of a call that ended with `result` after `attempts`
-    /// attempts; `display` names the function in a function error's message.
+    /// The statistics of a call to `function` (as resolved, with its
+    /// qualifier) that ended with `result` after `attempts` attempts.
     pub fn of(
         result: Result<&InvokeOutcome, &CoreError>,
-        display: &str,
+        function: String,
         attempts: u32,
         elapsed: Duration,
         bytes_sent: u64,
@@ -94,7 +94,7 @@ impl CallStats {
                         CallClass::FunctionError,
                         received,
                         out.clone()
-                            .raise_function_error(display)
+                            .raise_function_error(&function)
                             .err()
                             .map(|e| e.to_string()),
                     ),
@@ -103,7 +103,7 @@ impl CallStats {
             Err(e) => (error_class(e), 0, Some(e.to_string())),
         };
         Self {
-            function: display.to_string(),
+            function,
             class: Some(class),
             retries: attempts.saturating_sub(1),
             elapsed,
@@ -231,7 +231,7 @@ mod tests {
     fn stats_of_outcomes() {
         let s = CallStats::of(
             Ok(&ok(None, r#"{"a":1}"#)),
-            "f",
+            "f".into(),
             2,
             Duration::from_millis(5),
             9,
@@ -243,7 +243,7 @@ mod tests {
 
         let s = CallStats::of(
             Ok(&ok(Some("Unhandled"), r#"{"errorMessage":"boom"}"#)),
-            "f",
+            "f".into(),
             1,
             Duration::ZERO,
             2,
@@ -256,7 +256,7 @@ mod tests {
         );
 
         let e = CoreError::Connect("Connection refused (os error 111)".into());
-        let s = CallStats::of(Err(&e), "f", 1, Duration::ZERO, 2);
+        let s = CallStats::of(Err(&e), "f".into(), 1, Duration::ZERO, 2);
         assert_eq!(s.class, Some(CallClass::ConnectError));
         assert_eq!(s.bytes_received, 0);
         assert_eq!(s.error, Some(e.to_string()));
@@ -281,7 +281,7 @@ mod tests {
         assert_eq!(log.peak(), 3);
         log.finish(CallStats::of(
             Err(&CoreError::NoRegion),
-            "f",
+            "f".into(),
             1,
             Duration::ZERO,
             0,

@@ -8,14 +8,13 @@
 //! allow, by table name; the same filter is applied here first, by function
 //! name, so that only the tables asked for are described.
 
-use std::collections::HashMap;
 use std::ffi::{c_char, CStr, CString};
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgList;
 
-use super::options::{validate, Catalog, ImportOptions, ServerOptions};
+use super::options::{named, Catalog, ImportOptions, ServerOptions};
 use crate::catalog;
 use crate::config::PG_INTERRUPTS;
 use crate::core::{block_on, client_for};
@@ -151,13 +150,7 @@ unsafe fn statements(
     if remote != REMOTE_SCHEMA {
         return Err(LambdaFdwError::NoRemoteSchema(remote));
     }
-    validate(Catalog::Import, &options)?;
-    let map: HashMap<String, String> = options
-        .iter()
-        .filter_map(|o| o.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let options = ImportOptions::parse(&map)?;
+    let options = ImportOptions::parse(&named(Catalog::Import, &options)?)?;
     let (server_ref, server_options) = catalog::server(server)?;
     let settings =
         route::settings_for_server(&server_ref, &ServerOptions::parse(&server_options)?)?;
@@ -200,6 +193,7 @@ pub unsafe extern "C-unwind" fn import_foreign_schema(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()

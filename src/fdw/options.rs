@@ -390,6 +390,19 @@ impl TableOptions {
 /// Validates an option list (`name=value` strings, as PostgreSQL passes them
 /// to a validator) for one catalog.
 pub fn validate(catalog: Catalog, options: &[String]) -> Result<()> {
+    let map = named(catalog, options)?;
+    match catalog {
+        Catalog::Wrapper => Ok(()),
+        Catalog::Server => ServerOptions::parse(&map).map(|_| ()),
+        Catalog::UserMapping => UserMappingOptions::parse(&map).map(|_| ()),
+        Catalog::Table => TableOptions::parse(&map).map(|_| ()),
+        Catalog::Import => ImportOptions::parse(&map).map(|_| ()),
+    }
+}
+
+/// An option list (`name=value` strings) as a map, every name checked
+/// against the catalog's options; the values are not checked.
+pub fn named(catalog: Catalog, options: &[String]) -> Result<HashMap<String, String>> {
     let mut map = HashMap::new();
     for opt in options {
         let (k, v) = opt
@@ -407,13 +420,7 @@ pub fn validate(catalog: Catalog, options: &[String]) -> Result<()> {
         }
         map.insert(k.to_string(), v.to_string());
     }
-    match catalog {
-        Catalog::Wrapper => Ok(()),
-        Catalog::Server => ServerOptions::parse(&map).map(|_| ()),
-        Catalog::UserMapping => UserMappingOptions::parse(&map).map(|_| ()),
-        Catalog::Table => TableOptions::parse(&map).map(|_| ()),
-        Catalog::Import => ImportOptions::parse(&map).map(|_| ()),
-    }
+    Ok(map)
 }
 
 /// The options of IMPORT FOREIGN SCHEMA, checked as a table's would be.

@@ -608,7 +608,7 @@ impl Sender {
                         let result = job.client.send_once(&job.request).await;
                         let stats = CallStats::of(
                             result.as_ref().map_err(|(e, _)| e),
-                            &display,
+                            display.clone(),
                             1,
                             started.elapsed(),
                             job.request.payload.len() as u64,
