@@ -63,6 +63,9 @@ pub enum LambdaFdwError {
 
     #[error("lambda_fdw must be loaded via \"shared_preload_libraries\" to count invocations")]
     StatsNotPreloaded,
+
+    #[error("lambda_fdw's queue table lambda_fdw.invocations does not exist in this database")]
+    QueueMissing,
 }
 
 pub type Result<T> = std::result::Result<T, LambdaFdwError>;
@@ -293,6 +296,12 @@ impl From<LambdaFdwError> for ErrorReport {
                     "write LIMIT TO (\"{}\")",
                     format!("{prefix}{name}").replace('"', "\"\"")
                 )),
+            ),
+            LambdaFdwError::QueueMissing => report(
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                message,
+                Some("the extension's SQL objects are older than its library: the queue came with version 0.2.0".into()),
+                Some("run ALTER EXTENSION lambda_fdw UPDATE".into()),
             ),
             LambdaFdwError::StatsNotPreloaded => report(
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

@@ -82,14 +82,15 @@ fn as_role<R>(owner: Oid, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// The queue table's owner; the table is missing while the extension's SQL
+/// is still at 0.1.0 (a new library before ALTER EXTENSION UPDATE).
 fn queue_table_owner() -> Result<Oid> {
     Spi::get_one::<Oid>(
-        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = 'lambda_fdw.invocations'::pg_catalog.regclass",
+        "SELECT (SELECT c.relowner FROM pg_catalog.pg_class c \
+                  WHERE c.oid = pg_catalog.to_regclass('lambda_fdw.invocations'))",
     )
     .map_err(|e| LambdaFdwError::Catalog(format!("could not find lambda_fdw.invocations: {e}")))?
-    .ok_or(LambdaFdwError::Catalog(
-        "could not find lambda_fdw.invocations".into(),
-    ))
+    .ok_or(LambdaFdwError::QueueMissing)
 }
 
 const INSERT: &str = "INSERT INTO lambda_fdw.invocations \

@@ -43,6 +43,14 @@ install_extension() { # [--release]
   log "building and installing lambda_fdw $*"
   (cd "$LAMBDA_FDW_ROOT" && cargo pgrx install --sudo --pg-config "$PG_CONFIG" "$@" >"$WORK/install.log" 2>&1) \
     || { tail -50 "$WORK/install.log"; return 1; }
+  # cargo pgrx installs the current version's script and the update scripts
+  # (sql/lambda_fdw--<from>--<to>.sql); the earlier versions' install
+  # scripts, kept as released, go beside them for tests/upgrade.py.
+  local dir
+  dir="$("$PG_CONFIG" --sharedir)/extension"
+  for script in "$LAMBDA_FDW_ROOT"/sql/lambda_fdw--*.sql; do
+    [[ $(basename "$script") == *--*--* ]] || install -m 644 "$script" "$dir/"
+  done
 }
 
 start_postgres() {

@@ -54,6 +54,13 @@ else
   failed=$((failed + 1)); status=1
 fi
 
+log "upgrade: ALTER EXTENSION lambda_fdw UPDATE from every earlier version, against a fresh install"
+if LAMBDA_FDW_MINISTACK_PORT="$MINISTACK_PORT" LAMBDA_FDW_QUEUE_DB="$QUEUE_DB" "$VENV/bin/python" tests/upgrade.py; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); status=1
+fi
+
 log "secrets: the planted credentials appear in no result and no server log line"
 if grep -l -e 'PLANTED-SECRET-5e1f' -e 'PLANTED-TOKEN-77aa' -e 'AKIDPLANTEDKEY' \
      "$WORK/postgres.log" "$WORK/regress/results/"*.out; then
