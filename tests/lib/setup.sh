@@ -14,7 +14,8 @@ EMBEDDED_PG_VERSION=18.6.3
 PSYCOPG_VERSION=3.2.10
 VENV="${LAMBDA_FDW_VENV:-$HOME/.cache/lambda_fdw/ministack-venv}"
 
-log() { printf '==> %s\n' "$*" >&2; }
+# Each line says when, in seconds since setup began (fresh-machine timings).
+log() { printf '==> [setup %d s] %s\n' "$SECONDS" "$*" >&2; }
 
 need_pkgs=()
 for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo; do
@@ -76,3 +77,4 @@ for ((i = 0; i < ${#init[@]}; i += 2)); do
     break
   fi
 done
+log "setup finished"

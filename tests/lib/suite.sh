@@ -11,19 +11,30 @@ source tests/lib/services.sh
 trap stop_services EXIT
 mkdir -p "$WORK"
 
+# part NAME MESSAGE: ends the running part (its time goes into the summary
+# line) and starts the next.
+times=() part_name="" part_started=$SECONDS
+part() {
+  [[ -z $part_name ]] || times+=("$part_name $((SECONDS - part_started)) s")
+  part_name=$1 part_started=$SECONDS
+  [[ -z ${2:-} ]] || log "$2"
+}
+
+part services "starting ministack and the stub"
 start_ministack
 start_stub
 
-log "unit tests and in-database tests (cargo pgrx test)"
+part "cargo pgrx test" "unit tests and in-database tests (cargo pgrx test)"
 rm -rf "$WORK/pgrx" && mkdir -p "$WORK/pgrx" && chown postgres "$WORK/pgrx"
 export LAMBDA_FDW_MINISTACK_PORT="$MINISTACK_PORT"
 cargo pgrx test "pg$PG_VERSION" --runas postgres --pgdata "$WORK/pgrx/data"
 
+part "install and cluster" "installing lambda_fdw and starting the cluster"
 install_extension
 start_postgres
 
 SUITES=(fdw_options fdw_invoke fdw_data rds_signatures rds_compat reliability bad_input secrets stats import)
-log "SQL regression suite: ${SUITES[*]}"
+part "regression suite" "SQL regression suite: ${SUITES[*]}"
 rm -rf "$WORK/regress" && mkdir -p "$WORK/regress" && chown postgres "$WORK/regress"
 status=0
 "$(dirname "$PG_CONFIG")/../lib/pgxs/src/test/regress/pg_regress" \
@@ -37,16 +48,16 @@ fi
 passed=$(grep -cE '^(test| ) *[a-z_]+ +\.\.\. ok|^ok +[0-9]+ +- +[a-z_]+' "$WORK/pg_regress.log" || true)
 failed=$(( ${#SUITES[@]} - passed ))
 
-log "drivers: asyncpg and psycopg 3, prepared statements and generic plans"
+part drivers "drivers: asyncpg and psycopg 3, prepared statements and generic plans"
 if "$VENV/bin/python" tests/drivers.py; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
 
-log "aborts: backend memory after cancelled, timed-out and failed scans"
+part aborts "aborts: backend memory after cancelled, timed-out and failed scans"
 if "$VENV/bin/python" tests/aborts.py; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
 
-log "load: 8 sessions x 300 invocations"
+part load "load: 8 sessions x 300 invocations"
 if python3 tests/load.py; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
 
-log "after_commit: the queue, its worker, rollbacks, retries, crashes and restarts"
+part after_commit "after_commit: the queue, its worker, rollbacks, retries, crashes and restarts"
 if LAMBDA_FDW_WORK="$WORK" LAMBDA_FDW_MINISTACK_PORT="$MINISTACK_PORT" LAMBDA_FDW_STUB_PORT="$STUB_PORT" \
    LAMBDA_FDW_QUEUE_DB="$QUEUE_DB" "$VENV/bin/python" tests/after_commit.py; then
   passed=$((passed + 1))
@@ -54,14 +65,14 @@ else
   failed=$((failed + 1)); status=1
 fi
 
-log "upgrade: ALTER EXTENSION lambda_fdw UPDATE from every earlier version, against a fresh install"
+part upgrade "upgrade: ALTER EXTENSION lambda_fdw UPDATE from every earlier version, against a fresh install"
 if LAMBDA_FDW_MINISTACK_PORT="$MINISTACK_PORT" LAMBDA_FDW_QUEUE_DB="$QUEUE_DB" "$VENV/bin/python" tests/upgrade.py; then
   passed=$((passed + 1))
 else
   failed=$((failed + 1)); status=1
 fi
 
-log "secrets: the planted credentials appear in no result and no server log line"
+part secrets "secrets: the planted credentials appear in no result and no server log line"
 if grep -l -e 'PLANTED-SECRET-5e1f' -e 'PLANTED-TOKEN-77aa' -e 'AKIDPLANTEDKEY' \
      "$WORK/postgres.log" "$WORK/regress/results/"*.out; then
   log "a planted secret leaked into the files above"
@@ -70,5 +81,7 @@ else
   passed=$((passed + 1))
 fi
 
+part ""
+echo "times on PostgreSQL $PG_VERSION: $(IFS=,; echo "${times[*]}" | sed 's/,/, /g')"
 echo "suites on PostgreSQL $PG_VERSION: $passed passed, $failed failed"
 exit $status
