@@ -18,6 +18,8 @@ import time
 import psycopg
 from psycopg.rows import tuple_row
 
+from pgcheck import error_of, one, wait_until
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DB = os.environ.get("LAMBDA_FDW_QUEUE_DB", "lambda_fdw_queue")
 MINISTACK = f"http://127.0.0.1:{os.environ.get('LAMBDA_FDW_MINISTACK_PORT', '45660')}"
@@ -40,28 +42,6 @@ def connect(db=DB, retries=100):
         except psycopg.OperationalError:
             time.sleep(0.2)
     return psycopg.connect(dbname=db, autocommit=True)
-
-
-def one(conn, sql, args=None):
-    return conn.execute(sql, args).fetchone()[0]
-
-
-def error_of(conn, sql, args=None):
-    """(SQLSTATE, message) of the error `sql` raises, None if it does not."""
-    try:
-        conn.execute(sql, args)
-    except psycopg.Error as e:
-        return (e.sqlstate, e.diag.message_primary)
-    return None
-
-
-def wait_until(conn, sql, args=None, timeout=30.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if one(conn, sql, args):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def settled(conn, ids, timeout=30.0):

@@ -31,6 +31,8 @@ import time
 import psycopg
 from psycopg.rows import tuple_row
 
+from pgcheck import one, wait_until
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UPGRADED = os.environ.get("LAMBDA_FDW_QUEUE_DB", "lambda_fdw_queue")
 FRESH = "lambda_fdw_upgrade_fresh"
@@ -49,28 +51,6 @@ def check(what, got, want):
 
 def connect(db):
     return psycopg.connect(dbname=db, autocommit=True, row_factory=tuple_row)
-
-
-def one(conn, sql, args=None):
-    return conn.execute(sql, args).fetchone()[0]
-
-
-def error_of(conn, sql, args=None):
-    """(SQLSTATE, message, hint) of the error `sql` raises, None if none."""
-    try:
-        conn.execute(sql, args)
-    except psycopg.Error as e:
-        return (e.sqlstate, e.diag.message_primary, e.diag.message_hint)
-    return None
-
-
-def wait_until(conn, sql, args=None, timeout=30.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if one(conn, sql, args):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # Every object of the extension, one line each, in a form that does not
@@ -256,8 +236,12 @@ def upgrade_from(admin, version, fresh_members, fresh_extension):
     invokes(conn, f"{version} SQL, new library")
     if version == "0.1.0":
         # The queue came with 0.2.0: INSERT says what to do.
-        check("0.1.0 SQL, new library: INSERT asks for the update",
-              error_of(conn, "INSERT INTO echo (payload) VALUES ('{}')"),
+        try:
+            conn.execute("INSERT INTO echo (payload) VALUES ('{}')")
+            got = None
+        except psycopg.Error as e:
+            got = (e.sqlstate, e.diag.message_primary, e.diag.message_hint)
+        check("0.1.0 SQL, new library: INSERT asks for the update", got,
               ("55000", "lambda_fdw's queue table lambda_fdw.invocations does not exist in this database",
                "run ALTER EXTENSION lambda_fdw UPDATE"))
 
