@@ -71,7 +71,7 @@ fi
 init=(--pg15 "$PG_CONFIG")
 [[ -x "$PG18_CONFIG" ]] && init+=(--pg18 "$PG18_CONFIG")
 for ((i = 0; i < ${#init[@]}; i += 2)); do
-  if ! grep -qs "^${init[i]#--} = \"${init[i+1]}\"" "$HOME/.pgrx/config.toml"; then
+  if ! grep -qs "^${init[i]#--} = \"${init[i+1]}\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
     log "cargo pgrx init ${init[*]}"
     (cd "$ROOT" && cargo pgrx init "${init[@]}" >/dev/null)
     break
