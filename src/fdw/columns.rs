@@ -140,20 +140,18 @@ pub unsafe fn slot_columns(
     // SAFETY: per the contract; borrowed, not released (PgTupleDesc from
     // from_pg_unchecked does not free the descriptor).
     let desc = unsafe { pgrx::PgTupleDesc::from_pg_unchecked(tupdesc) };
-    {
-        let mut out = Vec::new();
-        for i in 0..desc.len() {
-            let Some(attr) = desc.get(i) else {
-                continue;
-            };
-            if attr.attisdropped || !wanted(i as i16 + 1) {
-                continue;
-            }
-            let name = pgrx::name_data_to_str(&attr.attname);
-            out.push((i, classify(name, attr.atttypid)?));
+    let mut out = Vec::new();
+    for i in 0..desc.len() {
+        let Some(attr) = desc.get(i) else {
+            continue;
+        };
+        if attr.attisdropped || !wanted(i as i16 + 1) {
+            continue;
         }
-        Ok(out)
+        let name = pgrx::name_data_to_str(&attr.attname);
+        out.push((i, classify(name, attr.atttypid)?));
     }
+    Ok(out)
 }
 
 #[cfg(test)]

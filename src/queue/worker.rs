@@ -603,7 +603,7 @@ impl Sender {
                 tokio::spawn(async move {
                     let id = job.id;
                     let call = async move {
-                        let display = job.request.target.display.clone();
+                        let display = &job.request.target.display;
                         let started = Instant::now();
                         let result = job.client.send_once(&job.request).await;
                         let stats = CallStats::of(
@@ -614,7 +614,7 @@ impl Sender {
                             job.request.payload.len() as u64,
                         );
                         let mut outcome =
-                            classify(job.id, job.attempts, job.max_attempts, &display, result);
+                            classify(job.id, job.attempts, job.max_attempts, display, result);
                         // Each attempt is one send; earlier ones were counted as retries.
                         let stats = if outcome.state == "queued" {
                             stats.to_be_retried()
