@@ -73,3 +73,8 @@ CREATE VIEW lambda_fdw.queue_status AS
 COMMENT ON VIEW lambda_fdw.queue_status IS
   'lambda_fdw''s after-commit queue: invocations per state, the oldest waiting one, sends in the last minute';
 GRANT SELECT ON lambda_fdw.queue_status TO PUBLIC;
+
+-- Only roles granted it may queue (0.3.0), as only those granted
+-- aws_lambda.invoke may call it: what enqueue sends is signed by the same
+-- route.
+REVOKE ALL ON FUNCTION lambda_fdw.enqueue(text, jsonb, text, text, text, jsonb) FROM PUBLIC;

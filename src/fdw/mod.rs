@@ -28,7 +28,7 @@ use columns::classify;
 use options::{Catalog, ServerOptions, TableOptions};
 
 #[wrappers_fdw(
-    version = "0.2.0",
+    version = "0.3.0",
     author = "lambda_fdw developers",
     website = "https://github.com/lambda-fdw/lambda_fdw",
     error_type = "LambdaFdwError"
