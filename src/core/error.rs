@@ -90,6 +90,9 @@ pub enum CoreError {
 
     #[error("lambda call to {function} failed: {message}")]
     Other { function: String, message: String },
+
+    #[error("client context must not set custom.lambda_fdw_invocation_id")]
+    ReservedContextKey,
 }
 
 pub type CoreResult<T> = Result<T, CoreError>;

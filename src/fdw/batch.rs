@@ -68,12 +68,14 @@ pub struct Answer<'a> {
 }
 
 impl Scan {
-    /// The scan of foreign table `relid`: its options, its server's, and the
-    /// client settings of the current user's mapping. Like aws_lambda.invoke,
-    /// a scan needs USAGE on the server (checked here, on every execution).
-    pub fn open(relid: Oid) -> Result<Self> {
+    /// The scan of foreign table `relid` checked as `user` (the view owner
+    /// for a scan through a view, else the current user): its options, its
+    /// server's, and the client settings of the user's mapping; USAGE on the
+    /// server and the credentials rule are checked on every execution (see
+    /// `route::table_signing`).
+    pub fn open(relid: Oid, user: Oid) -> Result<Self> {
         let route = route::table_route(relid)?;
-        let settings = route::settings_for_server(&route.server, &route.server_options)?;
+        let settings = route::table_signing(&route.server, &route.server_options, user)?.settings;
         Ok(Self {
             concurrency: route
                 .table

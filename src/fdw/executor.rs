@@ -67,6 +67,34 @@ pub unsafe fn scan_activity(node: *mut pg_sys::ForeignScanState) -> Option<Activ
     unsafe { state::get::<ScanNode>(state_field(node)).map(|s| s.scan.activity()) }
 }
 
+/// The role whose privileges and user mapping a scan uses: the owner of the
+/// view it is read through (the range table entry's checkAsUser), else the
+/// current user, as postgres_fdw does.
+///
+/// # Safety
+/// `plan` is the node's ForeignScan and `estate` its executor state.
+unsafe fn checking_user(
+    plan: *mut pg_sys::ForeignScan,
+    estate: *mut pg_sys::EState,
+) -> pg_sys::Oid {
+    // PostgreSQL 16 moved checkAsUser from the range table entry to the plan.
+    // SAFETY: per the contract, the plan's scan relation is in the range table.
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    let user = unsafe { (*pg_sys::exec_rt_fetch((*plan).scan.scanrelid, estate)).checkAsUser };
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    let user = {
+        let _ = estate;
+        // SAFETY: per the contract.
+        unsafe { (*plan).checkAsUser }
+    };
+    if user == pg_sys::Oid::INVALID {
+        // SAFETY: GetUserId has no preconditions inside a transaction.
+        unsafe { pg_sys::GetUserId() }
+    } else {
+        user
+    }
+}
+
 #[pg_guard]
 pub unsafe extern "C-unwind" fn begin_foreign_scan(
     node: *mut pg_sys::ForeignScanState,
@@ -88,7 +116,8 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         let rel = (*node).ss.ss_currentRelation;
         let columns = slot_columns((*rel).rd_att, |n| descriptor.columns.includes(n))
             .unwrap_or_else(|e| raise(e));
-        let scan = Scan::open((*rel).rd_id).unwrap_or_else(|e| raise(e));
+        let user = checking_user(plan, (*node).ss.ps.state);
+        let scan = Scan::open((*rel).rd_id, user).unwrap_or_else(|e| raise(e));
         let states = PgList::<pg_sys::ExprState>::from_pg(pg_sys::ExecInitExprList(
             (*plan).fdw_exprs,
             node as *mut pg_sys::PlanState,
