@@ -182,6 +182,23 @@ pub fn core_error_parts(e: &CoreError) -> (PgSqlErrorCode, Option<String>, Optio
             Some("lambda_fdw sets it on queued invocations only, so that a function can trust it.".into()),
             None,
         ),
+        CoreError::ResponseTooLarge {
+            limit,
+            content_length,
+            ..
+        } => (
+            ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            Some(match content_length {
+                Some(n) => {
+                    format!("the response's Content-Length is {n} bytes: refused before its body was read")
+                }
+                None => format!(
+                    "no Content-Length: refused while its body was read, once more than {limit} bytes had arrived"
+                ),
+            }),
+            None,
+        ),
+        CoreError::HeaderTooLong { .. } => (ERRCODE_PROGRAM_LIMIT_EXCEEDED, None, None),
     }
 }
 
