@@ -48,8 +48,10 @@ CREATE INDEX invocations_finished ON lambda_fdw.invocations (finished_at) WHERE 
 -- A role sees its own invocations (superusers see all); only the extension
 -- writes the table.
 ALTER TABLE lambda_fdw.invocations ENABLE ROW LEVEL SECURITY;
+-- The operator is qualified: regrole has no = of its own, so a bare = would
+-- bind to one a database owner created in the schema this script runs in.
 CREATE POLICY own_invocations ON lambda_fdw.invocations FOR SELECT
-  USING (queued_by = current_user::regrole);
+  USING (queued_by OPERATOR(pg_catalog.=) current_user::pg_catalog.regrole);
 REVOKE ALL ON lambda_fdw.invocations FROM PUBLIC;
 GRANT SELECT ON lambda_fdw.invocations TO PUBLIC;
 

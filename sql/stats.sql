@@ -50,7 +50,8 @@ CREATE VIEW lambda_fdw.stat_invocations AS
          s.total_time_ms,
          s.min_time_ms,
          s.max_time_ms,
-         CASE WHEN s.calls > 0 THEN s.total_time_ms / s.calls END AS mean_time_ms,
+         CASE WHEN s.calls > 0
+              THEN s.total_time_ms OPERATOR(pg_catalog./) s.calls::pg_catalog.float8 END AS mean_time_ms,
          s.bytes_sent,
          s.bytes_received,
          s.last_error,

@@ -44,11 +44,16 @@ unsafe fn checking_user(
     estate: *mut pg_sys::EState,
     rinfo: *mut pg_sys::ResultRelInfo,
 ) -> pg_sys::Oid {
-    // SAFETY: per the contract; a result relation made for COPY or tuple
-    // routing may have no range table entry (index 0).
+    // SAFETY: per the contract; a partition a row is routed to has no range
+    // table entry of its own (index 0): its root's applies, as in
+    // postgres_fdw; COPY's relation may have none at all.
     #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
     let user = unsafe {
-        let index = (*rinfo).ri_RangeTableIndex;
+        let mut index = (*rinfo).ri_RangeTableIndex;
+        let root = (*rinfo).ri_RootResultRelInfo;
+        if index == 0 && !root.is_null() {
+            index = (*root).ri_RangeTableIndex;
+        }
         if index == 0 {
             pg_sys::Oid::INVALID
         } else {
