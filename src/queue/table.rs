@@ -74,12 +74,33 @@ unsafe fn relation_facts(relid: Oid) -> Option<(Oid, u8, bool, bool)> {
     }
 }
 
+/// The owner of relation `relid` (a syscache lookup; no relcache entry is
+/// built for a relation that may not be ours).
+///
+/// # Safety
+/// Inside a transaction.
+unsafe fn relation_owner(relid: Oid) -> Oid {
+    // SAFETY: a syscache lookup of a pg_class row, released at once.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(
+            pg_sys::SysCacheIdentifier::RELOID as _,
+            pg_sys::Datum::from(relid),
+        );
+        if tuple.is_null() {
+            return Oid::INVALID;
+        }
+        let owner = (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).relowner;
+        pg_sys::ReleaseSysCache(tuple);
+        owner
+    }
+}
+
 /// What `lambda_fdw.invocations` is in this database; see [`Lookup`].
 /// Catalog lookups only (syscache, pg_depend, relcache), inside the
 /// caller's transaction.
 pub fn find() -> Lookup {
-    // SAFETY: name lookups with missing_ok (they return InvalidOid), a
-    // pg_depend scan, and relation_facts, all inside the caller's
+    // SAFETY: name lookups with missing_ok (they return InvalidOid), pg_depend
+    // scans, a syscache lookup and relation_facts, all inside the caller's
     // transaction.
     unsafe {
         let schema = pg_sys::get_namespace_oid(c"lambda_fdw".as_ptr(), true);
@@ -90,14 +111,20 @@ pub fn find() -> Lookup {
         if relid == Oid::INVALID {
             return Lookup::Missing;
         }
-        let Some((owner, relkind, has_triggers, has_rules)) = relation_facts(relid) else {
-            return Lookup::Missing;
-        };
         let extension = pg_sys::get_extension_oid(c"lambda_fdw".as_ptr(), true);
         let members = extension != Oid::INVALID
             && pg_sys::getExtensionOfObject(pg_sys::NamespaceRelationId, schema) == extension
             && pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, relid) == extension;
-        if !members || relkind != pg_sys::RELKIND_RELATION {
+        if !members {
+            return Lookup::NotTheExtensions {
+                relid,
+                owner: relation_owner(relid),
+            };
+        }
+        let Some((owner, relkind, has_triggers, has_rules)) = relation_facts(relid) else {
+            return Lookup::Missing;
+        };
+        if relkind != pg_sys::RELKIND_RELATION {
             return Lookup::NotTheExtensions { relid, owner };
         }
         Lookup::Found(QueueTable {
