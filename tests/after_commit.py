@@ -284,6 +284,38 @@ def test_dropped_mapping_and_roles(conn):
           one(conn, "SELECT state FROM lambda_fdw.invocations WHERE id = %s", [a]) == "succeeded")
 
 
+def test_recheck(conn):
+    """Issue 18, rule 1: a row is checked again before it is sent, as the
+    path that queued it resolves a call now; one that no longer checks out
+    is failed, never sent, with why."""
+    # Queued through the region's route, which stops being one: a server
+    # routes a region only while a superuser owns it.
+    key = f"{RUN}-rerouted"
+    with conn.transaction():
+        i = one(conn, "SELECT lambda_fdw.enqueue('counted-echo', %s, 'us-west-2')", [json.dumps({"key": key})])
+        conn.execute("ALTER SERVER stub OWNER TO queue_alice")
+    settled_ok = settled(conn, [i])
+    conn.execute("ALTER SERVER stub OWNER TO postgres")
+    row = conn.execute("SELECT state, error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone()
+    check("a row whose route changed is failed, never sent", settled_ok and row == (
+        "failed", 'this invocation was queued through server "stub", which no longer routes region us-west-2 '
+        "(only a lambda_fdw server owned by a superuser does); it is not sent") and stub_calls(conn, "counted-echo", key) == 0,
+        (row, stub_calls(conn, "counted-echo", key)))
+    # Queued by INSERT through a foreign table that is dropped before it is sent.
+    key = f"{RUN}-table-dropped"
+    conn.execute("CREATE FOREIGN TABLE counted_briefly (payload jsonb) SERVER stub OPTIONS (function_name 'counted-echo')")
+    ft = one(conn, "SELECT 'counted_briefly'::regclass::oid")
+    with conn.transaction():
+        conn.execute("INSERT INTO counted_briefly (payload) VALUES (%s)", [json.dumps({"key": key})])
+        i = one(conn, "SELECT max(id) FROM lambda_fdw.invocations")
+        conn.execute("DROP FOREIGN TABLE counted_briefly")
+    check("a row whose foreign table was dropped is failed, never sent", settled(conn, [i]) and conn.execute(
+        "SELECT foreign_table, state, error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone() == (
+        ft, "failed", f"the foreign table this invocation was queued through (OID {ft}) no longer exists; it is not sent")
+        and stub_calls(conn, "counted-echo", key) == 0,
+        conn.execute("SELECT foreign_table, state, error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone())
+
+
 def test_bad_input(conn):
     before = one(conn, "SELECT count(*) FROM lambda_fdw.invocations")
     cases = [
@@ -644,6 +676,7 @@ def main():
     test_statistics(conn)
     test_status_view(conn)
     test_dropped_mapping_and_roles(conn)
+    test_recheck(conn)
     test_bad_input(conn)
     test_code_attached(conn)
     test_poison_answer(conn)
