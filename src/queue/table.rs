@@ -30,6 +30,9 @@ pub struct QueueTable {
     pub has_rules: bool,
     /// `has_triggers || has_rules`.
     pub has_code_attached: bool,
+    /// It has the `foreign_table` column (0.3.0's SQL; a table whose SQL is
+    /// still 0.2.0's, before ALTER EXTENSION UPDATE, has not).
+    pub has_foreign_table_column: bool,
 }
 
 /// What the name `lambda_fdw.invocations` is in this database.
@@ -133,6 +136,8 @@ pub fn find() -> Lookup {
             has_triggers,
             has_rules,
             has_code_attached: has_triggers || has_rules,
+            // InvalidAttrNumber (0) for a column that does not exist.
+            has_foreign_table_column: pg_sys::get_attnum(relid, c"foreign_table".as_ptr()) > 0,
         })
     }
 }

@@ -1148,10 +1148,7 @@ fn work_round(plan: &Plan) -> Result<Round, String> {
     // dealt with, and outcomes of another table's rows are not written.
     let first = plan.known != Some(queue.relid);
     let finished = if first { &[][..] } else { plan.finished };
-    // SAFETY: get_attnum reads the syscache; InvalidAttrNumber (0) for a
-    // column that does not exist.
-    let foreign_table_column =
-        unsafe { pg_sys::get_attnum(queue.relid, c"foreign_table".as_ptr()) } > 0;
+    let foreign_table_column = queue.has_foreign_table_column;
     flush_at_commit();
     table::with_pinned_search_path(|| {
         table::as_owner(queue.owner, || {
