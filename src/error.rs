@@ -69,6 +69,14 @@ pub enum LambdaFdwError {
 
     #[error("role \"{role}\" has no AWS credentials for server \"{server}\"")]
     NoCredentials { role: String, server: String },
+    #[error("scan would invoke lambda function {function} {invocations} times, more than lambda_fdw.max_scan_invocations ({limit})")]
+    TooManyInvocations {
+        function: String,
+        invocations: u64,
+        limit: u64,
+        /// The lists whose product the count is, e.g. "300 payloads x 300 contexts".
+        factors: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, LambdaFdwError>;
@@ -182,6 +190,23 @@ pub fn core_error_parts(e: &CoreError) -> (PgSqlErrorCode, Option<String>, Optio
             Some("lambda_fdw sets it on queued invocations only, so that a function can trust it.".into()),
             None,
         ),
+        CoreError::ResponseTooLarge {
+            limit,
+            content_length,
+            ..
+        } => (
+            ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            Some(match content_length {
+                Some(n) => {
+                    format!("the response's Content-Length is {n} bytes: refused before its body was read")
+                }
+                None => format!(
+                    "no Content-Length: refused while its body was read, once more than {limit} bytes had arrived"
+                ),
+            }),
+            None,
+        ),
+        CoreError::HeaderTooLong { .. } => (ERRCODE_PROGRAM_LIMIT_EXCEEDED, None, None),
     }
 }
 
@@ -325,6 +350,20 @@ impl From<LambdaFdwError> for ErrorReport {
                 message,
                 Some("invocations work without it, but are not counted".into()),
                 Some("add lambda_fdw to shared_preload_libraries and restart the server".into()),
+            ),
+            LambdaFdwError::TooManyInvocations {
+                invocations,
+                factors,
+                ..
+            } => report(
+                ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                message,
+                Some(format!("a scan invokes once per combination of the values its conditions give the request columns: {factors}")),
+                Some(if invocations <= i32::MAX as u64 {
+                    format!("SET lambda_fdw.max_scan_invocations to {invocations} or more, or narrow the conditions on the request columns")
+                } else {
+                    "narrow the conditions on the request columns".into()
+                }),
             ),
         }
     }

@@ -133,6 +133,9 @@ fn rds_report(e: LambdaFdwError) -> ErrorReport {
         CoreError::Response { message, .. } | CoreError::Other { message, .. } => {
             api_failed(message.clone())
         }
+        CoreError::ResponseTooLarge { .. } | CoreError::HeaderTooLong { .. } => {
+            api_failed(core.to_string())
+        }
         _ => LambdaFdwError::Core(core).into(),
     }
 }

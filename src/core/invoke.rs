@@ -18,6 +18,7 @@ use futures::TryFutureExt;
 use super::client::LambdaClient;
 use super::error::{CoreError, CoreResult};
 use super::fanout;
+use super::limits;
 use super::measure::{CallLog, CallStats};
 use super::request::{InvocationType, InvokeRequest, LogType};
 use super::retry;
@@ -130,6 +131,11 @@ where
             .and_then(retry::parse_retry_after),
         _ => None,
     };
+    // A response refused by crate::core::limits, whichever way the SDK
+    // wraps the refusal (an interceptor error, or the body's read error).
+    if let Some(exceeded) = limits::find(&err) {
+        return (exceeded.clone().into_core(function), None);
+    }
     let error = match &err {
         SdkError::TimeoutError(_) => CoreError::RequestTimeout {
             function: function.to_string(),
@@ -332,12 +338,18 @@ impl LambdaClient {
     /// than `fanout::WINDOW_FACTOR * concurrency` requests are ahead of the
     /// outcome awaited, so a consumer that stops early (LIMIT) leaves the
     /// rest unsent. Each finished call leaves its statistics in `log`.
-    pub fn invoke_all(
+    /// Requests are taken from `requests` as their calls start, so a lazy
+    /// iterator builds each only then.
+    pub fn invoke_all<I>(
         &self,
-        requests: Vec<InvokeRequest>,
+        requests: I,
         concurrency: usize,
         log: Rc<CallLog>,
-    ) -> LocalBoxStream<'static, CoreResult<InvokeOutcome>> {
+    ) -> LocalBoxStream<'static, CoreResult<InvokeOutcome>>
+    where
+        I: IntoIterator<Item = InvokeRequest>,
+        I::IntoIter: Unpin + 'static,
+    {
         let client = self.clone();
         fanout::ordered(requests, concurrency, move |req| {
             let (client, log) = (client.clone(), log.clone());

@@ -540,7 +540,7 @@ mod tests {
         match e {
             OptionError::Unknown { valid, .. } => assert_eq!(
                 valid,
-                "region, endpoint_url, connect_timeout_ms, request_timeout_ms, max_attempts, max_concurrency"
+                "region, endpoint_url, connect_timeout_ms, request_timeout_ms, max_attempts, max_concurrency, allow_server_identity"
             ),
             other => panic!("{other:?}"),
         }
