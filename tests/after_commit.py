@@ -27,6 +27,8 @@ STUB = f"http://127.0.0.1:{os.environ.get('LAMBDA_FDW_STUB_PORT', '45661')}"
 RECORDS = "/tmp/lambda_fdw_records"
 RUN = str(int(time.time()))  # keys are unique per run
 PG_LOG = os.path.join(os.environ.get("LAMBDA_FDW_WORK", "/tmp/lambda_fdw_work"), "postgres.log")
+# Owns the worker's database, and is no superuser.
+MALLORY = "queue_mallory"
 
 
 def check(what, ok, detail=""):
@@ -82,8 +84,17 @@ def setup():
                 said = f.read().count(f'database "{DB}" (lambda_fdw.database_name) does not exist')
             check(f"the launcher said once that the database does not exist yet ({said})", said == 1, said)
         c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        c.execute(f"CREATE DATABASE {DB}")
+        # The database is owned by a role without superuser rights, as a
+        # managed service's users own theirs: it may CREATE in it.
+        c.execute(f"DROP ROLE IF EXISTS {MALLORY}")
+        c.execute(f"CREATE ROLE {MALLORY}")
+        c.execute(f"CREATE DATABASE {DB} OWNER {MALLORY}")
     conn = connect()
+    test_planted_queue(conn, "before CREATE EXTENSION")
+    e = error_of(conn, "CREATE EXTENSION lambda_fdw")
+    check("CREATE EXTENSION refuses to adopt a planted lambda_fdw schema", e == (
+        "42P06", 'schema "lambda_fdw" already exists'), e)
+    conn.execute("DROP SCHEMA lambda_fdw CASCADE")
     for sql in [
         "CREATE EXTENSION lambda_fdw",
         f"CREATE SERVER ms FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-east-1', endpoint_url '{MINISTACK}')",
@@ -99,6 +110,7 @@ def setup():
         "CREATE USER MAPPING FOR queue_alice SERVER stub OPTIONS (aws_access_key_id 'AKIDALICE', aws_secret_access_key 'alice-secret')",
         "CREATE USER MAPPING FOR queue_bob SERVER stub OPTIONS (aws_access_key_id 'AKIDBOB', aws_secret_access_key 'bob-secret')",
         "GRANT INSERT, SELECT ON counted TO queue_alice, queue_bob",
+        "GRANT EXECUTE ON FUNCTION lambda_fdw.enqueue(text, jsonb, text, text, text, jsonb) TO queue_alice, queue_bob",
     ]:
         conn.execute(sql)
     check("the queue worker runs for the new database", wait_until(conn, "SELECT count(*) = 1 FROM pg_stat_activity "
@@ -272,6 +284,38 @@ def test_dropped_mapping_and_roles(conn):
           one(conn, "SELECT state FROM lambda_fdw.invocations WHERE id = %s", [a]) == "succeeded")
 
 
+def test_recheck(conn):
+    """Issue 18, rule 1: a row is checked again before it is sent, as the
+    path that queued it resolves a call now; one that no longer checks out
+    is failed, never sent, with why."""
+    # Queued through the region's route, which stops being one: a server
+    # routes a region only while a superuser owns it.
+    key = f"{RUN}-rerouted"
+    with conn.transaction():
+        i = one(conn, "SELECT lambda_fdw.enqueue('counted-echo', %s, 'us-west-2')", [json.dumps({"key": key})])
+        conn.execute("ALTER SERVER stub OWNER TO queue_alice")
+    settled_ok = settled(conn, [i])
+    conn.execute("ALTER SERVER stub OWNER TO postgres")
+    row = conn.execute("SELECT state, error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone()
+    check("a row whose route changed is failed, never sent", settled_ok and row == (
+        "failed", 'this invocation was queued through server "stub", which no longer routes region us-west-2 '
+        "(only a lambda_fdw server owned by a superuser does); it is not sent") and stub_calls(conn, "counted-echo", key) == 0,
+        (row, stub_calls(conn, "counted-echo", key)))
+    # Queued by INSERT through a foreign table that is dropped before it is sent.
+    key = f"{RUN}-table-dropped"
+    conn.execute("CREATE FOREIGN TABLE counted_briefly (payload jsonb) SERVER stub OPTIONS (function_name 'counted-echo')")
+    ft = one(conn, "SELECT 'counted_briefly'::regclass::oid")
+    with conn.transaction():
+        conn.execute("INSERT INTO counted_briefly (payload) VALUES (%s)", [json.dumps({"key": key})])
+        i = one(conn, "SELECT max(id) FROM lambda_fdw.invocations")
+        conn.execute("DROP FOREIGN TABLE counted_briefly")
+    check("a row whose foreign table was dropped is failed, never sent", settled(conn, [i]) and conn.execute(
+        "SELECT foreign_table, state, error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone() == (
+        ft, "failed", f"the foreign table this invocation was queued through (OID {ft}) no longer exists; it is not sent")
+        and stub_calls(conn, "counted-echo", key) == 0,
+        conn.execute("SELECT foreign_table, state, error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone())
+
+
 def test_bad_input(conn):
     before = one(conn, "SELECT count(*) FROM lambda_fdw.invocations")
     cases = [
@@ -346,6 +390,236 @@ def test_crash(conn, label, crash):
     return conn
 
 
+def log_count(text):
+    with open(PG_LOG) as f:
+        return f.read().count(text)
+
+
+def wait_for(pred, timeout=30.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# The columns of lambda_fdw.invocations (sql/queue.sql), for a planted copy.
+QUEUE_COLUMNS = """
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, queued_by regrole NOT NULL,
+  queued_at timestamptz NOT NULL DEFAULT clock_timestamp(), function_name text NOT NULL,
+  region text NOT NULL, qualifier text, invocation_type text NOT NULL, payload jsonb NOT NULL,
+  context jsonb, server oid, user_mapping oid, state text NOT NULL DEFAULT 'queued',
+  attempts integer NOT NULL DEFAULT 0, max_attempts integer NOT NULL,
+  next_attempt_at timestamptz NOT NULL DEFAULT clock_timestamp(), status_code integer,
+  response jsonb, executed_version text, function_error text, error text, request_id text,
+  finished_at timestamptz, foreign_table oid"""
+
+# What a planted trigger would see if it ran: who ran it, and with what rights.
+SPY = """CREATE FUNCTION {schema}.spy() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      INSERT INTO {schema}.spied VALUES (current_user, current_setting('is_superuser'), TG_OP, TG_LEVEL);
+      RETURN COALESCE(NEW, OLD);
+    END $$"""
+
+
+def spy_on(conn, table, schema):
+    conn.execute(f"CREATE TABLE {schema}.spied (who text, superuser text, op text, level text)")
+    conn.execute(f"GRANT ALL ON {schema}.spied TO PUBLIC")
+    conn.execute(SPY.format(schema=schema))
+    conn.execute(f"CREATE TRIGGER spy_rows BEFORE INSERT OR UPDATE OR DELETE ON {table} "
+                 f"FOR EACH ROW EXECUTE FUNCTION {schema}.spy()")
+    conn.execute(f"CREATE TRIGGER spy_statements BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} "
+                 f"FOR EACH STATEMENT EXECUTE FUNCTION {schema}.spy()")
+
+
+IGNORED = "queue worker: ignoring lambda_fdw.invocations (OID "
+
+
+def test_planted_queue(conn, window):
+    """Issue 18, row 1: a role that may CREATE in the worker's database (here
+    its owner, no superuser) plants schema lambda_fdw and a table
+    lambda_fdw.invocations, with triggers and a forged row attributed to
+    postgres, while the extension's own queue does not exist. The worker
+    never works it: the triggers never run, the row is never sent, and the
+    server log says so once."""
+    key = f"{RUN}-forged-{window.replace(' ', '-')}"
+    before = log_count(IGNORED)
+    conn.execute(f"SET ROLE {MALLORY}")
+    conn.execute("CREATE SCHEMA lambda_fdw")
+    conn.execute(f"CREATE TABLE lambda_fdw.invocations ({QUEUE_COLUMNS})")
+    conn.execute("INSERT INTO lambda_fdw.invocations (queued_by, function_name, region, invocation_type, payload, max_attempts) "
+                 "VALUES ('postgres', 'record', 'us-east-1', 'RequestResponse', %s, 3)", [json.dumps({"key": key})])
+    spy_on(conn, "lambda_fdw.invocations", "lambda_fdw")
+    conn.execute("RESET ROLE")
+    said = wait_for(lambda: log_count(IGNORED) > before, timeout=15)
+    time.sleep(2.5)  # rounds go on: a poll a second
+    lines = log_count(IGNORED) - before
+    check(f"{window}: the worker says once that it ignores the planted table ({lines} line)", said and lines == 1, lines)
+    spied = conn.execute("SELECT who, superuser, op, level FROM lambda_fdw.spied").fetchall()
+    check(f"{window}: the planted triggers never ran", spied == [], spied)
+    row = conn.execute("SELECT state, attempts, response FROM lambda_fdw.invocations").fetchall()
+    check(f"{window}: the forged row is untouched and not sent", row == [("queued", 0, None)] and recorded(key) == 0,
+          (row, recorded(key)))
+
+
+def test_code_attached(conn):
+    """A trigger on the extension's own queue table (a superuser added it):
+    the worker runs no code attached to its queue, says so once, and sends
+    nothing until it is dropped; then the row is sent, once."""
+    key = f"{RUN}-with-trigger"
+    line = "queue worker: not working lambda_fdw.invocations: it has triggers"
+    before = log_count(line)
+    conn.execute("CREATE SCHEMA spying")
+    with conn.transaction():
+        i = one(conn, "SELECT lambda_fdw.enqueue('record', %s, 'us-east-1')", [json.dumps({"key": key})])
+        spy_on(conn, "lambda_fdw.invocations", "spying")
+    said = wait_for(lambda: log_count(line) > before, timeout=15)
+    time.sleep(2.5)
+    lines = log_count(line) - before
+    check(f"a queue table with triggers is refused, said once ({lines} line)", said and lines == 1, lines)
+    row = conn.execute("SELECT state, attempts FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone()
+    spied = conn.execute("SELECT who, superuser, op, level FROM spying.spied").fetchall()
+    check("nothing is sent from it and its triggers never run",
+          row == ("queued", 0) and recorded(key) == 0 and spied == [], (row, recorded(key), spied))
+    conn.execute("DROP TRIGGER spy_rows ON lambda_fdw.invocations")
+    conn.execute("DROP TRIGGER spy_statements ON lambda_fdw.invocations")
+    conn.execute("DROP SCHEMA spying CASCADE")
+    check("once the triggers are dropped the row is sent", settled(conn, [i]) and
+          one(conn, "SELECT state FROM lambda_fdw.invocations WHERE id = %s", [i]) == "succeeded")
+    time.sleep(0.3)
+    check("and delivered once", recorded(key) == 1, recorded(key))
+
+
+NUL_ERROR = ("the function's response could not be stored: unsupported Unicode escape sequence "
+             "(\\u0000 cannot be converted to text)")
+
+
+def test_poison_answer(conn):
+    """Issue 18, row 5: an answer that is valid JSON but that jsonb refuses
+    (the stub's nul: {"a": "\\u0000"}) fails its row, with why, after one
+    attempt; a healthy row claimed in the same round is recorded and
+    delivered once; the worker does not exit."""
+    pid = worker_pid(conn)
+    good_key = f"{RUN}-beside-nul"
+    with conn.transaction():
+        bad = one(conn, "SELECT lambda_fdw.enqueue('nul', '{}', 'us-west-2')")
+        good = one(conn, "SELECT lambda_fdw.enqueue('record', %s, 'us-east-1')", [json.dumps({"key": good_key})])
+    check("the \\u0000 answer and its neighbour settle", settled(conn, [bad, good]))
+    row = conn.execute("SELECT state, attempts, status_code, response, error FROM lambda_fdw.invocations WHERE id = %s",
+                       [bad]).fetchone()
+    check("the \\u0000 answer fails its row, with why", row == ("failed", 1, 200, None, NUL_ERROR), row)
+    row = conn.execute("SELECT state, attempts, response, error FROM lambda_fdw.invocations WHERE id = %s", [good]).fetchone()
+    check("the healthy row of the same round succeeds", row == ("succeeded", 1, {"recorded": good_key}, None), row)
+    time.sleep(3)  # a restarted worker would send 'sending' rows again within this
+    again = conn.execute("SELECT attempts FROM lambda_fdw.invocations WHERE id = ANY(%s) ORDER BY id", [[bad, good]]).fetchall()
+    check(f"neither was sent again (the healthy one delivered {recorded(good_key)} time)",
+          again == [(1,), (1,)] and recorded(good_key) == 1, (again, recorded(good_key)))
+    check("the worker did not exit", worker_pid(conn) == pid, (pid, worker_pid(conn)))
+
+
+def test_round_error(conn):
+    """An error in a round that is no row's (here: the worker's wait for the
+    queue's lock is cancelled) is logged, and the same worker goes on."""
+    pid = worker_pid(conn)
+    line = "queue worker: could not work the queue: canceling statement due to user request; trying again"
+    before = log_count(line)
+    locker = connect()
+    with locker.transaction():
+        locker.execute("LOCK TABLE lambda_fdw.invocations IN ACCESS EXCLUSIVE MODE")
+        waiting = wait_until(conn, "SELECT count(*) = 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+                             [pid], timeout=10)
+        one(conn, "SELECT pg_cancel_backend(%s)", [pid])
+        said = wait_for(lambda: log_count(line) > before, timeout=10)
+    locker.close()
+    check("a cancelled round is logged", waiting and said, (waiting, said))
+    key = f"{RUN}-after-cancel"
+    i = one(conn, "SELECT lambda_fdw.enqueue('record', %s, 'us-east-1')", [json.dumps({"key": key})])
+    check("the same worker goes on", settled(conn, [i]) and worker_pid(conn) == pid and
+          one(conn, "SELECT state FROM lambda_fdw.invocations WHERE id = %s", [i]) == "succeeded", (pid, worker_pid(conn)))
+    time.sleep(0.3)
+    check("and delivers once", recorded(key) == 1, recorded(key))
+
+
+HUGE_ERROR = "lambda function huge returned a response larger than 6 MB (6291456 bytes), the most Lambda returns"
+
+
+def test_huge_answer(conn):
+    """Issue 18, row 6: a 7 MB answer (Lambda never answers more than 6 MB)
+    fails its row with the invocation core's error, sent once, nothing of it
+    stored; the worker goes on."""
+    pid = worker_pid(conn)
+    key = f"{RUN}-huge"
+    i = one(conn, "SELECT lambda_fdw.enqueue('huge', %s, 'us-west-2')", [json.dumps({"mb": 7, "key": key})])
+    check("the 7 MB answer settles", settled(conn, [i]))
+    row = conn.execute("SELECT state, attempts, response IS NULL, error FROM lambda_fdw.invocations WHERE id = %s",
+                       [i]).fetchone()
+    check("a 7 MB answer fails its row with the core's error", row == ("failed", 1, True, HUGE_ERROR), row)
+    time.sleep(1)
+    check("it was sent once", stub_calls(conn, "huge", key) == 1, stub_calls(conn, "huge", key))
+    check("the worker did not exit", worker_pid(conn) == pid, (pid, worker_pid(conn)))
+
+
+MAY_HAVE_BEEN = ("the queue worker stopped while attempt 5 of 5 was in flight; "
+                 "the invocation may have been delivered, and it is not sent again")
+
+
+def test_kills_while_in_flight(conn):
+    """Issue 18, rule 6: the worker is killed (SIGKILL, so the server
+    restarts) five times while the same slow row is in flight (the stub's
+    sleep-echo counts a call when it arrives, then sleeps 90 s). That row is
+    sent at most max_attempts (5) times in all and then failed, saying it
+    may have been delivered; every other row (queued before the kills and
+    between them, finished before each) is delivered exactly once."""
+    conn.execute("ALTER SERVER stub OPTIONS (SET max_attempts '5')")
+    slow_key = f"{RUN}-slow-in-flight"
+    sent = lambda c: stub_calls(c, "sleep-echo", slow_key)
+    others = [f"{RUN}-before-kills-{n}" for n in range(5)]
+    with conn.transaction():
+        slow = one(conn, "SELECT lambda_fdw.enqueue('sleep-echo', %s, 'us-west-2')",
+                   [json.dumps({"key": slow_key, "ms": 90000})])
+        ids = [one(conn, "SELECT lambda_fdw.enqueue('record', %s, 'us-east-1')", [json.dumps({"key": k})])
+               for k in others]
+    check("the rows queued before the kills succeed", settled(conn, ids))
+    for kill in range(1, 6):
+        arrived = wait_for(lambda: sent(conn) >= kill, timeout=40)
+        row = conn.execute("SELECT state, attempts FROM lambda_fdw.invocations WHERE id = %s", [slow]).fetchone()
+        check(f"kill {kill}: the slow row is in flight, attempt {kill}", arrived and row == ("sending", kill),
+              (sent(conn), row))
+        key = f"{RUN}-between-kills-{kill}"
+        i = one(conn, "SELECT lambda_fdw.enqueue('record', %s, 'us-east-1')", [json.dumps({"key": key})])
+        check(f"kill {kill}: a row queued now succeeds before the kill", settled(conn, [i]))
+        others.append(key)
+        kill_worker(conn)
+        conn = connect()
+    check("after the fifth kill the slow row settles", settled(conn, [slow], timeout=60))
+    row = conn.execute("SELECT state, attempts, error FROM lambda_fdw.invocations WHERE id = %s", [slow]).fetchone()
+    check("it is failed, saying it may have been delivered", row == ("failed", 5, MAY_HAVE_BEEN), row)
+    time.sleep(3)
+    check(f"the slow row was delivered {sent(conn)} times, max_attempts 5", sent(conn) == 5, sent(conn))
+    counts = [recorded(k) for k in others]
+    check(f"every other row was delivered exactly once ({len(counts)} rows)", counts == [1] * len(others), counts)
+    conn.execute("ALTER SERVER stub OPTIONS (SET max_attempts '3')")
+    return conn
+
+
+def test_old_extension(conn):
+    """Issue 18, row 1, third window: the database's extension is still at
+    0.1.0 (no queue) under the new library; a planted queue is not worked.
+    Then the update creates the extension's own, which is."""
+    conn.execute("DROP EXTENSION lambda_fdw CASCADE")
+    conn.execute("CREATE EXTENSION lambda_fdw VERSION '0.1.0'")
+    test_planted_queue(conn, "extension at 0.1.0")
+    with conn.transaction():
+        conn.execute("DROP SCHEMA lambda_fdw CASCADE")
+        conn.execute("ALTER EXTENSION lambda_fdw UPDATE")
+    conn.execute(f"CREATE SERVER stub FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-west-2', endpoint_url '{STUB}')")
+    conn.execute("CREATE USER MAPPING FOR CURRENT_USER SERVER stub OPTIONS (aws_access_key_id 'AKIDQUEUE', aws_secret_access_key 'queue-secret')")
+    i = one(conn, "SELECT lambda_fdw.enqueue('echo', '{\"after\": \"update\"}', 'us-west-2')")
+    check("after ALTER EXTENSION UPDATE the extension's own queue is worked", settled(conn, [i], timeout=15) and
+          one(conn, "SELECT state FROM lambda_fdw.invocations WHERE id = %s", [i]) == "succeeded")
+
+
 def immediate_shutdown(conn):
     conn.close()
     services("restart_postgres immediate")
@@ -384,7 +658,10 @@ def test_sigterm_and_extension_cycle(conn):
         before = f.read().count("does not exist in this database")
     conn.execute("DROP EXTENSION lambda_fdw CASCADE")
     time.sleep(3)
-    conn.execute("CREATE EXTENSION lambda_fdw")
+    test_planted_queue(conn, "between DROP and CREATE EXTENSION")
+    with conn.transaction():
+        conn.execute("DROP SCHEMA lambda_fdw CASCADE")
+        conn.execute("CREATE EXTENSION lambda_fdw")
     conn.execute(f"CREATE SERVER stub FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-west-2', endpoint_url '{STUB}')")
     conn.execute("CREATE USER MAPPING FOR CURRENT_USER SERVER stub OPTIONS (aws_access_key_id 'AKIDQUEUE', aws_secret_access_key 'queue-secret')")
     i = one(conn, "SELECT lambda_fdw.enqueue('echo', '{\"after\": \"recreate\"}', 'us-west-2')")
@@ -407,10 +684,17 @@ def main():
     test_statistics(conn)
     test_status_view(conn)
     test_dropped_mapping_and_roles(conn)
+    test_recheck(conn)
     test_bad_input(conn)
+    test_code_attached(conn)
+    test_poison_answer(conn)
+    test_huge_answer(conn)
+    test_round_error(conn)
     conn = test_crash(conn, "immediate", immediate_shutdown)
     conn = test_crash(conn, "sigkill", kill_worker)
+    conn = test_kills_while_in_flight(conn)
     test_sigterm_and_extension_cycle(conn)
+    test_old_extension(conn)
     print("after_commit: all checks passed")
 
 

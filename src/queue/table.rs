@@ -1,9 +1,21 @@
-//! The queue table as the extension made it: found through the extension
-//! (pg_depend membership), never by name alone, and read without SQL, so
-//! a table a role planted under the same name before `CREATE EXTENSION`
-//! (or between `DROP` and `CREATE`) is never used, and no name resolves
-//! through the caller's search_path. The SQL the extension runs on the
-//! table runs with the search_path pinned ([`with_pinned_search_path`]).
+//! The queue table as the extension made it, and how the extension's own SQL
+//! runs on it.
+//!
+//! - [`queue_table`] finds `lambda_fdw.invocations` through the extension:
+//!   the relation of that name is used only if it, and its schema, are
+//!   members of the `lambda_fdw` extension (pg_depend), so a table a role
+//!   planted under the same name (before `CREATE EXTENSION`, between `DROP`
+//!   and `CREATE`, or beside an extension still at 0.1.0, which had no
+//!   queue) is never used. It reads the catalogs in C, without SQL, so no
+//!   name resolves through anybody's search_path.
+//! - [`with_pinned_search_path`] runs the extension's SQL with `search_path`
+//!   set to `pg_catalog, pg_temp`, as PostgreSQL runs a function that has a
+//!   `SET search_path` clause.
+//! - [`as_owner`] runs it as the queue table's owner, in a
+//!   security-restricted operation (as PostgreSQL's own maintenance
+//!   commands run a table owner's code).
+
+use std::ffi::CStr;
 
 use pgrx::pg_sys::{self, Oid};
 
@@ -12,60 +24,173 @@ use pgrx::pg_sys::{self, Oid};
 pub struct QueueTable {
     pub relid: Oid,
     pub owner: Oid,
-    /// Triggers or rules are attached to it (the extension attaches none).
+    /// Triggers are attached to it (the extension attaches none).
+    pub has_triggers: bool,
+    /// Rules are attached to it (the extension attaches none).
+    pub has_rules: bool,
+    /// `has_triggers || has_rules`.
     pub has_code_attached: bool,
+    /// It has the `foreign_table` column (0.3.0's SQL; a table whose SQL is
+    /// still 0.2.0's, before ALTER EXTENSION UPDATE, has not).
+    pub has_foreign_table_column: bool,
 }
 
-/// The extension's queue table in this database; `None` when the extension
-/// is not installed, its SQL predates the queue (0.1.0), or the table named
-/// `lambda_fdw.invocations` is not the extension's.
-pub fn queue_table() -> Option<QueueTable> {
-    // SAFETY: name lookups with missing_ok, then a syscache lookup of the
-    // relation (released before returning) and a pg_depend scan, all inside
-    // the caller's transaction.
+/// What the name `lambda_fdw.invocations` is in this database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// No such relation (the extension is not installed, or its SQL is
+    /// still at 0.1.0, which had no queue).
+    Missing,
+    /// A relation of that name that the extension did not create (it, or
+    /// its schema, is not a member of `lambda_fdw`; or it is not a table).
+    NotTheExtensions { relid: Oid, owner: Oid },
+    /// The extension's queue table.
+    Found(QueueTable),
+}
+
+/// Triggers, rules, owner and kind of relation `relid`, from the relation
+/// cache (what the executor would run), or `None` if it no longer exists.
+///
+/// # Safety
+/// Inside a transaction.
+unsafe fn relation_facts(relid: Oid) -> Option<(Oid, u8, bool, bool)> {
+    // SAFETY: RelationIdGetRelation returns NULL for a missing relation and
+    // otherwise a relcache entry whose reference count it raised, dropped
+    // by RelationClose; the fields are read in between. trigdesc is NULL
+    // when pg_trigger has no row for the relation, rd_rules when
+    // pg_rewrite has none (relhastriggers/relhasrules may stay set after
+    // the last one is dropped, until VACUUM).
     unsafe {
-        let extension = pg_sys::get_extension_oid(c"lambda_fdw".as_ptr(), true);
-        if extension == Oid::INVALID {
+        let rel = pg_sys::RelationIdGetRelation(relid);
+        if rel.is_null() {
             return None;
         }
-        let schema = pg_sys::get_namespace_oid(c"lambda_fdw".as_ptr(), true);
-        if schema == Oid::INVALID {
-            return None;
-        }
-        let relid = pg_sys::get_relname_relid(c"invocations".as_ptr(), schema);
-        if relid == Oid::INVALID
-            || pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, relid) != extension
-        {
-            return None;
-        }
+        let form = (*rel).rd_rel;
+        let facts = (
+            (*form).relowner,
+            (*form).relkind as u8,
+            !(*rel).trigdesc.is_null(),
+            !(*rel).rd_rules.is_null(),
+        );
+        pg_sys::RelationClose(rel);
+        Some(facts)
+    }
+}
+
+/// The owner of relation `relid` (a syscache lookup; no relcache entry is
+/// built for a relation that may not be ours).
+///
+/// # Safety
+/// Inside a transaction.
+unsafe fn relation_owner(relid: Oid) -> Oid {
+    // SAFETY: a syscache lookup of a pg_class row, released at once.
+    unsafe {
         let tuple = pg_sys::SearchSysCache1(
             pg_sys::SysCacheIdentifier::RELOID as _,
             pg_sys::Datum::from(relid),
         );
         if tuple.is_null() {
-            return None;
+            return Oid::INVALID;
         }
-        let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple);
-        let table = QueueTable {
-            relid,
-            owner: (*form).relowner,
-            has_code_attached: (*form).relhastriggers || (*form).relhasrules,
-        };
+        let owner = (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple)).relowner;
         pg_sys::ReleaseSysCache(tuple);
-        Some(table)
+        owner
+    }
+}
+
+/// What `lambda_fdw.invocations` is in this database; see [`Lookup`].
+/// Catalog lookups only (syscache, pg_depend, relcache), inside the
+/// caller's transaction.
+pub fn find() -> Lookup {
+    // SAFETY: name lookups with missing_ok (they return InvalidOid), pg_depend
+    // scans, a syscache lookup and relation_facts, all inside the caller's
+    // transaction.
+    unsafe {
+        let schema = pg_sys::get_namespace_oid(c"lambda_fdw".as_ptr(), true);
+        if schema == Oid::INVALID {
+            return Lookup::Missing;
+        }
+        let relid = pg_sys::get_relname_relid(c"invocations".as_ptr(), schema);
+        if relid == Oid::INVALID {
+            return Lookup::Missing;
+        }
+        let extension = pg_sys::get_extension_oid(c"lambda_fdw".as_ptr(), true);
+        let members = extension != Oid::INVALID
+            && pg_sys::getExtensionOfObject(pg_sys::NamespaceRelationId, schema) == extension
+            && pg_sys::getExtensionOfObject(pg_sys::RelationRelationId, relid) == extension;
+        if !members {
+            return Lookup::NotTheExtensions {
+                relid,
+                owner: relation_owner(relid),
+            };
+        }
+        let Some((owner, relkind, has_triggers, has_rules)) = relation_facts(relid) else {
+            return Lookup::Missing;
+        };
+        if relkind != pg_sys::RELKIND_RELATION {
+            return Lookup::NotTheExtensions { relid, owner };
+        }
+        Lookup::Found(QueueTable {
+            relid,
+            owner,
+            has_triggers,
+            has_rules,
+            has_code_attached: has_triggers || has_rules,
+            // InvalidAttrNumber (0) for a column that does not exist.
+            has_foreign_table_column: pg_sys::get_attnum(relid, c"foreign_table".as_ptr()) > 0,
+        })
+    }
+}
+
+/// The extension's queue table in this database; `None` when the extension
+/// is not installed, its SQL predates the queue (0.1.0), or the relation
+/// named `lambda_fdw.invocations` is not the extension's.
+pub fn queue_table() -> Option<QueueTable> {
+    match find() {
+        Lookup::Found(table) => Some(table),
+        _ => None,
+    }
+}
+
+/// The name of role `role`, or `OID n` for a role that no longer exists.
+pub fn role_name(role: Oid) -> String {
+    // SAFETY: a syscache lookup of a role OID; NULL (noerr) for a dropped
+    // role, else a NUL-terminated palloc'd name.
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(role, true);
+        if name.is_null() {
+            format!("OID {}", role.to_u32())
+        } else {
+            CStr::from_ptr(name).to_string_lossy().into_owned()
+        }
     }
 }
 
 /// Runs `f` with `search_path` set to `pg_catalog, pg_temp` at a new GUC
 /// nest level, as PostgreSQL runs a function that has a `SET search_path`
-/// clause, and restores the caller's afterwards. If `f` raises, the
-/// aborting (sub)transaction restores it.
+/// clause (fmgr_security_definer), and restores the caller's afterwards.
+///
+/// If `f` raises, the aborting (sub)transaction restores it:
+/// AbortSubTransaction calls `AtEOXact_GUC(false, s->gucNestLevel)` and
+/// AbortTransaction `AtEOXact_GUC(false, 1)`, which undo every nest level
+/// at or above theirs, ours included. For a panic caught inside the same
+/// (sub)transaction, a guard closes our level while unwinding.
 pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
-    // SAFETY: a new GUC nest level and a local (GUC_ACTION_SAVE) setting
-    // inside the caller's transaction, undone by AtEOXact_GUC below or by
-    // the abort of the (sub)transaction.
-    let level = unsafe {
-        let level = pg_sys::NewGUCNestLevel();
+    struct Level(i32);
+    impl Drop for Level {
+        fn drop(&mut self) {
+            // SAFETY: closes the nest level opened below: on success keeping
+            // nothing of it (a SAVE setting is always undone), and while
+            // unwinding as an abort would. A (sub)transaction abort after
+            // this only undoes levels below ours.
+            unsafe { pg_sys::AtEOXact_GUC(!std::thread::panicking(), self.0) };
+        }
+    }
+    // SAFETY: a new GUC nest level and a GUC_ACTION_SAVE setting inside the
+    // caller's transaction; search_path is PGC_USERSET, so any role may set
+    // it (an invalid value is impossible here; ERROR if it were).
+    let _level = unsafe {
+        let level = Level(pg_sys::NewGUCNestLevel());
         pg_sys::set_config_option(
             c"search_path".as_ptr(),
             c"pg_catalog, pg_temp".as_ptr(),
@@ -73,13 +198,39 @@ pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
             pg_sys::GucSource::PGC_S_SESSION,
             pg_sys::GucAction::GUC_ACTION_SAVE,
             true,
-            0,
+            pg_sys::elog::PgLogLevel::ERROR as i32,
             false,
         );
         level
     };
-    let result = f();
-    // SAFETY: closes the nest level opened above, keeping nothing of it.
-    unsafe { pg_sys::AtEOXact_GUC(true, level) };
-    result
+    f()
+}
+
+/// Runs `f` as role `owner` (the queue table's owner) in a
+/// security-restricted operation, restoring the caller's identity
+/// afterwards, also when `f` fails (a guard restores it while unwinding; an
+/// aborting (sub)transaction restores it as well).
+pub fn as_owner<R>(owner: Oid, f: impl FnOnce() -> R) -> R {
+    struct Restore(Oid, i32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: restores the identity saved below.
+            unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) };
+        }
+    }
+    let mut user = Oid::INVALID;
+    let mut context = 0;
+    // SAFETY: saves and switches the current user the way PostgreSQL's own
+    // maintenance commands do (a local change, restricted operations).
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            context
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        );
+    }
+    let _restore = Restore(user, context);
+    f()
 }

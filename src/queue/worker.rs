@@ -4,12 +4,42 @@
 //!   preloaded) is connected to no database. It waits for the database named
 //!   by `lambda_fdw.database_name` to exist, then starts the queue worker for
 //!   it, and starts it again if it stops.
-//! - The queue worker waits for the extension's queue table, puts back rows
-//!   a previous worker left `sending` (at least once), then loops: claim due
-//!   rows with `FOR UPDATE SKIP LOCKED` up to `lambda_fdw.queue_concurrency`
-//!   in flight, send them through the invocation core, record outcomes, and
-//!   reschedule retryable failures in the row (no sleeping). It sleeps on its
-//!   latch, which a committing transaction that queued sets (see `wake`).
+//! - The queue worker works the extension's queue table only (see
+//!   `table::find`: the relation `lambda_fdw.invocations` that, with its
+//!   schema, is a member of extension `lambda_fdw`); a relation of that name
+//!   the extension did not create is never read, written or sent from, and
+//!   neither is the extension's table while it has triggers or rules (one
+//!   log line says so). Each round is one transaction: put back what a
+//!   previous worker left `sending` (once per table; rows with no attempts
+//!   left are failed, as they may have been delivered), record outcomes,
+//!   claim due rows with attempts left (`FOR UPDATE SKIP LOCKED`, up to
+//!   twice `lambda_fdw.queue_concurrency`, the attempt counted and
+//!   committed before the request leaves), and check each claimed row's
+//!   role, route and mapping again (`route::region_route` for what
+//!   `enqueue` queued, `route::table_signing` for what INSERT queued): a row
+//!   that no longer checks out is failed, never sent. The calls run on a
+//!   runtime of their own; retryable failures are rescheduled in the row (no
+//!   sleeping). It sleeps on its latch, which a committing transaction that
+//!   queued sets (see `wake`).
+//! - No row can stop it: outcomes are recorded in one statement, and if
+//!   that fails each in a subtransaction of its own, a row whose answer
+//!   cannot be stored (jsonb refuses it, say) being failed with why; a row
+//!   that cannot be read or signed is failed alone; a panic in a call fails
+//!   its row. Any other error aborts the round, which keeps nothing of it:
+//!   it is logged and the next round tries again (a round's outcomes are
+//!   written back then; nothing it claimed was sent).
+//!
+//! Which role it runs as: it connects as the bootstrap superuser, as
+//! PostgreSQL's own background workers do (a role is needed to connect,
+//! before anything in the database can be looked at), and as that only
+//! reads the catalogs in C. Every SQL statement of a round runs as the
+//! queue table's owner (the superuser who ran CREATE EXTENSION, unless a
+//! superuser gave the table away), in a security-restricted operation,
+//! with `search_path` pinned to `pg_catalog, pg_temp` and every name
+//! schema-qualified, operators included: the least privilege that works,
+//! since the owner holds every right the rounds use on the table and
+//! nothing is granted to anyone for the worker. The calls are signed as the
+//! role that queued them would sign them now, never with more.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -22,25 +52,24 @@ use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker,
     SignalWakeFlags,
 };
-use pgrx::pg_sys::{self, Oid};
+use pgrx::pg_sys::{self, panic::CaughtError, Oid};
 use pgrx::prelude::*;
 use pgrx::IntoDatum;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::catalog;
-use crate::config::client_settings;
 use crate::convert;
 use crate::core::{
     block_on_until, client_for, parse_function_name, retry, sending_runtime, CallStats,
     ClientSettings, CoreError, Interrupts, InvocationType, InvokeOutcome, InvokeRequest,
     LambdaClient,
 };
-use crate::fdw::options::{ServerOptions, UserMappingOptions};
 use crate::guc;
+use crate::route;
 use crate::stats;
 
-use super::wake;
+use super::{table, wake};
 
 /// How long the launcher waits before starting a queue worker again.
 const RESTART_DELAY: Duration = Duration::from_secs(5);
@@ -165,6 +194,123 @@ pub extern "C-unwind" fn lambda_fdw_launcher_main(_arg: pg_sys::Datum) {
 }
 
 // ---------------------------------------------------------------------------
+// Transactions and subtransactions that report instead of ending the worker.
+
+/// An error caught from PostgreSQL or from Rust, as one line: the message,
+/// and the detail if there is one.
+fn describe(e: &CaughtError) -> String {
+    let report = match e {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
+        CaughtError::RustPanic { ereport, .. } => ereport,
+    };
+    match report.detail() {
+        Some(detail) if !detail.is_empty() => {
+            format!("{} ({})", report.message(), detail.trim_end_matches('.'))
+        }
+        _ => report.message().to_string(),
+    }
+}
+
+/// Runs `f` in a transaction of its own and commits it. If `f` or the
+/// commit raises an error (or panics), the transaction is aborted and the
+/// error returned: nothing `f` did is kept, and the worker goes on.
+fn in_transaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    // SAFETY: between transactions in a background worker connected to its
+    // database: starts one, with a snapshot for the statements to come.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let result = PgTryBuilder::new(AssertUnwindSafe(|| {
+        let r = f();
+        // SAFETY: pops the snapshot pushed above and commits.
+        unsafe {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        }
+        Ok(r)
+    }))
+    .catch_others(|e| Err(describe(&e)))
+    .execute();
+    if result.is_err() {
+        // SAFETY: the error state was flushed (PgTryBuilder does it after a
+        // catch); aborting releases locks, buffers, snapshots, memory, GUC
+        // nest levels and the user identity, as PostgreSQL's own error
+        // recovery does, and leaves no transaction open.
+        unsafe { pg_sys::AbortCurrentTransaction() };
+    }
+    result
+}
+
+/// Runs `f` in an internal subtransaction, as PL/Python's subtransactions
+/// do: released if `f` returns, rolled back if it raises an error (or
+/// panics), which is then returned. Memory context and resource owner are
+/// the caller's again either way.
+fn in_subtransaction<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    // SAFETY: inside a transaction; BeginInternalSubTransaction switches
+    // memory context and resource owner to the subtransaction's, and the
+    // work runs in the caller's memory context, as in PL/Python.
+    let (context, owner) = unsafe {
+        let saved = (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner);
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(saved.0);
+        saved
+    };
+    let result = PgTryBuilder::new(AssertUnwindSafe(|| Ok(f())))
+        .catch_others(|e| Err(describe(&e)))
+        .execute();
+    // SAFETY: closes the subtransaction begun above (the error state is
+    // flushed when it failed), then restores what it switched.
+    unsafe {
+        if result.is_ok() {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+    }
+    result
+}
+
+/// The message of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic".to_string()
+    }
+}
+
+thread_local! {
+    /// What `log_unexpected` last said, per kind, and when.
+    static LAST_SAID: std::cell::RefCell<HashMap<&'static str, (String, Instant)>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// Logs an unexpected error of kind `what` (none a row can cause): each new
+/// one, and the same one again at most once a minute, since the worker
+/// tries again every round.
+fn log_unexpected(what: &'static str, e: &str) {
+    let repeat = LAST_SAID.with(|l| {
+        let mut l = l.borrow_mut();
+        let repeat = l
+            .get(what)
+            .is_some_and(|(last, at)| last == e && at.elapsed() < Duration::from_secs(60));
+        if !repeat {
+            l.insert(what, (e.to_string(), Instant::now()));
+        }
+        repeat
+    });
+    if !repeat {
+        log!("lambda_fdw queue worker: could not {what}: {e}; trying again");
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The queue worker.
 
 /// A row claimed for sending.
@@ -181,6 +327,7 @@ struct Claimed {
     user_mapping: Option<Oid>,
     attempts: i32,
     max_attempts: i32,
+    foreign_table: Option<Oid>,
 }
 
 /// What happened to a claimed row, ready to be written back.
@@ -214,6 +361,26 @@ impl Outcome {
         Self {
             id,
             state: "failed",
+            error: Some(error),
+            ..Self::default()
+        }
+    }
+
+    /// This outcome, failed because it could not be stored as it is
+    /// (`why`): without the response, which is what a row usually cannot
+    /// store, with what the call said kept.
+    fn unstorable(&self, why: &str) -> Self {
+        let error = match &self.error {
+            Some(e) => format!("{e}; the function's response could not be stored: {why}"),
+            None => format!("the function's response could not be stored: {why}"),
+        };
+        Self {
+            id: self.id,
+            state: "failed",
+            status_code: self.status_code,
+            executed_version: self.executed_version.clone(),
+            function_error: self.function_error.clone(),
+            request_id: self.request_id.clone(),
             error: Some(error),
             ..Self::default()
         }
@@ -315,104 +482,185 @@ fn request_of(c: &Claimed) -> Result<InvokeRequest, String> {
     .map_err(|e| e.to_string())
 }
 
-/// The client settings that sign a claimed row: its server's, with the
-/// mapping it was queued with, looked up now; or why it cannot be sent.
-fn settings_of(c: &Claimed) -> Result<Signing, String> {
-    let mut server_name = None;
-    let mut settings = match c.server {
-        None => client_settings(&c.region, None, None),
-        Some(server) => {
-            let Some((server_ref, options)) =
-                catalog::server_if_exists(server).map_err(|e| e.to_string())?
-            else {
-                return Err(format!(
-                    "the foreign server this invocation was queued through (OID {}) no longer exists",
-                    server.to_u32()
-                ));
-            };
-            if !catalog::has_server_usage(server, c.queued_by) {
-                return Err(format!(
-                    "permission denied for foreign server {}: the role that queued this invocation no longer has USAGE on it",
-                    server_ref.name
-                ));
-            }
-            let options = ServerOptions::parse(&options).map_err(|e| e.to_string())?;
-            server_name = Some(server_ref.name.clone());
-            let mapping = match c.user_mapping {
-                None => None,
-                Some(umid) => {
-                    if catalog::user_mapping_id(c.queued_by, server) != Some(umid) {
-                        return Err(format!(
-                            "the user mapping this invocation was queued with no longer exists on server {}; it is not sent with other credentials",
-                            server_ref.name
-                        ));
-                    }
-                    let map = catalog::user_mapping_options_of(c.queued_by, server)
-                        .map_err(|e| e.to_string())?;
-                    Some(UserMappingOptions::parse(&map).map_err(|e| e.to_string())?)
-                }
-            };
-            client_settings(&c.region, Some(&options), mapping.as_ref())
-        }
-    };
-    // The queue schedules its own retries, in the row.
-    settings.max_attempts = 1;
-    Ok(Signing {
-        settings,
-        server_name,
-    })
-}
-
-/// What signs a row: the settings, and the name of their server.
+/// What signs a row: the settings, and its server (OID, name).
 #[derive(Clone)]
 struct Signing {
     settings: ClientSettings,
-    server_name: Option<String>,
+    server: Option<(Oid, String)>,
 }
 
-const QUEUE_OID: &str = "SELECT pg_catalog.to_regclass('lambda_fdw.invocations')::pg_catalog.oid";
-
-/// Whether the queue table exists, locked for this transaction if it does:
-/// a DROP EXTENSION then waits for the round to end instead of removing
-/// the table between two of its statements.
-fn lock_queue() -> Result<bool, String> {
-    let Some(oid) = Spi::get_one::<Oid>(QUEUE_OID).map_err(spi_error)? else {
-        return Ok(false);
-    };
-    // SAFETY: locks a relation OID for the current transaction (the lock a
-    // DML statement takes); taking the lock processes pending invalidations,
-    // so the syscache lookup after it sees a DROP that committed before.
+fn exists(cache: pg_sys::SysCacheIdentifier::Type, oid: Oid) -> bool {
+    // SAFETY: a syscache existence probe with one OID key.
     unsafe {
-        pg_sys::LockRelationOid(oid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        Ok(pg_sys::SearchSysCacheExists(
-            pg_sys::SysCacheIdentifier::RELOID as i32,
+        pg_sys::SearchSysCacheExists(
+            cache as i32,
             oid.into(),
             pg_sys::Datum::from(0),
             pg_sys::Datum::from(0),
             pg_sys::Datum::from(0),
-        ))
+        )
     }
 }
 
-const REQUEUE_SENDING: &str =
-    "UPDATE lambda_fdw.invocations SET state = 'queued' WHERE state = 'sending'";
+/// How a server is named in errors: its name, or its OID once it is gone.
+fn server_label(server: Option<Oid>) -> String {
+    match server {
+        None => "no server".to_string(),
+        Some(oid) => match catalog::server_if_exists(oid) {
+            Ok(Some((s, _))) => format!("server \"{}\"", s.name),
+            _ => format!("server OID {}", oid.to_u32()),
+        },
+    }
+}
 
-const CLAIM: &str = "UPDATE lambda_fdw.invocations SET state = 'sending', attempts = attempts + 1 \
-     WHERE id IN (SELECT id FROM lambda_fdw.invocations \
-                   WHERE state = 'queued' AND next_attempt_at <= pg_catalog.clock_timestamp() \
-                   ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) \
-     RETURNING id, queued_by::pg_catalog.oid, function_name, region, qualifier, invocation_type, \
-               payload::pg_catalog.text, context::pg_catalog.text, server, user_mapping, \
-               attempts, max_attempts";
+/// What signs a claimed row now, resolved again as the path that queued it
+/// resolves a call (`route::region_route` for `lambda_fdw.enqueue`,
+/// `route::table_signing` for INSERT into a foreign table), as the role
+/// that queued it; or why it is not sent: the role, route, server or
+/// mapping no longer checks out, or differs from what the row recorded.
+fn signing_of(c: &Claimed) -> Result<Signing, String> {
+    if !exists(pg_sys::SysCacheIdentifier::AUTHOID, c.queued_by) {
+        return Err(format!(
+            "the role that queued this invocation (OID {}) no longer exists; it is not sent",
+            c.queued_by.to_u32()
+        ));
+    }
+    if let Some(server) = c.server {
+        if !exists(pg_sys::SysCacheIdentifier::FOREIGNSERVEROID, server) {
+            return Err(format!(
+                "the foreign server this invocation was queued through (OID {}) no longer exists; it is not sent",
+                server.to_u32()
+            ));
+        }
+    }
+    let signed = match c.foreign_table {
+        None => route::region_route(&c.region, c.queued_by).map_err(|e| e.to_string())?,
+        Some(table) => {
+            let Some(server) = c.server else {
+                return Err(format!(
+                    "this invocation was queued through foreign table OID {} but names no server; it is not sent",
+                    table.to_u32()
+                ));
+            };
+            if !exists(pg_sys::SysCacheIdentifier::FOREIGNTABLEREL, table) {
+                return Err(format!(
+                    "the foreign table this invocation was queued through (OID {}) no longer exists; it is not sent",
+                    table.to_u32()
+                ));
+            }
+            let table_route = route::table_route(table).map_err(|e| e.to_string())?;
+            if table_route.server.oid != server {
+                return Err(format!(
+                    "the foreign table this invocation was queued through is no longer on {}; it is not sent",
+                    server_label(Some(server))
+                ));
+            }
+            route::table_signing(
+                &table_route.server,
+                &table_route.server_options,
+                c.queued_by,
+            )
+            .map_err(|e| e.to_string())?
+        }
+    };
+    let now = signed.server.as_ref().map(|s| s.oid);
+    if now != c.server {
+        return Err(match (c.server, &signed.server) {
+            (Some(_), None) => format!(
+                "this invocation was queued through {}, which no longer routes region {} (only a lambda_fdw server owned by a superuser does); it is not sent",
+                server_label(c.server),
+                c.region
+            ),
+            (_, Some(s)) => format!(
+                "this invocation was queued through {}, but region {} routes through server \"{}\" now; it is not sent",
+                server_label(c.server),
+                c.region,
+                s.name
+            ),
+            (None, None) => unreachable!("the servers differ"),
+        });
+    }
+    if signed.mapping != c.user_mapping {
+        let server = signed
+            .server
+            .as_ref()
+            .map_or_else(String::new, |s| s.name.clone());
+        return Err(match c.user_mapping {
+            Some(umid) if !exists(pg_sys::SysCacheIdentifier::USERMAPPINGOID, umid) => format!(
+                "the user mapping this invocation was queued with no longer exists on server {server}; it is not sent with other credentials"
+            ),
+            Some(_) => format!(
+                "the user mapping this invocation was queued with no longer applies to role {} on server {server}; it is not sent with other credentials",
+                table::role_name(c.queued_by)
+            ),
+            None => format!(
+                "this invocation was queued without a user mapping on server {server}, and one applies to role {} now; it is not sent with other credentials",
+                table::role_name(c.queued_by)
+            ),
+        });
+    }
+    let mut settings = signed.settings;
+    // The queue schedules its own retries, in the row.
+    settings.max_attempts = 1;
+    Ok(Signing {
+        settings,
+        server: signed.server.map(|s| (s.oid, s.name)),
+    })
+}
 
-const RECORD: &str = "UPDATE lambda_fdw.invocations i SET \
+// Every statement names its objects with their schema, operators included,
+// and runs with search_path pinned to pg_catalog, pg_temp, as the queue
+// table's owner in a security-restricted operation.
+
+/// Rows a previous worker left `sending` (it stopped, was killed, or the
+/// server crashed, while they were in flight): sent again while they have
+/// attempts left, else failed, since each may have been delivered. Also
+/// fails `queued` rows with no attempts left (0.2.0 could leave them).
+const RECOVER: &str = "UPDATE lambda_fdw.invocations SET \
+       state = CASE WHEN attempts OPERATOR(pg_catalog.<) max_attempts \
+                    THEN 'queued' ELSE 'failed' END, \
+       error = pg_catalog.format( \
+         CASE WHEN state OPERATOR(pg_catalog.=) 'sending' \
+           THEN 'the queue worker stopped while attempt %s of %s was in flight; the invocation may have been delivered, and it is %s' \
+           ELSE '%s attempts of %s were made already; the invocation may have been delivered, and it is %s' END, \
+         attempts, max_attempts, \
+         CASE WHEN attempts OPERATOR(pg_catalog.<) max_attempts \
+              THEN 'sent again' ELSE 'not sent again' END), \
+       finished_at = CASE WHEN attempts OPERATOR(pg_catalog.<) max_attempts \
+                          THEN NULL ELSE pg_catalog.clock_timestamp() END \
+     WHERE state OPERATOR(pg_catalog.=) 'sending' \
+        OR (state OPERATOR(pg_catalog.=) 'queued' \
+            AND attempts OPERATOR(pg_catalog.>=) max_attempts) \
+     RETURNING state";
+
+/// Claims due rows with attempts left, counting the attempt: committed
+/// before any of them is sent. `{foreign_table}` is the column, or NULL
+/// for a table whose SQL predates it (0.2.0, before ALTER EXTENSION UPDATE).
+const CLAIM: &str = "WITH due AS ( \
+       SELECT id FROM lambda_fdw.invocations \
+        WHERE state OPERATOR(pg_catalog.=) 'queued' \
+          AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() \
+          AND attempts OPERATOR(pg_catalog.<) max_attempts \
+        ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+     UPDATE lambda_fdw.invocations AS i \
+        SET state = 'sending', attempts = i.attempts OPERATOR(pg_catalog.+) 1 \
+       FROM due WHERE i.id OPERATOR(pg_catalog.=) due.id \
+     RETURNING i.id, i.queued_by::pg_catalog.oid, i.function_name, i.region, i.qualifier, \
+               i.invocation_type, i.payload::pg_catalog.text, i.context::pg_catalog.text, \
+               i.server, i.user_mapping, i.attempts, i.max_attempts, {foreign_table}";
+
+/// Writes outcomes back, to rows still `sending` only: a row recorded once
+/// is never recorded (or sent) again.
+const RECORD: &str = "UPDATE lambda_fdw.invocations AS i SET \
        state = o.state, status_code = o.status_code, response = o.response::pg_catalog.jsonb, \
        executed_version = o.executed_version, function_error = o.function_error, \
        error = o.error, request_id = o.request_id, \
-       next_attempt_at = CASE WHEN o.state = 'queued' \
-         THEN pg_catalog.clock_timestamp() + o.retry_in_ms * interval '1 millisecond' \
+       next_attempt_at = CASE WHEN o.state OPERATOR(pg_catalog.=) 'queued' \
+         THEN pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) \
+              (o.retry_in_ms OPERATOR(pg_catalog.*) '1 millisecond'::pg_catalog.interval) \
          ELSE i.next_attempt_at END, \
-       finished_at = CASE WHEN o.state = 'queued' THEN NULL ELSE pg_catalog.clock_timestamp() END \
+       finished_at = CASE WHEN o.state OPERATOR(pg_catalog.=) 'queued' \
+         THEN NULL ELSE pg_catalog.clock_timestamp() END \
      FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.int8[]), \
             pg_catalog.unnest($2::pg_catalog.text[]), pg_catalog.unnest($3::pg_catalog.int4[]), \
             pg_catalog.unnest($4::pg_catalog.text[]), pg_catalog.unnest($5::pg_catalog.text[]), \
@@ -420,53 +668,85 @@ const RECORD: &str = "UPDATE lambda_fdw.invocations i SET \
             pg_catalog.unnest($8::pg_catalog.text[]), pg_catalog.unnest($9::pg_catalog.float8[])) \
           AS o(id, state, status_code, response, executed_version, function_error, error, \
                request_id, retry_in_ms) \
-     WHERE i.id = o.id AND i.state = 'sending'";
+     WHERE i.id OPERATOR(pg_catalog.=) o.id AND i.state OPERATOR(pg_catalog.=) 'sending'";
 
-const NEXT_DUE: &str = "SELECT EXTRACT(epoch FROM pg_catalog.min(next_attempt_at) \
-       - pg_catalog.clock_timestamp())::pg_catalog.float8 \
-     FROM lambda_fdw.invocations WHERE state = 'queued'";
+const NEXT_DUE: &str = "SELECT EXTRACT(epoch FROM (pg_catalog.min(next_attempt_at) \
+       OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()))::pg_catalog.float8 \
+     FROM lambda_fdw.invocations \
+     WHERE state OPERATOR(pg_catalog.=) 'queued' \
+       AND attempts OPERATOR(pg_catalog.<) max_attempts";
 
 const PURGE: &str = "DELETE FROM lambda_fdw.invocations \
-     WHERE state IN ('succeeded', 'failed') \
-       AND finished_at < pg_catalog.clock_timestamp() - $1 * interval '1 second'";
+     WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['succeeded', 'failed']::pg_catalog.text[]) \
+       AND finished_at OPERATOR(pg_catalog.<) (pg_catalog.clock_timestamp() \
+           OPERATOR(pg_catalog.-) ($1 OPERATOR(pg_catalog.*) '1 second'::pg_catalog.interval))";
 
 fn spi_error(e: pgrx::spi::SpiError) -> String {
     e.to_string()
 }
 
-fn claim(limit: usize) -> Result<Vec<Claimed>, String> {
+/// A claimed row, or (its id and) why it could not even be read.
+type ClaimedRow = Result<Claimed, (i64, String)>;
+
+fn claim(limit: usize, foreign_table_column: bool) -> Result<Vec<ClaimedRow>, String> {
+    let sql = CLAIM.replace(
+        "{foreign_table}",
+        if foreign_table_column {
+            "i.foreign_table"
+        } else {
+            "NULL::pg_catalog.oid"
+        },
+    );
     Spi::connect_mut(|client| {
         let rows = client
-            .update(CLAIM, None, &[(limit as i64).into()])
+            .update(&sql, None, &[(limit as i64).into()])
             .map_err(spi_error)?;
         let mut out = Vec::new();
         for row in rows {
-            let text = |n: usize| row.get::<String>(n).map_err(spi_error);
-            let oid = |n: usize| row.get::<Oid>(n).map_err(spi_error);
-            out.push(Claimed {
-                id: row.get::<i64>(1).map_err(spi_error)?.unwrap_or_default(),
-                queued_by: oid(2)?.unwrap_or(Oid::INVALID),
-                function_name: text(3)?.unwrap_or_default(),
-                region: text(4)?.unwrap_or_default(),
-                qualifier: text(5)?,
-                invocation_type: text(6)?.unwrap_or_default(),
-                payload: text(7)?.unwrap_or_default(),
-                context: text(8)?,
-                server: oid(9)?,
-                user_mapping: oid(10)?,
-                attempts: row.get::<i32>(11).map_err(spi_error)?.unwrap_or(1),
-                max_attempts: row.get::<i32>(12).map_err(spi_error)?.unwrap_or(1),
+            let id = row.get::<i64>(1).map_err(spi_error)?.unwrap_or_default();
+            // A value Rust cannot take (text that is not UTF-8 in a database
+            // of another encoding panics in pgrx) fails this row only.
+            let read = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<Claimed, String> {
+                let text = |n: usize| row.get::<String>(n).map_err(spi_error);
+                let oid = |n: usize| row.get::<Oid>(n).map_err(spi_error);
+                Ok(Claimed {
+                    id,
+                    queued_by: oid(2)?.unwrap_or(Oid::INVALID),
+                    function_name: text(3)?.unwrap_or_default(),
+                    region: text(4)?.unwrap_or_default(),
+                    qualifier: text(5)?,
+                    invocation_type: text(6)?.unwrap_or_default(),
+                    payload: text(7)?.unwrap_or_default(),
+                    context: text(8)?,
+                    server: oid(9)?,
+                    user_mapping: oid(10)?,
+                    attempts: row.get::<i32>(11).map_err(spi_error)?.unwrap_or(1),
+                    max_attempts: row.get::<i32>(12).map_err(spi_error)?.unwrap_or(1),
+                    foreign_table: oid(13)?,
+                })
+            }));
+            out.push(match read {
+                Ok(Ok(c)) => Ok(c),
+                Ok(Err(e)) => Err((id, format!("the queued invocation could not be read: {e}"))),
+                Err(panic) => Err((
+                    id,
+                    format!(
+                        "the queued invocation could not be read: {}",
+                        panic_message(&*panic)
+                    ),
+                )),
             });
         }
-        out.sort_by_key(|c| c.id);
+        out.sort_by_key(|c| match c {
+            Ok(c) => c.id,
+            Err((id, _)) => *id,
+        });
         Ok(out)
     })
 }
 
-fn record(outcomes: &[Outcome]) -> Result<(), String> {
-    if outcomes.is_empty() {
-        return Ok(());
-    }
+/// One RECORD statement for `outcomes`.
+fn record_batch(outcomes: &[&Outcome]) -> Result<(), String> {
     let ids: Vec<i64> = outcomes.iter().map(|o| o.id).collect();
     let states: Vec<String> = outcomes.iter().map(|o| o.state.to_string()).collect();
     let codes: Vec<Option<i32>> = outcomes.iter().map(|o| o.status_code).collect();
@@ -491,31 +771,37 @@ fn record(outcomes: &[Outcome]) -> Result<(), String> {
     .map_err(spi_error)
 }
 
-struct QueueWorker {
-    sender: Sender,
-    /// Outcomes not yet written back.
-    finished: Vec<Outcome>,
-    recovered: bool,
-    said_waiting: bool,
-    last_purge: Option<Instant>,
-}
-
-/// Runs `f` in its own transaction; an SQL error inside is logged and
-/// ends the worker (the launcher starts a new one).
-fn in_transaction<R>(
-    what: &str,
-    f: impl FnOnce() -> Result<R, String> + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
-) -> R {
-    match BackgroundWorker::transaction(f) {
-        Ok(r) => r,
-        Err(e) => {
-            ereport!(
-                PgLogLevel::ERROR,
-                PgSqlErrorCode::ERRCODE_FDW_ERROR,
-                format!("lambda_fdw queue worker: could not {what}: {e}")
-            );
-            unreachable!("an ERROR does not return")
+/// Writes `outcomes` back: in one statement; if that fails (an answer that
+/// jsonb refuses, say), each in a subtransaction of its own, and one that
+/// still cannot be stored is failed with why, without its response (and,
+/// if even that fails, with nothing but the error). No outcome can keep the
+/// others from being recorded, or fail the round.
+fn record(outcomes: &[Outcome]) {
+    if outcomes.is_empty() {
+        return;
+    }
+    let all: Vec<&Outcome> = outcomes.iter().collect();
+    if matches!(in_subtransaction(|| record_batch(&all)), Ok(Ok(()))) {
+        return;
+    }
+    for o in outcomes {
+        let why = match in_subtransaction(|| record_batch(&[o])) {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) | Err(e) => e,
+        };
+        let failed = o.unstorable(&why);
+        let why = match in_subtransaction(|| record_batch(&[&failed])) {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) | Err(e) => e,
+        };
+        let bare = Outcome::failed(o.id, failed.error.clone().unwrap_or_default());
+        if let Ok(Ok(())) = in_subtransaction(|| record_batch(&[&bare])) {
+            continue;
         }
+        log!(
+            "lambda_fdw queue worker: could not record the outcome of invocation {}: {why}; it stays 'sending' until the worker restarts",
+            o.id
+        );
     }
 }
 
@@ -528,20 +814,38 @@ struct Ready {
     prepared: Result<(InvokeRequest, ClientSettings, Owner), String>,
 }
 
-/// Who signs a row: role, server, mapping, region.
-type SigningKey = (Oid, Option<Oid>, Option<Oid>, String);
+/// Who signs a row: role, server, mapping, region, foreign table.
+type SigningKey = (Oid, Option<Oid>, Option<Oid>, String, Option<Oid>);
 
-fn claim_ready(limit: usize) -> Result<Vec<Ready>, String> {
-    // Rows of one role, server and mapping share their settings: looked up
-    // once a round.
-    let mut settings: HashMap<SigningKey, Result<Signing, String>> = HashMap::new();
-    Ok(claim(limit)?
+fn claim_ready(limit: usize, foreign_table_column: bool) -> Result<Vec<Ready>, String> {
+    // Rows of one role, route and mapping share their signing: checked once
+    // a round, in a subtransaction, so that a catalog error fails those
+    // rows, not the round.
+    let mut signings: HashMap<SigningKey, Result<Signing, String>> = HashMap::new();
+    Ok(claim(limit, foreign_table_column)?
         .into_iter()
         .map(|c| {
-            let key = (c.queued_by, c.server, c.user_mapping, c.region.clone());
-            let signed = settings
+            let c = match c {
+                Ok(c) => c,
+                Err((id, e)) => {
+                    return Ready {
+                        id,
+                        attempts: 0,
+                        max_attempts: 0,
+                        prepared: Err(e),
+                    }
+                }
+            };
+            let key = (
+                c.queued_by,
+                c.server,
+                c.user_mapping,
+                c.region.clone(),
+                c.foreign_table,
+            );
+            let signed = signings
                 .entry(key)
-                .or_insert_with(|| settings_of(&c))
+                .or_insert_with(|| in_subtransaction(|| signing_of(&c)).and_then(|r| r))
                 .clone();
             Ready {
                 id: c.id,
@@ -551,7 +855,7 @@ fn claim_ready(limit: usize) -> Result<Vec<Ready>, String> {
                     signed.map(|s| {
                         let owner = Owner {
                             role: c.queued_by,
-                            server: c.server.zip(s.server_name),
+                            server: s.server,
                         };
                         (r, s.settings, owner)
                     })
@@ -624,13 +928,20 @@ impl Sender {
                         outcome.measured = Some((job.owner, stats));
                         outcome
                     };
-                    // Every row handed over gets an outcome, even if the call panics.
+                    // Every row handed over gets an outcome, even if the call
+                    // panics (then it may have been sent: it is not retried).
                     let outcome =
                         AssertUnwindSafe(call)
                             .catch_unwind()
                             .await
-                            .unwrap_or_else(|_| {
-                                Outcome::failed(id, "the call failed inside lambda_fdw".into())
+                            .unwrap_or_else(|panic| {
+                                Outcome::failed(
+                                    id,
+                                    format!(
+                                        "the call failed inside lambda_fdw: {}",
+                                        panic_message(&*panic)
+                                    ),
+                                )
                             });
                     let _ = answers.send(outcome);
                     drop(permit);
@@ -721,11 +1032,197 @@ impl Sender {
     }
 }
 
+/// Why the worker does not work the queue now (said once per change).
+#[derive(Clone, Debug, PartialEq)]
+enum Idle {
+    /// No relation `lambda_fdw.invocations`.
+    Missing,
+    /// A relation of that name the extension did not create.
+    NotTheExtensions { relid: Oid, owner: String },
+    /// The extension's table, with triggers or rules attached.
+    CodeAttached { what: &'static str },
+}
+
+impl Idle {
+    fn say(&self) {
+        match self {
+            Idle::Missing => log!(
+                "lambda_fdw queue worker: lambda_fdw.invocations does not exist in this database; waiting for CREATE EXTENSION lambda_fdw (or its update)"
+            ),
+            Idle::NotTheExtensions { relid, owner } => log!(
+                "lambda_fdw queue worker: ignoring lambda_fdw.invocations (OID {}, owner \"{owner}\"): it is not a member of extension lambda_fdw, so nothing in it is sent and nothing is written to it; the queue is worked once the extension's own table exists (CREATE EXTENSION lambda_fdw, or ALTER EXTENSION lambda_fdw UPDATE, after dropping this one)",
+                relid.to_u32()
+            ),
+            Idle::CodeAttached { what } => log!(
+                "lambda_fdw queue worker: not working lambda_fdw.invocations: it has {what}, which the extension does not create, and the worker runs no code attached to its queue; nothing is sent until they are dropped"
+            ),
+        }
+    }
+}
+
+/// What a round found and did.
+enum Round {
+    /// The queue was not worked (nothing was read, written or sent).
+    Idle(Idle),
+    Worked {
+        /// The queue table worked.
+        table: Oid,
+        ready: Vec<Ready>,
+        /// Seconds until the next row is due, when nothing is in flight.
+        due: Option<f64>,
+        /// What the recovery of rows left `sending` did: (requeued, failed).
+        recovered: Option<(usize, usize)>,
+    },
+}
+
+/// What a round is asked to do.
+struct Plan<'a> {
+    /// The table the outcomes and the rows in flight belong to.
+    known: Option<Oid>,
+    finished: &'a [Outcome],
+    /// Rows that may be claimed.
+    free: usize,
+    purge: bool,
+    /// Whether to look for the next due time (nothing in flight).
+    idle: bool,
+}
+
+/// A transaction's commit is what makes an attempt count before its
+/// request leaves: with `synchronous_commit = off` a crash right after the
+/// claim could lose it, so the worker's transactions flush at commit.
+fn flush_at_commit() {
+    // SAFETY: reads the GUC's variable; sets it for this transaction only
+    // (a valid value of a PGC_USERSET setting).
+    unsafe {
+        if pg_sys::synchronous_commit == pg_sys::SyncCommitLevel::SYNCHRONOUS_COMMIT_OFF as i32 {
+            pg_sys::set_config_option(
+                c"synchronous_commit".as_ptr(),
+                c"local".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_LOCAL,
+                true,
+                pg_sys::elog::PgLogLevel::ERROR as i32,
+                false,
+            );
+        }
+    }
+}
+
+/// One round, inside its transaction: find the extension's queue table and
+/// lock it, put back what a previous worker left in flight (once per
+/// table), record what finished, delete old rows, claim what there is room
+/// for. Errors that reach here are not a row's (each row's work is in a
+/// subtransaction of its own); they abort the round, which changes nothing.
+fn work_round(plan: &Plan) -> Result<Round, String> {
+    let idle = |lookup: table::Lookup| match lookup {
+        table::Lookup::Missing | table::Lookup::Found(_) => Idle::Missing,
+        table::Lookup::NotTheExtensions { relid, owner } => Idle::NotTheExtensions {
+            relid,
+            owner: table::role_name(owner),
+        },
+    };
+    let found = match table::find() {
+        table::Lookup::Found(t) => t,
+        other => return Ok(Round::Idle(idle(other))),
+    };
+    // SAFETY: locks a relation OID for this transaction (the lock a DML
+    // statement takes, so a DROP EXTENSION waits for the round to end);
+    // taking it processes pending invalidations, so the look after it sees
+    // a DROP, a new trigger or a new owner that committed before.
+    unsafe { pg_sys::LockRelationOid(found.relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
+    let queue = match table::find() {
+        table::Lookup::Found(t) if t.relid == found.relid => t,
+        other => return Ok(Round::Idle(idle(other))),
+    };
+    if queue.has_code_attached {
+        let what = match (queue.has_triggers, queue.has_rules) {
+            (true, true) => "triggers and rules",
+            (true, false) => "triggers",
+            _ => "rules",
+        };
+        return Ok(Round::Idle(Idle::CodeAttached { what }));
+    }
+    // A table seen for the first time (the worker started, or the
+    // extension was dropped and created again): rows left in flight are
+    // dealt with, and outcomes of another table's rows are not written.
+    let first = plan.known != Some(queue.relid);
+    let finished = if first { &[][..] } else { plan.finished };
+    let foreign_table_column = queue.has_foreign_table_column;
+    flush_at_commit();
+    table::with_pinned_search_path(|| {
+        table::as_owner(queue.owner, || {
+            let recovered = if first {
+                let states = Spi::connect_mut(|client| {
+                    client
+                        .update(RECOVER, None, &[])
+                        .map_err(spi_error)?
+                        .map(|row| row.get::<String>(1).map_err(spi_error))
+                        .collect::<Result<Vec<_>, String>>()
+                })?;
+                let requeued = states
+                    .iter()
+                    .filter(|s| s.as_deref() == Some("queued"))
+                    .count();
+                Some((requeued, states.len() - requeued))
+            } else {
+                None
+            };
+            record(finished);
+            if plan.purge {
+                let retention = guc::queue_retention_s() as f64;
+                if let Err(e) = in_subtransaction(|| {
+                    Spi::run_with_args(PURGE, &[retention.into()]).map_err(spi_error)
+                })
+                .and_then(|r| r)
+                {
+                    log_unexpected("delete finished invocations", &e);
+                }
+            }
+            let ready = if plan.free > 0 {
+                match in_subtransaction(|| claim_ready(plan.free, foreign_table_column))
+                    .and_then(|r| r)
+                {
+                    Ok(ready) => ready,
+                    Err(e) => {
+                        log_unexpected("claim invocations", &e);
+                        Vec::new()
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            let due = if plan.idle && ready.is_empty() {
+                Spi::get_one::<f64>(NEXT_DUE).map_err(spi_error)?
+            } else {
+                None
+            };
+            Ok(Round::Worked {
+                table: queue.relid,
+                ready,
+                due,
+                recovered,
+            })
+        })
+    })
+}
+
+struct QueueWorker {
+    sender: Sender,
+    /// Outcomes not yet written back.
+    finished: Vec<Outcome>,
+    /// The queue table the rows in flight and `finished` belong to.
+    table: Option<Oid>,
+    /// What the worker last said about the queue (`None`: working it).
+    said: Option<Idle>,
+    last_purge: Option<Instant>,
+}
+
 impl QueueWorker {
     /// Queues claimed rows for sending; rows that cannot be sent are failed.
     fn start(&mut self, ready: Vec<Ready>) {
         // Clients are keyed by settings: rows of one server and mapping share one.
-        let mut clients = HashMap::new();
+        let mut clients: HashMap<ClientSettings, LambdaClient> = HashMap::new();
         for r in ready {
             let (request, settings, owner) = match r.prepared {
                 Ok(v) => v,
@@ -735,21 +1232,32 @@ impl QueueWorker {
                 }
             };
             let client = match clients.get(&settings) {
-                Some(client) => client,
-                None => match client_for(&settings, &Interrupts::NONE) {
-                    Ok(client) => clients.entry(settings).or_insert(client),
-                    Err(e) => {
-                        self.finished.push(Outcome::failed(r.id, e.to_string()));
-                        continue;
+                Some(client) => client.clone(),
+                None => {
+                    let made = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        client_for(&settings, &Interrupts::NONE).map_err(|e| e.to_string())
+                    }))
+                    .unwrap_or_else(|panic| {
+                        Err(format!(
+                            "the call could not be prepared inside lambda_fdw: {}",
+                            panic_message(&*panic)
+                        ))
+                    });
+                    match made {
+                        Ok(client) => clients.entry(settings).or_insert(client).clone(),
+                        Err(e) => {
+                            self.finished.push(Outcome::failed(r.id, e));
+                            continue;
+                        }
                     }
-                },
+                }
             };
             self.sender.submit(ToSend {
                 id: r.id,
                 attempts: r.attempts,
                 max_attempts: r.max_attempts,
                 request,
-                client: client.clone(),
+                client,
                 owner,
             });
         }
@@ -759,62 +1267,67 @@ impl QueueWorker {
         // SAFETY: MyLatch is this process's latch; reset before looking at
         // the queue, so a commit after the look sets it again.
         unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
-        // One transaction a round: record what finished, put back what a
-        // previous worker left in flight (first round), delete old rows
-        // (once a minute), claim what there is room for.
-        let finished = std::mem::take(&mut self.finished);
         self.sender.resize(guc::queue_concurrency());
-        // Claimed ahead: up to twice the concurrency, in flight or waiting.
-        let free = (2 * self.sender.slots).saturating_sub(self.sender.outstanding);
-        let recover = !self.recovered;
         let purge = self.last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY);
-        let idle = self.sender.outstanding == 0;
-        let round = in_transaction("work the queue", || {
-            if !lock_queue()? {
-                return Ok(None);
+        let plan = Plan {
+            known: self.table,
+            finished: &self.finished,
+            // Claimed ahead: up to twice the concurrency, in flight or waiting.
+            free: (2 * self.sender.slots).saturating_sub(self.sender.outstanding),
+            purge,
+            idle: self.sender.outstanding == 0,
+        };
+        let round = match in_transaction(|| work_round(&plan)).and_then(|r| r) {
+            Ok(round) => round,
+            Err(e) => {
+                // Nothing of the round was kept: its outcomes are written
+                // next time, and nothing it claimed is sent.
+                log_unexpected("work the queue", &e);
+                BackgroundWorker::wait_latch(Some(POLL));
+                return;
             }
-            if recover {
-                // At least once: rows a previous worker left in flight are sent again.
-                Spi::run(REQUEUE_SENDING).map_err(spi_error)?;
+        };
+        let (table, ready, due, recovered) = match round {
+            Round::Idle(idle) => {
+                if self.said.as_ref() != Some(&idle) {
+                    idle.say();
+                    self.said = Some(idle);
+                }
+                BackgroundWorker::wait_latch(Some(POLL));
+                return;
             }
-            record(&finished)?;
-            if purge {
-                let retention = guc::queue_retention_s() as f64;
-                Spi::run_with_args(PURGE, &[retention.into()]).map_err(spi_error)?;
-            }
-            let ready = if free > 0 {
-                claim_ready(free)?
-            } else {
-                Vec::new()
-            };
-            let due = if idle && ready.is_empty() {
-                Spi::get_one::<f64>(NEXT_DUE).map_err(spi_error)?
-            } else {
-                None
-            };
-            Ok(Some((ready, due)))
-        });
-        let Some((ready, due)) = round else {
-            if !self.said_waiting {
-                log!("lambda_fdw queue worker: lambda_fdw.invocations does not exist in this database; waiting for CREATE EXTENSION lambda_fdw (or its update)");
-                self.said_waiting = true;
-            }
-            self.recovered = false;
-            // Calls of a queue that is gone are dropped with their runtime.
+            Round::Worked {
+                table,
+                ready,
+                due,
+                recovered,
+            } => (table, ready, due, recovered),
+        };
+        if self.said.take().is_some() {
+            log!("lambda_fdw queue worker: found lambda_fdw.invocations; sending");
+        }
+        if self.table != Some(table) {
+            // Outcomes and calls of another table's rows are dropped.
+            self.finished.clear();
             if self.sender.outstanding > 0 {
                 match Sender::new(self.sender.slots) {
                     Ok(sender) => self.sender = sender,
                     Err(e) => log!("lambda_fdw queue worker: {e}"),
                 }
             }
-            BackgroundWorker::wait_latch(Some(POLL));
-            return;
-        };
-        if self.said_waiting {
-            log!("lambda_fdw queue worker: found lambda_fdw.invocations; sending");
-            self.said_waiting = false;
+            self.table = Some(table);
+        } else {
+            // Written back in the round's transaction, which committed.
+            self.finished.clear();
         }
-        self.recovered = true;
+        if let Some((requeued, failed)) = recovered {
+            if requeued + failed > 0 {
+                log!(
+                    "lambda_fdw queue worker: found {} invocation(s) left in flight by the previous worker: {requeued} sent again, {failed} failed with no attempts left (they may have been delivered)",
+                    requeued + failed
+                );
+            }
+        }
         if purge {
             self.last_purge = Some(Instant::now());
         }
@@ -834,6 +1347,24 @@ impl QueueWorker {
         }
         self.sender.wait(&mut self.finished);
     }
+
+    /// On shutdown: writes back what finished, so that those rows are not
+    /// sent again by the next worker. Calls still in flight stay `sending`.
+    fn flush(&mut self) {
+        if self.finished.is_empty() || self.table.is_none() {
+            return;
+        }
+        let plan = Plan {
+            known: self.table,
+            finished: &self.finished,
+            free: 0,
+            purge: false,
+            idle: false,
+        };
+        if let Err(e) = in_transaction(|| work_round(&plan)).and_then(|r| r) {
+            log!("lambda_fdw queue worker: could not record the last outcomes before exiting: {e}");
+        }
+    }
 }
 
 unsafe extern "C-unwind" fn leave_worker_slot(_code: i32, _arg: pg_sys::Datum) {
@@ -847,6 +1378,8 @@ unsafe extern "C-unwind" fn leave_worker_slot(_code: i32, _arg: pg_sys::Datum) {
 pub extern "C-unwind" fn lambda_fdw_queue_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db = Oid::from(arg.value() as u32);
+    // As the bootstrap superuser, as PostgreSQL's own workers connect; the
+    // rounds run as the queue table's owner (see the module's header).
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
     // SAFETY: MyProcPid is this process's pid; on_proc_exit registers a
     // static function to run when the process exits, however it exits.
@@ -866,18 +1399,19 @@ pub extern "C-unwind" fn lambda_fdw_queue_main(arg: pg_sys::Datum) {
     let mut worker = QueueWorker {
         sender,
         finished: Vec::new(),
-        recovered: false,
-        said_waiting: false,
+        table: None,
+        said: None,
         last_purge: None,
     };
     while !shutdown_requested() {
         reload_config_if_asked();
         worker.step();
     }
+    worker.flush();
 }
 
 #[cfg(test)]
-mod tests {
+mod unit {
     use super::*;
     use crate::core::invoke::answered as ok;
 
@@ -955,5 +1489,228 @@ mod tests {
             o.error.as_deref(),
             Some("lambda returned ResourceNotFoundException for f: Function not found")
         );
+    }
+}
+
+/// In-database tests (`cargo pgrx test`) of what only a backend shows:
+/// recording outcomes in subtransactions, recovery, the claim's limits,
+/// the queue table's lookup and the pinned search_path. Each runs in a
+/// transaction that is rolled back.
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use super::*;
+
+    /// A row of the extension's queue table in `state`; returns its id.
+    fn row(state: &str, attempts: i32, max_attempts: i32) -> i64 {
+        Spi::get_one::<i64>(&format!(
+            "INSERT INTO lambda_fdw.invocations (queued_by, function_name, region, invocation_type, \
+               payload, max_attempts, state, attempts) \
+             VALUES (current_user::regrole, 'echo', 'us-east-1', 'RequestResponse', '{{}}', \
+               {max_attempts}, '{state}', {attempts}) RETURNING id"
+        ))
+        .unwrap()
+        .unwrap()
+    }
+
+    type Stored = (
+        Option<String>,
+        Option<i32>,
+        Option<pgrx::JsonB>,
+        Option<String>,
+    );
+
+    fn stored(id: i64) -> (String, Option<i32>, Option<String>, Option<String>) {
+        let (state, code, response, error): Stored = Spi::connect(|c| {
+            let t = c
+                .select(
+                    "SELECT state, status_code, response, error FROM lambda_fdw.invocations WHERE id = $1",
+                    None,
+                    &[id.into()],
+                )?
+                .first();
+            Ok::<_, pgrx::spi::SpiError>((t.get(1)?, t.get(2)?, t.get(3)?, t.get(4)?))
+        })
+        .unwrap();
+        (
+            state.unwrap(),
+            code,
+            response.map(|j| j.0.to_string()),
+            error,
+        )
+    }
+
+    fn answered(id: i64, response: &str) -> Outcome {
+        Outcome {
+            id,
+            state: "succeeded",
+            status_code: Some(200),
+            response: Some(response.into()),
+            ..Outcome::default()
+        }
+    }
+
+    #[pg_test]
+    fn an_answer_jsonb_refuses_fails_its_row_only() {
+        let ids = [
+            row("sending", 1, 3),
+            row("sending", 1, 3),
+            row("sending", 1, 3),
+        ];
+        let outcomes = [
+            answered(ids[0], r#"{"n": 1}"#),
+            answered(ids[1], r#"{"a": "\u0000"}"#),
+            answered(ids[2], r#"{"n": 3}"#),
+        ];
+        let queue = table::queue_table().expect("the extension's queue table");
+        table::with_pinned_search_path(|| table::as_owner(queue.owner, || record(&outcomes)));
+        assert_eq!(
+            stored(ids[0]),
+            (
+                "succeeded".into(),
+                Some(200),
+                Some(r#"{"n":1}"#.into()),
+                None
+            )
+        );
+        assert_eq!(
+            stored(ids[1]),
+            (
+                "failed".into(),
+                Some(200),
+                None,
+                Some(
+                    "the function's response could not be stored: unsupported Unicode escape \
+                     sequence (\\u0000 cannot be converted to text)"
+                        .into()
+                )
+            )
+        );
+        assert_eq!(
+            stored(ids[2]),
+            (
+                "succeeded".into(),
+                Some(200),
+                Some(r#"{"n":3}"#.into()),
+                None
+            )
+        );
+        // A row recorded once is not recorded again.
+        record(&[answered(ids[1], r#"{"n": 2}"#)]);
+        assert_eq!(stored(ids[1]).0, "failed");
+        // The transaction goes on.
+        assert_eq!(Spi::get_one::<i32>("SELECT 1").unwrap(), Some(1));
+    }
+
+    #[pg_test]
+    fn recovery_requeues_or_fails_and_claim_skips_spent_rows() {
+        let left = row("sending", 1, 3);
+        let spent = row("sending", 3, 3);
+        let stale = row("queued", 4, 3);
+        let done = row("succeeded", 1, 3);
+        let states = Spi::connect_mut(|c| {
+            c.update(RECOVER, None, &[])
+                .unwrap()
+                .map(|r| r.get::<String>(1).unwrap().unwrap())
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(states.len(), 3);
+        assert_eq!(
+            stored(left),
+            (
+                "queued".into(),
+                None,
+                None,
+                Some("the queue worker stopped while attempt 1 of 3 was in flight; the invocation may have been delivered, and it is sent again".into())
+            )
+        );
+        assert_eq!(
+            stored(spent),
+            (
+                "failed".into(),
+                None,
+                None,
+                Some("the queue worker stopped while attempt 3 of 3 was in flight; the invocation may have been delivered, and it is not sent again".into())
+            )
+        );
+        assert_eq!(
+            stored(stale),
+            (
+                "failed".into(),
+                None,
+                None,
+                Some("4 attempts of 3 were made already; the invocation may have been delivered, and it is not sent again".into())
+            )
+        );
+        assert_eq!(stored(done).0, "succeeded");
+        // A queued row with no attempts left is never claimed.
+        let spent_queued = row("queued", 2, 2);
+        let claimed: Vec<i64> = claim(100, true)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.map(|c| c.id).unwrap_or_else(|(id, _)| id))
+            .collect();
+        assert_eq!(claimed, vec![left]);
+        assert_eq!(stored(spent_queued).0, "queued");
+    }
+
+    #[pg_test]
+    fn the_queue_table_is_the_extensions_own() {
+        let queue = table::queue_table().expect("the extension's queue table");
+        assert!(!queue.has_code_attached);
+        assert!(catalog::is_superuser(queue.owner));
+        Spi::run(
+            "CREATE FUNCTION public.nothing() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
+        )
+        .unwrap();
+        Spi::run(
+            "CREATE TRIGGER t AFTER UPDATE ON lambda_fdw.invocations FOR EACH STATEMENT EXECUTE FUNCTION public.nothing()",
+        )
+        .unwrap();
+        let queue = table::queue_table().unwrap();
+        assert!(queue.has_triggers && !queue.has_rules && queue.has_code_attached);
+        Spi::run("DROP TRIGGER t ON lambda_fdw.invocations").unwrap();
+        assert!(!table::queue_table().unwrap().has_code_attached);
+        // The same name outside the extension is not it.
+        Spi::run("ALTER TABLE lambda_fdw.invocations RENAME TO invocations_real").unwrap();
+        Spi::run("CREATE TABLE lambda_fdw.invocations (id bigint)").unwrap();
+        assert!(matches!(
+            table::find(),
+            table::Lookup::NotTheExtensions { .. }
+        ));
+        Spi::run("DROP TABLE lambda_fdw.invocations").unwrap();
+        assert_eq!(table::find(), table::Lookup::Missing);
+    }
+
+    #[pg_test]
+    fn the_search_path_is_pinned_and_restored() {
+        let path = || {
+            Spi::get_one::<String>("SELECT pg_catalog.current_setting('search_path')")
+                .unwrap()
+                .unwrap()
+        };
+        Spi::run("SET search_path = public").unwrap();
+        assert_eq!(table::with_pinned_search_path(path), "pg_catalog, pg_temp");
+        assert_eq!(path(), "public");
+        // An error inside: the rolled-back subtransaction restores it.
+        let failed = in_subtransaction(|| {
+            table::with_pinned_search_path(|| Spi::run("SELECT 1/0").unwrap())
+        });
+        assert_eq!(failed, Err("division by zero".into()));
+        assert_eq!(path(), "public");
+        // A panic caught inside the same transaction: the guard restores it.
+        let caught = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            table::with_pinned_search_path(|| panic!("inside"))
+        }));
+        assert!(caught.is_err());
+        assert_eq!(path(), "public");
+        // As the owner, in a security-restricted operation.
+        let owner = table::queue_table().unwrap().owner;
+        let restricted =
+            table::as_owner(owner, || unsafe { pg_sys::InSecurityRestrictedOperation() });
+        assert!(restricted);
+        assert!(!unsafe { pg_sys::InSecurityRestrictedOperation() });
     }
 }
