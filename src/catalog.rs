@@ -223,3 +223,17 @@ pub fn user_mapping_options_of(user: Oid, server: Oid) -> Result<HashMap<String,
 pub fn user_mapping_id(user: Oid, server: Oid) -> Option<Oid> {
     user_mapping(user, server).ok().flatten().map(|(id, _)| id)
 }
+
+/// The name of role `role`, or `OID n` for a role that no longer exists.
+pub fn role_name(role: Oid) -> String {
+    // SAFETY: a syscache lookup of a role OID; NULL (noerr) for a dropped
+    // role, else a NUL-terminated palloc'd name.
+    unsafe {
+        let name = pg_sys::GetUserNameFromId(role, true);
+        if name.is_null() {
+            format!("OID {}", role.to_u32())
+        } else {
+            CStr::from_ptr(name).to_string_lossy().into_owned()
+        }
+    }
+}

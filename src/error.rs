@@ -67,6 +67,11 @@ pub enum LambdaFdwError {
     #[error("lambda_fdw's queue table lambda_fdw.invocations does not exist in this database")]
     QueueMissing,
 
+    #[error(
+        "lambda_fdw's queue table lambda_fdw.invocations predates version 0.3.0 of the extension"
+    )]
+    QueueOutdated,
+
     #[error("role \"{role}\" has no AWS credentials for server \"{server}\"")]
     NoCredentials { role: String, server: String },
     #[error("scan would invoke lambda function {function} {invocations} times, more than lambda_fdw.max_scan_invocations ({limit})")]
@@ -337,6 +342,12 @@ impl From<LambdaFdwError> for ErrorReport {
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 message,
                 Some("the extension's SQL objects are older than its library: the queue came with version 0.2.0".into()),
+                Some("run ALTER EXTENSION lambda_fdw UPDATE".into()),
+            ),
+            LambdaFdwError::QueueOutdated => report(
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                message,
+                Some("the library is newer than the extension's SQL objects: 0.3.0 records which path queued an invocation".into()),
                 Some("run ALTER EXTENSION lambda_fdw UPDATE".into()),
             ),
             LambdaFdwError::NoCredentials { .. } => report(

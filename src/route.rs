@@ -133,19 +133,6 @@ fn register_callbacks() {
     CALLBACKS_REGISTERED.with(|c| c.set(true));
 }
 
-fn role_name(role: Oid) -> String {
-    // SAFETY: a syscache lookup of a role OID; NULL for a dropped role.
-    let name = unsafe { pg_sys::GetUserNameFromId(role, true) };
-    if name.is_null() {
-        format!("OID {}", role.to_u32())
-    } else {
-        // SAFETY: a NUL-terminated palloc'd name.
-        unsafe { std::ffi::CStr::from_ptr(name) }
-            .to_string_lossy()
-            .into_owned()
-    }
-}
-
 /// The route of the RDS surface through a region's server: the user's
 /// mapping on it, else PUBLIC's, else (no credentials named) the server
 /// process's chain, which a superuser chose by owning the route.
@@ -196,7 +183,7 @@ fn resolve_table(server: &ServerRef, options: &ServerOptions, user: Oid) -> Resu
         .is_some_and(UserMappingOptions::names_credentials);
     if !named && !options.allow_server_identity && !is_superuser(user) {
         return Ok(Route::NoCredentials {
-            role: role_name(user),
+            role: catalog::role_name(user),
             server: server.name.clone(),
         });
     }

@@ -244,6 +244,19 @@ def upgrade_from(admin, version, fresh_members, fresh_extension):
         check("0.1.0 SQL, new library: INSERT asks for the update", got,
               ("55000", "lambda_fdw's queue table lambda_fdw.invocations does not exist in this database",
                "run ALTER EXTENSION lambda_fdw UPDATE"))
+    if version == "0.2.0":
+        # 0.3.0 records which path queued a row: until the update adds the
+        # column, queueing says what to do (nothing is queued half-known).
+        for sql in ("INSERT INTO echo (payload) VALUES ('{}')",
+                    "SELECT lambda_fdw.enqueue('echo', '{}', 'us-east-1')"):
+            try:
+                conn.execute(sql)
+                got = None
+            except psycopg.Error as e:
+                got = (e.sqlstate, e.diag.message_primary, e.diag.message_hint)
+            check(f"0.2.0 SQL, new library: {sql.split()[0]} asks for the update", got,
+                  ("55000", "lambda_fdw's queue table lambda_fdw.invocations predates version 0.3.0 of the extension",
+                   "run ALTER EXTENSION lambda_fdw UPDATE"))
 
     conn.execute("ALTER EXTENSION lambda_fdw UPDATE")
     check(f"{version}: updated to the default version",

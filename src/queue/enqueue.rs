@@ -63,33 +63,6 @@ fn warn_once_without_worker() {
     .report(PgLogLevel::WARNING);
 }
 
-/// Runs `f` as `owner`, restoring the caller's identity afterwards (also
-/// when `f` fails: the guard restores it while unwinding).
-fn as_role<R>(owner: Oid, f: impl FnOnce() -> R) -> R {
-    struct Restore(Oid, i32);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            // SAFETY: restores the identity saved below.
-            unsafe { pg_sys::SetUserIdAndSecContext(self.0, self.1) };
-        }
-    }
-    let mut user = Oid::INVALID;
-    let mut context = 0;
-    // SAFETY: saves and switches the current user the way PostgreSQL's own
-    // internal queries do (a local change, restricted operations).
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            owner,
-            context
-                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
-                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
-        );
-    }
-    let _restore = Restore(user, context);
-    f()
-}
-
 /// Every name schema-qualified; run with the search_path pinned, as the
 /// queue table's owner.
 const INSERT: &str = "INSERT INTO lambda_fdw.invocations \
@@ -104,12 +77,14 @@ const INSERT: &str = "INSERT INTO lambda_fdw.invocations \
 /// missing while the extension's SQL is still at 0.1.0 (a new library
 /// before ALTER EXTENSION UPDATE).
 pub fn queue(q: Queued) -> Result<i64> {
-    let owner = table::queue_table()
-        .map(|t| t.owner)
-        .ok_or(LambdaFdwError::QueueMissing)?;
+    let queue = table::queue_table().ok_or(LambdaFdwError::QueueMissing)?;
+    if !queue.has_foreign_table_column {
+        return Err(LambdaFdwError::QueueOutdated);
+    }
+    let owner = queue.owner;
     let payload = String::from_utf8_lossy(&q.payload).into_owned();
     let server = q.signed.server.as_ref().map(|s| s.oid);
-    let id = as_role(owner, || {
+    let id = table::as_owner(owner, || {
         table::with_pinned_search_path(|| {
             Spi::get_one_with_args::<i64>(
                 INSERT,

@@ -15,8 +15,6 @@
 //!   security-restricted operation (as PostgreSQL's own maintenance
 //!   commands run a table owner's code).
 
-use std::ffi::CStr;
-
 use pgrx::pg_sys::{self, Oid};
 
 /// `lambda_fdw.invocations`, a member of the `lambda_fdw` extension.
@@ -149,20 +147,6 @@ pub fn queue_table() -> Option<QueueTable> {
     match find() {
         Lookup::Found(table) => Some(table),
         _ => None,
-    }
-}
-
-/// The name of role `role`, or `OID n` for a role that no longer exists.
-pub fn role_name(role: Oid) -> String {
-    // SAFETY: a syscache lookup of a role OID; NULL (noerr) for a dropped
-    // role, else a NUL-terminated palloc'd name.
-    unsafe {
-        let name = pg_sys::GetUserNameFromId(role, true);
-        if name.is_null() {
-            format!("OID {}", role.to_u32())
-        } else {
-            CStr::from_ptr(name).to_string_lossy().into_owned()
-        }
     }
 }
 

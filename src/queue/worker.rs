@@ -591,11 +591,11 @@ fn signing_of(c: &Claimed) -> Result<Signing, String> {
             ),
             Some(_) => format!(
                 "the user mapping this invocation was queued with no longer applies to role {} on server {server}; it is not sent with other credentials",
-                table::role_name(c.queued_by)
+                catalog::role_name(c.queued_by)
             ),
             None => format!(
                 "this invocation was queued without a user mapping on server {server}, and one applies to role {} now; it is not sent with other credentials",
-                table::role_name(c.queued_by)
+                catalog::role_name(c.queued_by)
             ),
         });
     }
@@ -1119,7 +1119,7 @@ fn work_round(plan: &Plan) -> Result<Round, String> {
         table::Lookup::Missing | table::Lookup::Found(_) => Idle::Missing,
         table::Lookup::NotTheExtensions { relid, owner } => Idle::NotTheExtensions {
             relid,
-            owner: table::role_name(owner),
+            owner: catalog::role_name(owner),
         },
     };
     let found = match table::find() {
