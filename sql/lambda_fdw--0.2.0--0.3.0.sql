@@ -7,3 +7,7 @@
 -- those granted aws_lambda.invoke may call it (sql/queue.sql).
 REVOKE ALL ON FUNCTION lambda_fdw.enqueue(pg_catalog.text, pg_catalog.jsonb, pg_catalog.text,
   pg_catalog.text, pg_catalog.text, pg_catalog.jsonb) FROM PUBLIC;
+
+-- Which path queued a row, so that the worker signs it as that path does
+-- (sql/queue.sql).
+ALTER TABLE lambda_fdw.invocations ADD COLUMN foreign_table pg_catalog.oid;

@@ -17,8 +17,10 @@ CREATE TABLE lambda_fdw.invocations (
   payload          jsonb NOT NULL,
   context          jsonb,
   -- The lambda_fdw server whose settings, and the user mapping whose
-  -- credentials, sign the request (both NULL: no server for the region,
-  -- the default AWS chain). Looked up again when the invocation is sent.
+  -- credentials, sign the request (both NULL: no route server for the
+  -- region, the settings and the server process's AWS chain). Looked up
+  -- again when the invocation is sent: a row whose role, server or mapping
+  -- no longer checks out is failed, never sent.
   server           oid,
   user_mapping     oid,
   state            text NOT NULL DEFAULT 'queued'
@@ -32,7 +34,11 @@ CREATE TABLE lambda_fdw.invocations (
   function_error   text,
   error            text,
   request_id       text,
-  finished_at      timestamptz
+  finished_at      timestamptz,
+  -- The foreign table an INSERT queued it through (signed as a foreign
+  -- table's calls are); NULL for lambda_fdw.enqueue (signed through the
+  -- region's route, as aws_lambda.invoke is). Since 0.3.0.
+  foreign_table    oid
 );
 COMMENT ON TABLE lambda_fdw.invocations IS
   'Invocations queued by lambda_fdw.enqueue() and INSERT into lambda_fdw foreign tables, sent after COMMIT';

@@ -1,5 +1,7 @@
-//! Reads from PostgreSQL's catalogs that wrappers does not do for us: the
-//! current user's mapping, and a foreign table's columns.
+//! Reads from PostgreSQL's catalogs that wrappers does not do for us: user
+//! mappings, servers, privileges, a foreign table's options and columns.
+//! No SQL: every read is a catalog scan or a syscache lookup, so nothing
+//! here resolves a name through the caller's search_path.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -53,35 +55,18 @@ fn mapping_exists(user: Oid, server: Oid) -> bool {
     }
 }
 
-/// Options of the current user's mapping for `server` (or the PUBLIC one);
-/// empty when there is none, so that the default AWS chain applies.
-pub fn user_mapping_options(server: Oid) -> Result<HashMap<String, String>> {
-    // SAFETY: GetUserId has no preconditions inside a transaction.
-    user_mapping_options_of(unsafe { pg_sys::GetUserId() }, server)
-}
-
-/// Options of `user`'s mapping for `server` (or the PUBLIC one); empty when
-/// there is none.
-pub fn user_mapping_options_of(user: Oid, server: Oid) -> Result<HashMap<String, String>> {
+/// The user mapping that applies to `user` on `server` (theirs, else the
+/// PUBLIC one): its OID and options; `None` when there is neither.
+pub fn user_mapping(user: Oid, server: Oid) -> Result<Option<(Oid, HashMap<String, String>)>> {
     if !mapping_exists(user, server) && !mapping_exists(Oid::INVALID, server) {
-        return Ok(HashMap::new());
+        return Ok(None);
     }
     // SAFETY: a mapping exists (checked above), so GetUserMapping returns a
     // valid palloc'd struct whose options list we read before returning.
     unsafe {
         let um = pg_sys::GetUserMapping(user, server);
-        options_map((*um).options)
+        Ok(Some(((*um).umid, options_map((*um).options)?)))
     }
-}
-
-/// The OID of the mapping that applies to `user` on `server` (theirs, or
-/// the PUBLIC one), if any.
-pub fn user_mapping_id(user: Oid, server: Oid) -> Option<Oid> {
-    if !mapping_exists(user, server) && !mapping_exists(Oid::INVALID, server) {
-        return None;
-    }
-    // SAFETY: a mapping exists (checked above); GetUserMapping returns it.
-    Some(unsafe { (*pg_sys::GetUserMapping(user, server)).umid })
 }
 
 /// Name and type of every live column of a relation, in order.
@@ -105,32 +90,54 @@ pub struct ServerRef {
     pub name: String,
 }
 
-/// The lambda_fdw servers whose `region` option is `region`, by name.
-pub fn lambda_servers_for_region(region: &str) -> Result<Vec<ServerRef>> {
-    let spi_err = |e: pgrx::spi::SpiError| {
-        LambdaFdwError::Catalog(format!("could not look up lambda_fdw servers: {e}"))
-    };
-    pgrx::Spi::connect(|client| {
-        let rows = client
-            .select(
-                "SELECT s.oid, s.srvname::text FROM pg_catalog.pg_foreign_server s \
-                 JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw \
-                 WHERE w.fdwname = 'lambda_fdw' AND ('region=' || $1) = ANY (s.srvoptions) \
-                 ORDER BY s.srvname",
-                None,
-                &[region.into()],
-            )
-            .map_err(spi_err)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let oid: Option<Oid> = row.get(1).map_err(spi_err)?;
-            let name: Option<String> = row.get(2).map_err(spi_err)?;
-            if let (Some(oid), Some(name)) = (oid, name) {
-                out.push(ServerRef { oid, name });
+/// The lambda_fdw servers whose `region` option is `region` and whose owner
+/// is a superuser, by name: the servers `aws_lambda.invoke` and
+/// `lambda_fdw.enqueue` may route through. Read with a plain scan of
+/// pg_foreign_server and syscache lookups, no SQL, so nothing resolves
+/// through the caller's search_path (operators included).
+pub fn superuser_servers_for_region(region: &str) -> Result<Vec<ServerRef>> {
+    // SAFETY: a name lookup with missing_ok; no wrapper yet gives InvalidOid.
+    let fdw = unsafe { pg_sys::get_foreign_data_wrapper_oid(c"lambda_fdw".as_ptr(), true) };
+    if fdw == Oid::INVALID {
+        return Ok(Vec::new());
+    }
+    let mut candidates = Vec::new();
+    // SAFETY: inside the caller's transaction, a scan of the catalog
+    // pg_foreign_server, opened, scanned and closed here; each tuple is a
+    // pg_foreign_server row while the scan is on it, and its fixed-size
+    // fields are read before the next one.
+    unsafe {
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::table_open(pg_sys::ForeignServerRelationId, lock);
+        let scan = pg_sys::table_beginscan_catalog(rel, 0, std::ptr::null_mut());
+        loop {
+            let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if tuple.is_null() {
+                break;
+            }
+            let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_foreign_server>(tuple);
+            if (*form).srvfdw == fdw && pg_sys::superuser_arg((*form).srvowner) {
+                candidates.push((*form).oid);
             }
         }
-        Ok(out)
-    })
+        pg_sys::table_endscan(scan);
+        pg_sys::table_close(rel, lock);
+    }
+    let mut out = Vec::new();
+    for oid in candidates {
+        let (server, options) = server(oid)?;
+        if options.get("region").map(String::as_str) == Some(region) {
+            out.push(server);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Whether `role` is a superuser (an OID of no role is not).
+pub fn is_superuser(role: Oid) -> bool {
+    // SAFETY: a syscache lookup of the role; a missing role is false.
+    unsafe { pg_sys::superuser_arg(role) }
 }
 
 /// Whether `role` has USAGE on the server.
@@ -153,10 +160,9 @@ pub fn has_server_usage(server: Oid, role: Oid) -> bool {
     result == pg_sys::AclResult::ACLCHECK_OK
 }
 
-/// Fails unless the current user has USAGE on the server.
-pub fn check_server_usage(server: &ServerRef) -> Result<()> {
-    // SAFETY: GetUserId has no preconditions inside a transaction.
-    if has_server_usage(server.oid, unsafe { pg_sys::GetUserId() }) {
+/// Fails unless `user` has USAGE on the server.
+pub fn check_server_usage(server: &ServerRef, user: Oid) -> Result<()> {
+    if has_server_usage(server.oid, user) {
         Ok(())
     } else {
         Err(LambdaFdwError::ServerPermission(server.name.clone()))
@@ -203,4 +209,17 @@ pub fn server_if_exists(oid: Oid) -> Result<Option<(ServerRef, HashMap<String, S
 /// Options of a foreign server.
 pub fn server_options(oid: Oid) -> Result<HashMap<String, String>> {
     server(oid).map(|(_, options)| options)
+}
+
+/// Options of `user`'s mapping for `server` (or the PUBLIC one); empty when
+/// there is none.
+pub fn user_mapping_options_of(user: Oid, server: Oid) -> Result<HashMap<String, String>> {
+    Ok(user_mapping(user, server)?
+        .map(|(_, options)| options)
+        .unwrap_or_default())
+}
+
+/// The OID of the mapping that applies to `user` on `server`, if any.
+pub fn user_mapping_id(user: Oid, server: Oid) -> Option<Oid> {
+    user_mapping(user, server).ok().flatten().map(|(id, _)| id)
 }

@@ -66,6 +66,17 @@ pub enum LambdaFdwError {
 
     #[error("lambda_fdw's queue table lambda_fdw.invocations does not exist in this database")]
     QueueMissing,
+
+    #[error("role \"{role}\" has no AWS credentials for server \"{server}\"")]
+    NoCredentials { role: String, server: String },
+    #[error("scan would invoke lambda function {function} {invocations} times, more than lambda_fdw.max_scan_invocations ({limit})")]
+    TooManyInvocations {
+        function: String,
+        invocations: u64,
+        limit: u64,
+        /// The lists whose product the count is, e.g. "300 payloads x 300 contexts".
+        factors: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, LambdaFdwError>;
@@ -174,6 +185,28 @@ pub fn core_error_parts(e: &CoreError) -> (PgSqlErrorCode, Option<String>, Optio
         CoreError::Response { .. } | CoreError::Runtime(_) | CoreError::Other { .. } => {
             (ERRCODE_FDW_ERROR, None, None)
         }
+        CoreError::ReservedContextKey => (
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            Some("lambda_fdw sets it on queued invocations only, so that a function can trust it.".into()),
+            None,
+        ),
+        CoreError::ResponseTooLarge {
+            limit,
+            content_length,
+            ..
+        } => (
+            ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            Some(match content_length {
+                Some(n) => {
+                    format!("the response's Content-Length is {n} bytes: refused before its body was read")
+                }
+                None => format!(
+                    "no Content-Length: refused while its body was read, once more than {limit} bytes had arrived"
+                ),
+            }),
+            None,
+        ),
+        CoreError::HeaderTooLong { .. } => (ERRCODE_PROGRAM_LIMIT_EXCEEDED, None, None),
     }
 }
 
@@ -227,6 +260,9 @@ impl From<LambdaFdwError> for ErrorReport {
                         (ERRCODE_INVALID_PARAMETER_VALUE, None, None)
                     }
                     OptionError::Malformed(_) => (ERRCODE_SYNTAX_ERROR, None, None),
+                    OptionError::SuperuserOnly { detail, .. } => {
+                        (ERRCODE_INSUFFICIENT_PRIVILEGE, Some(detail.to_string()), None)
+                    }
                 };
                 report(code, message, detail, hint)
             }
@@ -263,7 +299,7 @@ impl From<LambdaFdwError> for ErrorReport {
                 ERRCODE_DUPLICATE_OBJECT,
                 message,
                 None,
-                Some("keep one lambda_fdw server per region for aws_lambda.invoke".into()),
+                Some("keep one superuser-owned lambda_fdw server per region: aws_lambda.invoke and lambda_fdw.enqueue route through it".into()),
             ),
             LambdaFdwError::Catalog(_) => report(ERRCODE_FDW_ERROR, message, None, None),
             LambdaFdwError::Internal(_) => report(ERRCODE_INTERNAL_ERROR, message, None, None),
@@ -303,11 +339,31 @@ impl From<LambdaFdwError> for ErrorReport {
                 Some("the extension's SQL objects are older than its library: the queue came with version 0.2.0".into()),
                 Some("run ALTER EXTENSION lambda_fdw UPDATE".into()),
             ),
+            LambdaFdwError::NoCredentials { .. } => report(
+                ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+                message,
+                Some("Its user mapping, or the server's mapping for PUBLIC, names no access key, profile or role, and only a superuser can let a server sign with the server process's own AWS identity.".into()),
+                Some("Create a user mapping with aws_access_key_id and aws_secret_access_key, or ask a superuser to set the server option allow_server_identity 'true'.".into()),
+            ),
             LambdaFdwError::StatsNotPreloaded => report(
                 ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 message,
                 Some("invocations work without it, but are not counted".into()),
                 Some("add lambda_fdw to shared_preload_libraries and restart the server".into()),
+            ),
+            LambdaFdwError::TooManyInvocations {
+                invocations,
+                factors,
+                ..
+            } => report(
+                ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                message,
+                Some(format!("a scan invokes once per combination of the values its conditions give the request columns: {factors}")),
+                Some(if invocations <= i32::MAX as u64 {
+                    format!("SET lambda_fdw.max_scan_invocations to {invocations} or more, or narrow the conditions on the request columns")
+                } else {
+                    "narrow the conditions on the request columns".into()
+                }),
             ),
         }
     }

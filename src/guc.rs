@@ -19,6 +19,10 @@ pub static DATABASE_NAME: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 pub static QUEUE_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
 pub static QUEUE_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(86_400);
+/// Default of lambda_fdw.max_scan_invocations.
+pub const DEFAULT_MAX_SCAN_INVOCATIONS: i32 = 10_000;
+pub static MAX_SCAN_INVOCATIONS: GucSetting<i32> =
+    GucSetting::<i32>::new(DEFAULT_MAX_SCAN_INVOCATIONS);
 
 /// Defines the settings; `preloading`: the library is being loaded from
 /// shared_preload_libraries, the only time the worker's server-start
@@ -90,6 +94,20 @@ pub fn register(preloading: bool) {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    // A limit on what one statement may cost, like statement_timeout or
+    // work_mem, not a permission: anyone who may scan a table may scan it
+    // again, so every role may raise it for itself (USERSET); a DBA sets the
+    // default with ALTER ROLE / ALTER DATABASE ... SET or postgresql.conf.
+    GucRegistry::define_int_guc(
+        c"lambda_fdw.max_scan_invocations",
+        c"Most invocations one scan of a lambda_fdw foreign table may make.",
+        c"A scan invokes once per combination of the values its conditions give payload, qualifier, invocation_type, log_type and context; a scan that would make more is refused before any call.",
+        &MAX_SCAN_INVOCATIONS,
+        1,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     // SAFETY: called from _PG_init on the backend's main thread with valid C strings.
     unsafe {
         pgrx::pg_sys::MarkGUCPrefixReserved(c"aws_lambda".as_ptr());
@@ -130,4 +148,9 @@ pub fn queue_concurrency() -> usize {
 /// Retention of finished queue rows, in seconds.
 pub fn queue_retention_s() -> i64 {
     QUEUE_RETENTION.get().max(0) as i64
+}
+
+/// Most invocations one foreign-table scan may make.
+pub fn max_scan_invocations() -> u64 {
+    MAX_SCAN_INVOCATIONS.get().max(1) as u64
 }

@@ -1,14 +1,23 @@
-//! Which client settings a call uses, cached per backend, for both surfaces:
-//! an `aws_lambda.invoke` call by region, a foreign-table scan by its server
-//! (and the table's own options with it).
+//! Who may call, through which server, signed with whose identity: the one
+//! permission model, for every path (README, "Security").
 //!
-//! Resolving a region to its lambda_fdw server reads the catalogs (a query
-//! over pg_foreign_server), and both surfaces read and parse the caller's
-//! user mapping. That costs more than the rest of a call's own work, and
-//! changes rarely, so the answer is kept per (region or server, user,
-//! settings) and dropped whenever a foreign table, foreign server, user
-//! mapping or wrapper changes (a syscache invalidation callback). USAGE on
-//! the server is checked on every call.
+//! - [`region_route`]: the RDS surface (`aws_lambda.invoke`,
+//!   `lambda_fdw.enqueue`, and the worker sending what enqueue queued). A
+//!   region routes through the lambda_fdw server for it that a superuser
+//!   owns, so no other role can redirect or break someone else's calls;
+//!   the caller's mapping on it, else PUBLIC's, else the server process's
+//!   chain. EXECUTE on the function is the gate, as on RDS.
+//! - [`table_signing`]: foreign tables (scans, INSERT, IMPORT, and the
+//!   worker sending what INSERT queued). USAGE on the server; the role's
+//!   mapping, else PUBLIC's, must name credentials unless the role is a
+//!   superuser or a superuser set `allow_server_identity` on the server.
+//!
+//! Resolving reads the catalogs and parses mappings, which costs more than
+//! the rest of a call's own work and changes rarely, so the answer is kept
+//! per (region or server, user, settings) and dropped whenever a foreign
+//! table, server, user mapping, wrapper or role changes (a syscache
+//! invalidation callback). USAGE on a table's server is checked on every
+//! call.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -18,8 +27,7 @@ use std::rc::Rc;
 use pgrx::pg_sys::{self, Datum, Oid};
 
 use crate::catalog::{
-    self, check_server_usage, lambda_servers_for_region, server_options, user_mapping_options,
-    ServerRef,
+    self, check_server_usage, is_superuser, superuser_servers_for_region, ServerRef,
 };
 use crate::config::client_settings;
 use crate::core::ClientSettings;
@@ -42,14 +50,27 @@ struct RouteKey {
     endpoint_override: Option<String>,
 }
 
+/// What signs a call: the client settings, the server they come from
+/// (`None`: no route server, so the settings and the server process's AWS
+/// chain), and the user mapping whose options were used, if any.
+#[derive(Clone)]
+pub struct Signed {
+    pub settings: ClientSettings,
+    pub server: Option<ServerRef>,
+    pub mapping: Option<Oid>,
+}
+
+/// A resolved route: signed, or why a call through it is refused.
 #[derive(Clone)]
 enum Route {
-    /// No server for the region: settings and the default chain.
-    Direct(ClientSettings),
-    /// The region's server and the caller's mapping on it.
-    Server(ServerRef, ClientSettings),
-    /// Several servers claim the region.
+    Signed(Signed),
+    /// Several superuser-owned servers claim the region.
     Ambiguous(String),
+    /// A foreign table's server gives this role no credentials of its own.
+    NoCredentials {
+        role: String,
+        server: String,
+    },
 }
 
 /// A foreign table's options, and its server's.
@@ -97,6 +118,9 @@ fn register_callbacks() {
         pg_sys::SysCacheIdentifier::FOREIGNSERVEROID,
         pg_sys::SysCacheIdentifier::USERMAPPINGOID,
         pg_sys::SysCacheIdentifier::FOREIGNDATAWRAPPEROID,
+        // A role that gains or loses superuser changes which servers route
+        // and who may sign with the server process's identity.
+        pg_sys::SysCacheIdentifier::AUTHOID,
     ] {
         // SAFETY: registers a plain function for a valid syscache id; the
         // callback lives as long as the backend (it is a static function).
@@ -109,35 +133,84 @@ fn register_callbacks() {
     CALLBACKS_REGISTERED.with(|c| c.set(true));
 }
 
-/// The route through `server` (whose parsed options are `options`), with
-/// the current user's mapping on it.
-fn server_route(server: &ServerRef, options: &ServerOptions) -> Result<Route> {
-    let mapping = UserMappingOptions::parse(&user_mapping_options(server.oid)?)?;
-    Ok(Route::Server(
-        server.clone(),
-        client_settings(&options.region, Some(options), Some(&mapping)),
-    ))
+fn role_name(role: Oid) -> String {
+    // SAFETY: a syscache lookup of a role OID; NULL for a dropped role.
+    let name = unsafe { pg_sys::GetUserNameFromId(role, true) };
+    if name.is_null() {
+        format!("OID {}", role.to_u32())
+    } else {
+        // SAFETY: a NUL-terminated palloc'd name.
+        unsafe { std::ffi::CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned()
+    }
 }
 
-fn resolve(region: &str) -> Result<Route> {
-    let servers = lambda_servers_for_region(region)?;
-    Ok(match servers.as_slice() {
-        [] => Route::Direct(client_settings(region, None, None)),
-        [server] => server_route(server, &ServerOptions::parse(&server_options(server.oid)?)?)?,
-        many => Route::Ambiguous(
+/// The route of the RDS surface through a region's server: the user's
+/// mapping on it, else PUBLIC's, else (no credentials named) the server
+/// process's chain, which a superuser chose by owning the route.
+fn region_server_route(server: &ServerRef, user: Oid) -> Result<Route> {
+    let options = ServerOptions::parse(&catalog::server_options(server.oid)?)?;
+    let mapping = catalog::user_mapping(user, server.oid)?;
+    let parsed = match &mapping {
+        Some((_, map)) => Some(UserMappingOptions::parse(map)?),
+        None => None,
+    };
+    Ok(Route::Signed(Signed {
+        settings: client_settings(&options.region, Some(&options), parsed.as_ref()),
+        server: Some(server.clone()),
+        mapping: mapping.map(|(id, _)| id),
+    }))
+}
+
+fn resolve_region(region: &str, user: Oid) -> Result<Route> {
+    let servers = superuser_servers_for_region(region)?;
+    match servers.as_slice() {
+        [] => Ok(Route::Signed(Signed {
+            settings: client_settings(region, None, None),
+            server: None,
+            mapping: None,
+        })),
+        [server] => region_server_route(server, user),
+        many => Ok(Route::Ambiguous(
             many.iter()
                 .map(|s| s.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-        ),
-    })
+        )),
+    }
 }
 
-fn key(target: Target) -> RouteKey {
+/// A foreign table's route through `server`: the user's mapping, else
+/// PUBLIC's, must name credentials, unless the user is a superuser or a
+/// superuser set `allow_server_identity` on the server (postgres_fdw's
+/// password rule).
+fn resolve_table(server: &ServerRef, options: &ServerOptions, user: Oid) -> Result<Route> {
+    let mapping = catalog::user_mapping(user, server.oid)?;
+    let parsed = match &mapping {
+        Some((_, map)) => Some(UserMappingOptions::parse(map)?),
+        None => None,
+    };
+    let named = parsed
+        .as_ref()
+        .is_some_and(UserMappingOptions::names_credentials);
+    if !named && !options.allow_server_identity && !is_superuser(user) {
+        return Ok(Route::NoCredentials {
+            role: role_name(user),
+            server: server.name.clone(),
+        });
+    }
+    Ok(Route::Signed(Signed {
+        settings: client_settings(&options.region, Some(options), parsed.as_ref()),
+        server: Some(server.clone()),
+        mapping: mapping.map(|(id, _)| id),
+    }))
+}
+
+fn key(target: Target, user: Oid) -> RouteKey {
     RouteKey {
         target,
-        // SAFETY: GetUserId has no preconditions inside a transaction.
-        user: unsafe { pg_sys::GetUserId() },
+        user,
         connect_timeout_ms: guc::connect_timeout_ms(),
         request_timeout_ms: guc::request_timeout_ms(),
         endpoint_override: guc::endpoint_override(),
@@ -155,39 +228,39 @@ fn cached(key: RouteKey, resolve: impl FnOnce() -> Result<Route>) -> Result<Rout
     Ok(route)
 }
 
-fn settings_of(route: Route, region: &str) -> Result<ClientSettings> {
+fn signed(route: Route, region: &str) -> Result<Signed> {
     match route {
-        Route::Direct(settings) => Ok(settings),
-        Route::Server(server, settings) => {
-            check_server_usage(&server)?;
-            Ok(settings)
-        }
+        Route::Signed(s) => Ok(s),
         Route::Ambiguous(servers) => Err(LambdaFdwError::AmbiguousRegion {
             region: region.to_string(),
             servers,
         }),
+        Route::NoCredentials { role, server } => {
+            Err(LambdaFdwError::NoCredentials { role, server })
+        }
     }
 }
 
-/// The lambda_fdw server a call to `region` by the current user goes
-/// through (`None`: no server has the region, so the default chain), and
-/// the call's settings; checks USAGE on the server.
-pub fn server_for_region(region: &str) -> Result<(Option<ServerRef>, ClientSettings)> {
-    let route = cached(key(Target::Region(region.to_string())), || resolve(region))?;
-    let server = match &route {
-        Route::Server(server, _) => Some(server.clone()),
-        _ => None,
-    };
-    Ok((server, settings_of(route, region)?))
+/// The RDS surface's route for `region` as `user`: `aws_lambda.invoke`,
+/// `lambda_fdw.enqueue`, and the queue worker for what enqueue queued.
+/// Only servers a superuser owns route; EXECUTE on the function is the
+/// gate, as on RDS, so no USAGE on the server is needed.
+pub fn region_route(region: &str, user: Oid) -> Result<Signed> {
+    let route = cached(key(Target::Region(region.to_string()), user), || {
+        resolve_region(region, user)
+    })?;
+    signed(route, region)
 }
 
-/// The client settings of a scan through `server` (whose parsed options are
-/// `options`) by the current user; checks USAGE on the server on every call.
-pub fn settings_for_server(server: &ServerRef, options: &ServerOptions) -> Result<ClientSettings> {
-    let route = cached(key(Target::Server(server.oid)), || {
-        server_route(server, options)
+/// A foreign table's signing through `server` (whose parsed options are
+/// `options`) as `user`: scans, INSERT, IMPORT FOREIGN SCHEMA and the queue
+/// worker for what INSERT queued. Checks USAGE on the server on every call.
+pub fn table_signing(server: &ServerRef, options: &ServerOptions, user: Oid) -> Result<Signed> {
+    check_server_usage(server, user)?;
+    let route = cached(key(Target::Server(server.oid), user), || {
+        resolve_table(server, options, user)
     })?;
-    settings_of(route, &options.region)
+    signed(route, &options.region)
 }
 
 /// The options of foreign table `relid` and of its server, parsed.

@@ -54,12 +54,14 @@ pub fn prepare(args: &InvokeArgs, payload: Bytes) -> Result<InvokeRequest> {
 }
 
 /// Invokes a function as `aws_lambda.invoke` does: the request [`prepare`]
-/// builds, with the settings of the lambda_fdw server of its region (and
-/// the caller's user mapping), else of the settings and the default chain.
+/// builds, signed as the region's route says (see `route::region_route`).
 fn invoke(args: &InvokeArgs, payload: Bytes) -> Result<(InvokeOutcome, String)> {
     let request = prepare(args, payload)?;
-    let (server, settings) = crate::route::server_for_region(&request.target.region)?;
-    let client = client_for(&settings, &PG_INTERRUPTS)?;
+    // SAFETY: GetUserId has no preconditions inside a transaction.
+    let user = unsafe { pg_sys::GetUserId() };
+    let signed = crate::route::region_route(&request.target.region, user)?;
+    let server = signed.server;
+    let client = client_for(&signed.settings, &PG_INTERRUPTS)?;
     let display = request.target.display.clone();
     let log = CallLog::default();
     let outcome = block_on(client.invoke(request, &log), &PG_INTERRUPTS)?;
@@ -130,6 +132,9 @@ fn rds_report(e: LambdaFdwError) -> ErrorReport {
         CoreError::Credentials(cause) => api_failed(format!("No AWS credentials: {cause}")),
         CoreError::Response { message, .. } | CoreError::Other { message, .. } => {
             api_failed(message.clone())
+        }
+        CoreError::ResponseTooLarge { .. } | CoreError::HeaderTooLong { .. } => {
+            api_failed(core.to_string())
         }
         _ => LambdaFdwError::Core(core).into(),
     }

@@ -17,6 +17,7 @@ use aws_smithy_async::time::{SharedTimeSource, SystemTimeSource};
 
 use super::error::CoreResult;
 use super::executor::{block_on, Interrupts};
+use super::limits::ResponseLimits;
 use super::settings::{ClientSettings, CredentialSource};
 
 /// A Lambda client with the limits it was built with (for error messages).
@@ -112,7 +113,10 @@ async fn build_client(s: &ClientSettings) -> LambdaClient {
         .timeout_config(timeouts(s))
         // Invocations are retried by crate::core::retry, which knows which
         // failures may have run the function.
-        .retry_config(RetryConfig::disabled());
+        .retry_config(RetryConfig::disabled())
+        // No response larger than Lambda returns, and no stored header
+        // longer than Lambda sends, is read whole (crate::core::limits).
+        .interceptor(ResponseLimits);
     if let Some(e) = &s.endpoint_url {
         conf = conf.endpoint_url(e.clone());
     }

@@ -90,6 +90,31 @@ pub enum CoreError {
 
     #[error("lambda call to {function} failed: {message}")]
     Other { function: String, message: String },
+
+    #[error("client context must not set custom.lambda_fdw_invocation_id")]
+    ReservedContextKey,
+    /// The response body passed `limit` (6 MB, see `crate::core::limits`):
+    /// refused on its Content-Length (`content_length`) or, without one,
+    /// while it streamed. The function ran: never retried.
+    #[error(
+        "lambda function {function} returned a response larger than {} MB ({limit} bytes), the most Lambda returns",
+        limit / (1024 * 1024)
+    )]
+    ResponseTooLarge {
+        function: String,
+        limit: u64,
+        content_length: Option<u64>,
+    },
+
+    /// A header whose value lambda_fdw keeps is longer than its limit
+    /// (`crate::core::limits::BOUNDED_HEADERS`). Never retried.
+    #[error("lambda function {function} returned an {header} header of {size} bytes, more than the {limit} bytes lambda_fdw accepts")]
+    HeaderTooLong {
+        function: String,
+        header: &'static str,
+        size: usize,
+        limit: usize,
+    },
 }
 
 pub type CoreResult<T> = Result<T, CoreError>;

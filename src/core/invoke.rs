@@ -18,6 +18,7 @@ use futures::TryFutureExt;
 use super::client::LambdaClient;
 use super::error::{CoreError, CoreResult};
 use super::fanout;
+use super::limits;
 use super::measure::{CallLog, CallStats};
 use super::request::{InvocationType, InvokeRequest, LogType};
 use super::retry;
@@ -130,6 +131,11 @@ where
             .and_then(retry::parse_retry_after),
         _ => None,
     };
+    // A response refused by crate::core::limits, whichever way the SDK
+    // wraps the refusal (an interceptor error, or the body's read error).
+    if let Some(exceeded) = limits::find(&err) {
+        return (exceeded.clone().into_core(function), None);
+    }
     let error = match &err {
         SdkError::TimeoutError(_) => CoreError::RequestTimeout {
             function: function.to_string(),

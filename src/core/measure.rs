@@ -50,6 +50,10 @@ pub fn error_class(e: &CoreError) -> CallClass {
         CoreError::Connect(_) | CoreError::ConnectTimeout { .. } | CoreError::Response { .. } => {
             CallClass::ConnectError
         }
+        // The function ran and answered what lambda_fdw cannot take.
+        CoreError::ResponseTooLarge { .. } | CoreError::HeaderTooLong { .. } => {
+            CallClass::ServiceError
+        }
         _ => CallClass::ClientError,
     }
 }

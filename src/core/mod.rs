@@ -5,6 +5,7 @@ pub mod error;
 pub mod executor;
 pub mod fanout;
 pub mod invoke;
+pub mod limits;
 pub mod measure;
 pub mod name;
 pub mod request;

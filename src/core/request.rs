@@ -89,9 +89,28 @@ pub fn encode_client_context(json_text: &str) -> CoreResult<String> {
 /// invocation's id, so that a function can recognise a repeated delivery.
 pub const INVOCATION_ID_KEY: &str = "lambda_fdw_invocation_id";
 
+/// Refuses a caller's client context that sets the key only queued
+/// invocations carry, so that a function can trust it for de-duplication.
+/// Other JSON is left to the checks that encode it.
+pub fn check_reserved_keys(context_json: &str) -> CoreResult<()> {
+    let reserved = serde_json::from_str::<serde_json::Value>(context_json)
+        .ok()
+        .and_then(|v| v.get("custom")?.get(INVOCATION_ID_KEY).map(|_| ()))
+        .is_some();
+    if reserved {
+        Err(CoreError::ReservedContextKey)
+    } else {
+        Ok(())
+    }
+}
+
 /// The client context of a queued invocation: the user's context (a JSON
 /// object, or none) with `custom.lambda_fdw_invocation_id` set to `id`.
+/// A user's context that already sets it is refused.
 pub fn context_with_invocation_id(context_json: Option<&str>, id: i64) -> CoreResult<String> {
+    if let Some(text) = context_json {
+        check_reserved_keys(text)?;
+    }
     let mut context = match context_json {
         None => serde_json::Map::new(),
         Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
@@ -122,8 +141,9 @@ pub struct InvokeRequest {
 }
 
 impl InvokeRequest {
-    /// Builds a request, checking the payload size for the invocation type and
-    /// encoding the client context.
+    /// Builds a caller's request, checking the payload size for the
+    /// invocation type and encoding the client context, which must not set
+    /// the queue's invocation id.
     pub fn new(
         target: ResolvedFunction,
         invocation_type: InvocationType,
@@ -131,7 +151,46 @@ impl InvokeRequest {
         context_json: Option<&str>,
         payload: impl Into<Bytes>,
     ) -> CoreResult<Self> {
-        let payload = payload.into();
+        if let Some(text) = context_json {
+            check_reserved_keys(text)?;
+        }
+        Self::build(
+            target,
+            invocation_type,
+            log_type,
+            context_json,
+            payload.into(),
+        )
+    }
+
+    /// Builds the request of queued invocation `id`: the user's context
+    /// (checked as [`InvokeRequest::new`] checks it) with the id added.
+    /// With `i64::MAX`, checks at queueing time that the request will fit
+    /// whatever its id.
+    pub fn queued(
+        target: ResolvedFunction,
+        invocation_type: InvocationType,
+        context_json: Option<&str>,
+        id: i64,
+        payload: impl Into<Bytes>,
+    ) -> CoreResult<Self> {
+        let context = context_with_invocation_id(context_json, id)?;
+        Self::build(
+            target,
+            invocation_type,
+            LogType::None,
+            Some(&context),
+            payload.into(),
+        )
+    }
+
+    fn build(
+        target: ResolvedFunction,
+        invocation_type: InvocationType,
+        log_type: LogType,
+        context_json: Option<&str>,
+        payload: Bytes,
+    ) -> CoreResult<Self> {
         let limit = invocation_type.max_payload_bytes();
         if payload.len() > limit {
             return Err(CoreError::PayloadTooLarge {
@@ -170,11 +229,60 @@ mod tests {
             context_with_invocation_id(Some(r#"{"custom":{"k":"v"}}"#), 9).unwrap(),
             r#"{"custom":{"k":"v","lambda_fdw_invocation_id":9}}"#
         );
-        // The id is the queue's, whatever the user put there.
+        // The id is the queue's alone: a user's context cannot carry one.
+        assert!(matches!(
+            context_with_invocation_id(Some(r#"{"custom":{"lambda_fdw_invocation_id":1}}"#), 2),
+            Err(CoreError::ReservedContextKey)
+        ));
+    }
+
+    #[test]
+    fn a_callers_context_cannot_set_the_invocation_id() {
+        let target = parse_function_name("f")
+            .unwrap()
+            .resolve(Some("us-east-1"), None, None)
+            .unwrap();
+        let forged = r#"{"custom":{"lambda_fdw_invocation_id":42}}"#;
+        let e = InvokeRequest::new(
+            target.clone(),
+            InvocationType::RequestResponse,
+            LogType::None,
+            Some(forged),
+            "{}",
+        )
+        .unwrap_err();
         assert_eq!(
-            context_with_invocation_id(Some(r#"{"custom":{"lambda_fdw_invocation_id":1}}"#), 2)
-                .unwrap(),
-            r#"{"custom":{"lambda_fdw_invocation_id":2}}"#
+            e.to_string(),
+            "client context must not set custom.lambda_fdw_invocation_id"
+        );
+        assert!(matches!(
+            InvokeRequest::queued(target.clone(), InvocationType::Event, Some(forged), 1, "{}"),
+            Err(CoreError::ReservedContextKey)
+        ));
+        // Elsewhere in the context, or under another key, it is the user's.
+        for ok in [
+            r#"{"lambda_fdw_invocation_id":1}"#,
+            r#"{"custom":{"other":1}}"#,
+            r#"{"env":{"custom":{"lambda_fdw_invocation_id":1}}}"#,
+        ] {
+            InvokeRequest::new(
+                target.clone(),
+                InvocationType::RequestResponse,
+                LogType::None,
+                Some(ok),
+                "{}",
+            )
+            .unwrap();
+        }
+        let q = InvokeRequest::queued(target, InvocationType::Event, None, 5, "{}").unwrap();
+        assert_eq!(q.log_type, LogType::None);
+        assert_eq!(
+            q.client_context.as_deref(),
+            Some(
+                encode_client_context(r#"{"custom":{"lambda_fdw_invocation_id":5}}"#)
+                    .unwrap()
+                    .as_str()
+            )
         );
     }
 

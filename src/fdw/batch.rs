@@ -1,32 +1,46 @@
 //! The invocations of one foreign-table scan: which requests its conditions
-//! allow, the calls in flight, and the outcomes received, kept so that a
+//! allow, the calls in flight, and what came back. Nothing here touches a
+//! plan node; `executor` does that.
+//!
+//! What a scan holds grows with its window in flight, not with the number of
+//! invocations: the distinct values of each request column (see
+//! [`Product`]), checked and encoded once per value before the first call;
+//! each request is built when the fan-out starts it, and each outcome is
+//! dropped when the next row is asked for. Only a scan that PostgreSQL may
+//! scan again (see [`Scan::keep_outcomes`]) keeps its outcomes, so that a
 //! rescan with the same values replays them instead of invoking again.
-//! Nothing here touches a plan node; `executor` does that.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::stream::{LocalBoxStream, StreamExt};
 use pgrx::pg_sys::Oid;
+use serde_json::Value as Json;
 
 use crate::config::PG_INTERRUPTS;
+use crate::core::fanout;
+use crate::core::request::{check_reserved_keys, encode_client_context};
 use crate::core::settings::DEFAULT_MAX_CONCURRENCY;
 use crate::core::{
-    block_on, client_for, CallClass, CallLog, ClientSettings, CoreResult, InvokeOutcome,
-    InvokeRequest,
+    block_on, client_for, CallClass, CallLog, ClientSettings, CoreError, CoreResult, InvokeOutcome,
+    InvokeRequest, ResolvedFunction,
 };
 use crate::error::{LambdaFdwError, Result};
+use crate::guc;
 use crate::route::{self, TableRoute};
 use crate::stats;
 
-use super::options::FunctionErrors;
-use super::plan::{plan_invocations, Allowed, PlannedInvocation};
+use super::options::{FunctionErrors, TableOptions};
+use super::plan::{check_count, plan_invocations, Allowed, Failure, PlannedInvocation, Product};
 
 /// What one scan of a foreign table invokes, and with which settings.
 pub struct Scan {
     route: Rc<TableRoute>,
     settings: ClientSettings,
     concurrency: usize,
+    /// Whether outcomes are kept for a rescan to replay.
+    keep: bool,
     /// The invocations for the current values of the request conditions;
     /// `None` until the first row is asked for.
     batch: Option<Batch>,
@@ -46,34 +60,180 @@ pub struct Activity {
     pub peak_in_flight: usize,
 }
 
+/// The requests for one set of request values, checked: the product of the
+/// values, and what each value sends. Shared with the fan-out, which builds
+/// each request from its index when it starts it.
+struct Requests {
+    product: Product,
+    count: usize,
+    /// Per payload: its JSON text.
+    payloads: Vec<Bytes>,
+    /// Per qualifier: the function called.
+    targets: Vec<ResolvedFunction>,
+    /// Per context: the client context sent (base64).
+    contexts: Vec<Option<String>>,
+}
+
+impl Requests {
+    /// Checks every value the invocations use, as every request was checked
+    /// before the first call when they were all built up front, and fails
+    /// with the error the first bad request in order would have given. A
+    /// product with no invocation (a NULL, contradictory conditions) checks
+    /// nothing, as then.
+    fn prepare(product: Product, count: usize, table: &TableOptions, region: &str) -> Result<Self> {
+        if count == 0 {
+            return Ok(Self {
+                product,
+                count,
+                payloads: Vec::new(),
+                targets: Vec::new(),
+                contexts: Vec::new(),
+            });
+        }
+        let mut targets: Vec<CoreResult<ResolvedFunction>> = product
+            .qualifiers
+            .iter()
+            .map(|q| table.function.resolve(Some(region), q.as_deref(), None))
+            .collect();
+        let mut payloads: Vec<Result<Bytes>> =
+            product.payloads.iter().map(encode_payload).collect();
+        let mut contexts: Vec<CoreResult<Option<String>>> = product
+            .contexts
+            .iter()
+            .map(|c| {
+                c.as_ref()
+                    .map(|c| {
+                        // A caller's context may not set the queue's id.
+                        let text = c.to_string();
+                        check_reserved_keys(&text)?;
+                        encode_client_context(&text)
+                    })
+                    .transpose()
+            })
+            .collect();
+        let too_large = |payload: usize, invocation_type: usize| -> Option<CoreError> {
+            let size = payloads[payload].as_ref().ok()?.len();
+            let invocation_type = product.invocation_types[invocation_type];
+            let limit = invocation_type.max_payload_bytes();
+            (size > limit).then(|| CoreError::PayloadTooLarge {
+                size,
+                limit,
+                invocation_type: invocation_type.as_str(),
+            })
+        };
+        let failure = product.first_failure(
+            |q| targets[q].is_err(),
+            |p, t| payloads[p].is_err() || too_large(p, t).is_some(),
+            |c| contexts[c].is_err(),
+        );
+        match failure {
+            None => {}
+            Some(Failure::Qualifier(q)) => {
+                return Err(targets.swap_remove(q).err().map_or(
+                    LambdaFdwError::Internal("a qualifier failed and then passed"),
+                    LambdaFdwError::from,
+                ))
+            }
+            Some(Failure::Payload {
+                payload,
+                invocation_type,
+            }) => {
+                let error = too_large(payload, invocation_type);
+                return Err(match payloads.swap_remove(payload) {
+                    Err(e) => e,
+                    Ok(_) => error.map_or(
+                        LambdaFdwError::Internal("a payload failed and then passed"),
+                        LambdaFdwError::from,
+                    ),
+                });
+            }
+            Some(Failure::Context(c)) => {
+                return Err(contexts.swap_remove(c).err().map_or(
+                    LambdaFdwError::Internal("a context failed and then passed"),
+                    LambdaFdwError::from,
+                ))
+            }
+        }
+        // Every value passed: an invocation uses one of each list, and all
+        // of them are in some invocation.
+        Ok(Self {
+            count,
+            payloads: payloads.into_iter().collect::<Result<_>>()?,
+            targets: targets.into_iter().collect::<CoreResult<_>>()?,
+            contexts: contexts.into_iter().collect::<CoreResult<_>>()?,
+            product,
+        })
+    }
+
+    /// The request of invocation `index`, made of values checked already.
+    fn request(&self, index: usize) -> InvokeRequest {
+        let at = self.product.position(index);
+        let planned = self.product.get(index);
+        InvokeRequest {
+            target: self.targets[at.qualifier].clone(),
+            invocation_type: planned.invocation_type,
+            log_type: planned.log_type,
+            client_context: self.contexts[at.context].clone(),
+            payload: self.payloads[at.payload].clone(),
+        }
+    }
+
+    /// The function invocation `index` calls, as messages name it.
+    fn display(&self, index: usize) -> &str {
+        &self.targets[self.product.position(index).qualifier].display
+    }
+}
+
+fn encode_payload(payload: &Json) -> Result<Bytes> {
+    serde_json::to_vec(payload)
+        .map(Bytes::from)
+        .map_err(|e| LambdaFdwError::Catalog(format!("could not encode payload: {e}")))
+}
+
 /// The invocations for one set of request values, and what came back.
 struct Batch {
-    planned: Vec<PlannedInvocation>,
-    /// The function as messages name it, per invocation.
-    displays: Vec<String>,
-    /// Checked requests, taken when the first call is started.
-    requests: Option<Vec<InvokeRequest>>,
+    requests: Rc<Requests>,
+    /// The calls, started when the first row is asked for.
     stream: Option<LocalBoxStream<'static, CoreResult<InvokeOutcome>>>,
-    /// Outcomes received so far, replayed by a rescan instead of invoking again.
+    /// Whether every outcome is kept, for a rescan to replay.
+    keep: bool,
+    /// The outcomes kept: every one received when `keep`, else the last
+    /// one only (the current row's).
     outcomes: Vec<InvokeOutcome>,
+    /// How many outcomes the calls have given.
+    received: usize,
+    /// The next row's invocation.
     cursor: usize,
+}
+
+impl Batch {
+    /// The outcome of invocation `index`, the current row's or a kept one.
+    fn outcome(&self, index: usize) -> &InvokeOutcome {
+        if self.keep {
+            &self.outcomes[index]
+        } else {
+            &self.outcomes[0]
+        }
+    }
 }
 
 /// One row's worth: the request and what it got back.
 pub struct Answer<'a> {
-    pub planned: &'a PlannedInvocation,
+    pub planned: PlannedInvocation<'a>,
     pub outcome: &'a InvokeOutcome,
     /// The function as messages name it.
     pub display: &'a str,
 }
 
 impl Scan {
-    /// The scan of foreign table `relid`: its options, its server's, and the
-    /// client settings of the current user's mapping. Like aws_lambda.invoke,
-    /// a scan needs USAGE on the server (checked here, on every execution).
-    pub fn open(relid: Oid) -> Result<Self> {
+    /// The scan of foreign table `relid` checked as `user` (the view owner
+    /// for a scan through a view, else the current user): its options, its
+    /// server's, and the client settings of the user's mapping; USAGE on the
+    /// server and the credentials rule are checked on every execution (see
+    /// `route::table_signing`).
+    pub fn open(relid: Oid, user: Oid) -> Result<Self> {
         let route = route::table_route(relid)?;
-        let settings = route::settings_for_server(&route.server, &route.server_options)?;
+        let settings = route::table_signing(&route.server, &route.server_options, user)?.settings;
         Ok(Self {
             concurrency: route
                 .table
@@ -82,10 +242,21 @@ impl Scan {
                 .unwrap_or(DEFAULT_MAX_CONCURRENCY),
             route,
             settings,
+            keep: true,
             batch: None,
             log: Rc::default(),
             activity: Activity::default(),
         })
+    }
+
+    /// Whether the scan keeps its outcomes (the default), so that a rescan
+    /// with the same request values replays them. A scan PostgreSQL will
+    /// not scan again streams its rows instead and forgets each one; if a
+    /// rescan comes all the same, its rows are computed again, by invoking
+    /// again, which PostgreSQL allows of a node not told to expect rescans.
+    /// Takes effect from the next batch.
+    pub fn keep_outcomes(&mut self, keep: bool) {
+        self.keep = keep;
     }
 
     /// The scan's calls so far.
@@ -113,48 +284,41 @@ impl Scan {
         );
     }
 
-    /// Builds the invocations for new request values, dropping the previous
-    /// ones (and any call of theirs still in flight).
+    /// Plans the invocations for new request values, dropping the previous
+    /// ones (and any call of theirs still in flight). Refuses more
+    /// invocations than lambda_fdw.max_scan_invocations, and any request
+    /// that cannot be sent, before anything is sent.
     pub fn start_batch(&mut self, conditions: &[Allowed]) -> Result<()> {
         self.batch = None;
         let (table, region) = (&self.route.table, &self.route.server_options.region);
-        let planned =
+        let product =
             plan_invocations(conditions, table)?.ok_or_else(|| LambdaFdwError::NoPayload {
                 function: table.function_name.clone(),
             })?;
-        let mut requests = Vec::with_capacity(planned.len());
-        let mut displays = Vec::with_capacity(planned.len());
-        for p in &planned {
-            let target = table
-                .function
-                .resolve(Some(region), p.qualifier.as_deref(), None)?;
-            let context = p.context.as_ref().map(|c| c.to_string());
-            let payload = serde_json::to_vec(&p.payload)
-                .map_err(|e| LambdaFdwError::Catalog(format!("could not encode payload: {e}")))?;
-            displays.push(target.display.clone());
-            requests.push(InvokeRequest::new(
-                target,
-                p.invocation_type,
-                p.log_type,
-                context.as_deref(),
-                payload,
-            )?);
-        }
+        let count = check_count(&product, guc::max_scan_invocations(), &table.function_name)?;
+        let requests = Requests::prepare(product, count, table, region)?;
         self.batch = Some(Batch {
-            planned,
-            displays,
-            requests: Some(requests),
+            requests: Rc::new(requests),
             stream: None,
+            keep: self.keep,
             outcomes: Vec::new(),
+            received: 0,
             cursor: 0,
         });
         Ok(())
     }
 
-    /// Starts the rows again from the first; the outcomes are kept.
+    /// Starts the rows again from the first: kept outcomes are replayed;
+    /// without them the invocations are made again.
     pub fn rewind(&mut self) {
-        if let Some(batch) = self.batch.as_mut() {
-            batch.cursor = 0;
+        let Some(batch) = self.batch.as_mut() else {
+            return;
+        };
+        batch.cursor = 0;
+        if !batch.keep && batch.received > 0 {
+            batch.stream = None;
+            batch.outcomes.clear();
+            batch.received = 0;
         }
     }
 
@@ -169,9 +333,9 @@ impl Scan {
             return Ok(None);
         };
         let answer = Answer {
-            planned: &batch.planned[index],
-            outcome: &batch.outcomes[index],
-            display: &batch.displays[index],
+            planned: batch.requests.product.get(index),
+            outcome: batch.outcome(index),
+            display: batch.requests.display(index),
         };
         if answer.outcome.function_error.is_some()
             && self.route.table.function_errors == FunctionErrors::Raise
@@ -198,44 +362,49 @@ impl Scan {
                 function: self.route.table.function_name.clone(),
             });
         };
-        if batch.cursor < batch.outcomes.len() {
+        if batch.cursor < batch.received {
+            // A rescan replaying kept outcomes (only kept ones are behind).
             batch.cursor += 1;
             return Ok(Some(batch.cursor - 1));
         }
-        if batch.outcomes.len() == batch.planned.len() {
+        if batch.received == batch.requests.count {
             // Every call has answered: no need to wait on the stream's end.
             return Ok(None);
         }
         let next = if let Some(stream) = batch.stream.as_mut() {
             block_on(stream.next(), &PG_INTERRUPTS)?
         } else {
-            let mut requests = batch.requests.take().unwrap_or_default();
             let client = client_for(&self.settings, &PG_INTERRUPTS)?;
-            if requests.len() == 1 {
+            if batch.requests.count == 1 {
                 // One call is awaited where it stands, as aws_lambda.invoke
                 // does: the fan-out would move the SDK's large future to the
                 // heap and poll it through its own machinery (measured for a
                 // prepared one-payload query: 242 us of backend CPU a call
                 // instead of 165).
-                match requests.pop() {
-                    Some(request) => {
-                        Some(block_on(client.invoke(request, &self.log), &PG_INTERRUPTS)?)
-                    }
-                    None => None,
-                }
+                let request = batch.requests.request(0);
+                Some(block_on(client.invoke(request, &self.log), &PG_INTERRUPTS)?)
             } else {
-                let stream = batch.stream.insert(client.invoke_all(
-                    requests,
-                    self.concurrency,
-                    self.log.clone(),
-                ));
+                // Each request is built when the fan-out starts its call.
+                let (requests, log) = (batch.requests.clone(), self.log.clone());
+                let indexes = 0..requests.count;
+                let calls = fanout::ordered(indexes, self.concurrency, move |index| {
+                    let (client, log) = (client.clone(), log.clone());
+                    let request = requests.request(index);
+                    async move { client.invoke(request, &log).await }
+                });
+                let stream = batch.stream.insert(calls.boxed_local());
                 block_on(stream.next(), &PG_INTERRUPTS)?
             }
         };
         match next {
             None => Ok(None),
             Some(outcome) => {
-                batch.outcomes.push(outcome?);
+                let outcome = outcome?;
+                if !batch.keep {
+                    batch.outcomes.clear();
+                }
+                batch.outcomes.push(outcome);
+                batch.received += 1;
                 batch.cursor += 1;
                 Ok(Some(batch.cursor - 1))
             }

@@ -13,6 +13,10 @@
 //! - first row, and the first row after a rescan that changed parameters:
 //!   the conditions are evaluated, and only values that differ from the last
 //!   ones start new invocations (see `batch`); equal ones replay its rows.
+//!   Rows are kept for replaying only where PostgreSQL may scan the node
+//!   again ([`may_rescan`]); elsewhere (a top-level fan-out, the common case)
+//!   each row is forgotten once returned, so a scan holds its window of calls
+//!   in flight, not its whole result.
 //! - rows are stored straight into the scan slot, in the per-tuple memory
 //!   PostgreSQL resets before each row; only the columns the plan reads are
 //!   computed.
@@ -67,6 +71,34 @@ pub unsafe fn scan_activity(node: *mut pg_sys::ForeignScanState) -> Option<Activ
     unsafe { state::get::<ScanNode>(state_field(node)).map(|s| s.scan.activity()) }
 }
 
+/// The role whose privileges and user mapping a scan uses: the owner of the
+/// view it is read through (the range table entry's checkAsUser), else the
+/// current user, as postgres_fdw does.
+///
+/// # Safety
+/// `plan` is the node's ForeignScan and `estate` its executor state.
+unsafe fn checking_user(
+    plan: *mut pg_sys::ForeignScan,
+    estate: *mut pg_sys::EState,
+) -> pg_sys::Oid {
+    // PostgreSQL 16 moved checkAsUser from the range table entry to the plan.
+    // SAFETY: per the contract, the plan's scan relation is in the range table.
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    let user = unsafe { (*pg_sys::exec_rt_fetch((*plan).scan.scanrelid, estate)).checkAsUser };
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    let user = {
+        let _ = estate;
+        // SAFETY: per the contract.
+        unsafe { (*plan).checkAsUser }
+    };
+    if user == pg_sys::Oid::INVALID {
+        // SAFETY: GetUserId has no preconditions inside a transaction.
+        unsafe { pg_sys::GetUserId() }
+    } else {
+        user
+    }
+}
+
 #[pg_guard]
 pub unsafe extern "C-unwind" fn begin_foreign_scan(
     node: *mut pg_sys::ForeignScanState,
@@ -88,7 +120,9 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         let rel = (*node).ss.ss_currentRelation;
         let columns = slot_columns((*rel).rd_att, |n| descriptor.columns.includes(n))
             .unwrap_or_else(|e| raise(e));
-        let scan = Scan::open((*rel).rd_id).unwrap_or_else(|e| raise(e));
+        let user = checking_user(plan, (*node).ss.ps.state);
+        let mut scan = Scan::open((*rel).rd_id, user).unwrap_or_else(|e| raise(e));
+        scan.keep_outcomes(may_rescan(eflags, (*(*node).ss.ps.state).es_plannedstmt));
         let states = PgList::<pg_sys::ExprState>::from_pg(pg_sys::ExecInitExprList(
             (*plan).fdw_exprs,
             node as *mut pg_sys::PlanState,
@@ -107,6 +141,100 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             scan,
         };
         state::install((*(*node).ss.ps.state).es_query_cxt, state_field(node), scan);
+    }
+}
+
+/// Whether PostgreSQL may scan the node again, so that its outcomes must be
+/// kept for a rescan with unchanged request values to replay.
+///
+/// A node is rescanned by a parent that asked for it (EXEC_FLAG_REWIND: the
+/// inner side of a nested loop without parameters, an uncorrelated subplan;
+/// BACKWARD and MARK: scrollable cursors, merge joins), or because
+/// parameters changed: the inner side of a nested loop with parameters
+/// (where ExecInitNestLoop takes REWIND away from the whole inner side, parts
+/// that do not read the parameters included), a correlated subplan, the
+/// recursive term of WITH RECURSIVE, Memoize. Every one of those sets a
+/// PARAM_EXEC parameter, so a statement whose PARAM_EXEC parameters never
+/// change while it runs rescans only nodes that were told.
+///
+/// # Safety
+/// `stmt` is the running statement's plan.
+unsafe fn may_rescan(eflags: c_int, stmt: *mut pg_sys::PlannedStmt) -> bool {
+    let told =
+        (pg_sys::EXEC_FLAG_REWIND | pg_sys::EXEC_FLAG_BACKWARD | pg_sys::EXEC_FLAG_MARK) as c_int;
+    // SAFETY: per the contract.
+    eflags & told != 0 || stmt.is_null() || unsafe { params_can_change(stmt) }
+}
+
+/// Whether any PARAM_EXEC parameter of a statement can take a new value
+/// while it runs. The ones that cannot: an initplan's output when the
+/// initplan depends on no parameter (it runs at most once: `= ANY(ARRAY(SELECT
+/// ...))`, a scalar subquery, a CTE), and the parameters only EvalPlanQual's
+/// own copy of the plan (ModifyTable's and LockRows' epqParam) or a Gather
+/// being rescanned (its rescan_param) changes. Anything else, or a plan node
+/// this walk does not know the children of, counts as changing.
+///
+/// # Safety
+/// `stmt` is a valid PlannedStmt.
+unsafe fn params_can_change(stmt: *mut pg_sys::PlannedStmt) -> bool {
+    // SAFETY: the plan trees of a valid PlannedStmt; each node is cast only
+    // after its tag is checked, and lists are read as the types they hold.
+    unsafe {
+        let count = PgList::<c_void>::from_pg((*stmt).paramExecTypes).len();
+        if count == 0 {
+            return false;
+        }
+        let mut fixed = vec![false; count];
+        let mut fix = |param: c_int| {
+            if let Some(f) = usize::try_from(param).ok().and_then(|p| fixed.get_mut(p)) {
+                *f = true;
+            }
+        };
+        let mut plans: Vec<*mut pg_sys::Plan> = vec![(*stmt).planTree];
+        plans.extend(PgList::<pg_sys::Plan>::from_pg((*stmt).subplans).iter_ptr());
+        let plan_list = |list: *mut pg_sys::List| {
+            PgList::<pg_sys::Plan>::from_pg(list)
+                .iter_ptr()
+                .collect::<Vec<_>>()
+        };
+        while let Some(plan) = plans.pop() {
+            if plan.is_null() {
+                continue;
+            }
+            for init in PgList::<pg_sys::SubPlan>::from_pg((*plan).initPlan).iter_ptr() {
+                if (*init).parParam.is_null() {
+                    PgList::<c_int>::from_pg((*init).setParam)
+                        .iter_int()
+                        .for_each(&mut fix);
+                }
+            }
+            plans.push((*plan).lefttree);
+            plans.push((*plan).righttree);
+            let node = plan as *mut pg_sys::Node;
+            use pg_sys::NodeTag::*;
+            match (*node).type_ {
+                T_Append => plans.extend(plan_list((*(plan as *mut pg_sys::Append)).appendplans)),
+                T_MergeAppend => {
+                    plans.extend(plan_list((*(plan as *mut pg_sys::MergeAppend)).mergeplans))
+                }
+                T_BitmapAnd => {
+                    plans.extend(plan_list((*(plan as *mut pg_sys::BitmapAnd)).bitmapplans))
+                }
+                T_BitmapOr => {
+                    plans.extend(plan_list((*(plan as *mut pg_sys::BitmapOr)).bitmapplans))
+                }
+                T_SubqueryScan => plans.push((*(plan as *mut pg_sys::SubqueryScan)).subplan),
+                T_CustomScan => {
+                    plans.extend(plan_list((*(plan as *mut pg_sys::CustomScan)).custom_plans))
+                }
+                T_ModifyTable => fix((*(plan as *mut pg_sys::ModifyTable)).epqParam),
+                T_LockRows => fix((*(plan as *mut pg_sys::LockRows)).epqParam),
+                T_Gather => fix((*(plan as *mut pg_sys::Gather)).rescan_param),
+                T_GatherMerge => fix((*(plan as *mut pg_sys::GatherMerge)).rescan_param),
+                _ => {}
+            }
+        }
+        fixed.contains(&false)
     }
 }
 
@@ -235,11 +363,9 @@ fn column_datum(kind: ColumnKind, answer: &Answer<'_>) -> Result<Option<Datum>> 
             .map_err(|e| LambdaFdwError::Catalog(format!("could not encode a request value: {e}")))
     };
     Ok(match kind {
-        ColumnKind::Request(RequestColumn::Payload) => Some(json(&planned.payload)?),
-        ColumnKind::Request(RequestColumn::Context) => {
-            planned.context.as_ref().map(json).transpose()?
-        }
-        ColumnKind::Request(RequestColumn::Qualifier) => text_datum(planned.qualifier.as_deref()),
+        ColumnKind::Request(RequestColumn::Payload) => Some(json(planned.payload)?),
+        ColumnKind::Request(RequestColumn::Context) => planned.context.map(json).transpose()?,
+        ColumnKind::Request(RequestColumn::Qualifier) => text_datum(planned.qualifier),
         ColumnKind::Request(RequestColumn::InvocationType) => {
             text_datum(Some(planned.invocation_type.as_str()))
         }

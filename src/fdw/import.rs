@@ -152,9 +152,12 @@ unsafe fn statements(
     }
     let options = ImportOptions::parse(&named(Catalog::Import, &options)?)?;
     let (server_ref, server_options) = catalog::server(server)?;
-    let settings =
-        route::settings_for_server(&server_ref, &ServerOptions::parse(&server_options)?)?;
-    let client = client_for(&settings, &PG_INTERRUPTS)?;
+    // The gate of a foreign table's calls: USAGE, and credentials of the
+    // caller's own unless a superuser allowed the server's identity.
+    // SAFETY: GetUserId has no preconditions inside a transaction.
+    let user = unsafe { pg_sys::GetUserId() };
+    let signed = route::table_signing(&server_ref, &ServerOptions::parse(&server_options)?, user)?;
+    let client = client_for(&signed.settings, &PG_INTERRUPTS)?;
     let functions = block_on(client.list_function_names(), &PG_INTERRUPTS)??;
     Ok(select(&functions, &filter, &options.prefix)?
         .into_iter()

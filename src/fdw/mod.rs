@@ -122,7 +122,8 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
             _ => return Ok(()),
         };
         let options: Vec<String> = options.into_iter().flatten().collect();
-        options::validate(catalog, &options)?;
+        // SAFETY: superuser() reads the current user's role; no preconditions.
+        options::validate(catalog, &options, unsafe { pg_sys::superuser() })?;
         Ok(())
     }
 }

@@ -19,7 +19,7 @@ use super::state;
 use crate::convert;
 use crate::core::{InvocationType, InvokeRequest, LogType};
 use crate::error::{raise, LambdaFdwError, Result};
-use crate::queue::enqueue::{largest_context, queue, Queued};
+use crate::queue::enqueue::{check_queued, queue, Queued};
 use crate::route::{self, TableRoute};
 
 /// An INSERT's view of its table: function and defaults, and every column's
@@ -28,6 +28,43 @@ struct InsertNode {
     route: Rc<TableRoute>,
     columns: Vec<(usize, ColumnKind)>,
     relation: String,
+    relid: pg_sys::Oid,
+    /// The role the rows are queued as: the view's owner for an INSERT
+    /// through a view, else the current user (see `checking_user`).
+    user: pg_sys::Oid,
+}
+
+/// The role whose privileges and user mapping an INSERT uses: the owner of
+/// the view it goes through (checkAsUser), else the current user, as
+/// postgres_fdw does.
+///
+/// # Safety
+/// `estate` and `rinfo` are the executor's.
+unsafe fn checking_user(
+    estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+) -> pg_sys::Oid {
+    // SAFETY: per the contract; a result relation made for COPY or tuple
+    // routing may have no range table entry (index 0).
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    let user = unsafe {
+        let index = (*rinfo).ri_RangeTableIndex;
+        if index == 0 {
+            pg_sys::Oid::INVALID
+        } else {
+            (*pg_sys::exec_rt_fetch(index, estate)).checkAsUser
+        }
+    };
+    // SAFETY: per the contract; PostgreSQL 16 finds the entry of routed
+    // partitions through their root.
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    let user = unsafe { pg_sys::ExecGetResultRelCheckAsUser(rinfo, estate) };
+    if user == pg_sys::Oid::INVALID {
+        // SAFETY: GetUserId has no preconditions inside a transaction.
+        unsafe { pg_sys::GetUserId() }
+    } else {
+        user
+    }
 }
 
 /// IsForeignRelUpdatable: INSERT only.
@@ -93,6 +130,7 @@ unsafe fn begin(estate: *mut pg_sys::EState, rinfo: *mut pg_sys::ResultRelInfo) 
         let columns = slot_columns((*rel).rd_att, |_| true).unwrap_or_else(|e| raise(e));
         let route = route::table_route((*rel).rd_id).unwrap_or_else(|e| raise(e));
         let relation = pgrx::name_data_to_str(&(*(*rel).rd_rel).relname).to_string();
+        let user = checking_user(estate, rinfo);
         state::install(
             (*estate).es_query_cxt,
             state_field(rinfo),
@@ -100,6 +138,8 @@ unsafe fn begin(estate: *mut pg_sys::EState, rinfo: *mut pg_sys::ResultRelInfo) 
                 route,
                 columns,
                 relation,
+                relid: (*rel).rd_id,
+                user,
             },
         );
     }
@@ -197,26 +237,27 @@ fn queue_row(node: &InsertNode, row: RowValues) -> Result<i64> {
     let target = table
         .function
         .resolve(Some(region), qualifier.as_deref(), None)?;
-    // Sizes and the context (with the id it will carry), as it will be sent.
-    let largest = largest_context(context.as_deref())?;
-    InvokeRequest::new(
+    // Sizes and the caller's context, then with the id it will carry.
+    let request = InvokeRequest::new(
         target,
         invocation_type,
         LogType::None,
-        Some(&largest),
+        context.as_deref(),
         payload.clone(),
     )?;
-    // USAGE on the server, as a scan needs it.
-    let settings = route::settings_for_server(&node.route.server, &node.route.server_options)?;
+    check_queued(&request, context.as_deref(), &payload)?;
+    // The gate of a scan: USAGE on the server and the credentials rule.
+    let signed = route::table_signing(&node.route.server, &node.route.server_options, node.user)?;
     queue(Queued {
+        queued_by: node.user,
         function_name: table.function_name.clone(),
         region: region.clone(),
         qualifier,
         invocation_type,
         payload,
         context,
-        server: Some(node.route.server.clone()),
-        max_attempts: settings.max_attempts,
+        signed,
+        foreign_table: Some(node.relid),
     })
 }
 

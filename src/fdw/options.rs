@@ -50,6 +50,7 @@ pub const SERVER_OPTIONS: &[&str] = &[
     "request_timeout_ms",
     "max_attempts",
     "max_concurrency",
+    "allow_server_identity",
 ];
 pub const USER_MAPPING_OPTIONS: &[&str] = &[
     "aws_access_key_id",
@@ -104,6 +105,12 @@ pub enum OptionError {
     Exclusive(&'static str, &'static str),
     #[error("malformed option \"{0}\"")]
     Malformed(String),
+    /// `what` names the option (quoted) and, where it matters, what is missing.
+    #[error("only a superuser can set option {what}")]
+    SuperuserOnly {
+        what: &'static str,
+        detail: &'static str,
+    },
 }
 
 type Result<T> = std::result::Result<T, OptionError>;
@@ -157,6 +164,17 @@ pub struct ServerOptions {
     pub request_timeout_ms: Option<u64>,
     pub max_attempts: Option<u32>,
     pub max_concurrency: Option<usize>,
+    /// A superuser let roles without credentials of their own sign this
+    /// server's foreign-table calls with the server process's AWS identity.
+    pub allow_server_identity: bool,
+}
+
+fn bool_option(map: &HashMap<String, String>, option: &'static str) -> Result<bool> {
+    match map.get(option).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(v) => Err(invalid(option, v, "true or false")),
+    }
 }
 
 /// Checks an endpoint URL: http or https, with a host, and nothing after the
@@ -203,6 +221,7 @@ impl ServerOptions {
             request_timeout_ms: int_option(map, "request_timeout_ms", 1, MAX_TIMEOUT_MS)?,
             max_attempts: int_option(map, "max_attempts", 1, MAX_ATTEMPTS_LIMIT)?,
             max_concurrency: int_option(map, "max_concurrency", 1, MAX_CONCURRENCY_LIMIT)?,
+            allow_server_identity: bool_option(map, "allow_server_identity")?,
         })
     }
 }
@@ -238,6 +257,13 @@ fn validate_role_arn(arn: &str) -> Result<()> {
 }
 
 impl UserMappingOptions {
+    /// Whether the mapping says how to sign: keys of its own, a profile or
+    /// a role to assume (the last two only a superuser can set). Without,
+    /// calls would sign with the server process's own AWS identity.
+    pub fn names_credentials(&self) -> bool {
+        self.credentials != CredentialSource::DefaultChain || self.assume_role.is_some()
+    }
+
     pub fn parse(map: &HashMap<String, String>) -> Result<Self> {
         let key = map.get("aws_access_key_id");
         let secret = map.get("aws_secret_access_key");
@@ -388,13 +414,46 @@ impl TableOptions {
 }
 
 /// Validates an option list (`name=value` strings, as PostgreSQL passes them
-/// to a validator) for one catalog.
-pub fn validate(catalog: Catalog, options: &[String]) -> Result<()> {
+/// to a validator) for one catalog, as set by a superuser or not: the
+/// options that reach the server process's own AWS identity are
+/// superuser-only (as postgres_fdw's `password_required`). Like
+/// postgres_fdw's, the check sees the whole list, so a role that is not a
+/// superuser cannot alter a server or mapping that carries one of them.
+pub fn validate(catalog: Catalog, options: &[String], superuser: bool) -> Result<()> {
     let map = named(catalog, options)?;
     match catalog {
         Catalog::Wrapper => Ok(()),
-        Catalog::Server => ServerOptions::parse(&map).map(|_| ()),
-        Catalog::UserMapping => UserMappingOptions::parse(&map).map(|_| ()),
+        Catalog::Server => {
+            let server = ServerOptions::parse(&map)?;
+            if server.allow_server_identity && !superuser {
+                return Err(OptionError::SuperuserOnly {
+                    what: "\"allow_server_identity\"",
+                    detail: "It lets roles without AWS credentials of their own sign with the server process's own AWS identity.",
+                });
+            }
+            Ok(())
+        }
+        Catalog::UserMapping => {
+            let mapping = UserMappingOptions::parse(&map)?;
+            if superuser {
+                return Ok(());
+            }
+            if matches!(mapping.credentials, CredentialSource::Profile(_)) {
+                return Err(OptionError::SuperuserOnly {
+                    what: "\"profile\"",
+                    detail: "A profile is read from the AWS files of the operating system user that runs PostgreSQL (credential_process included), and signs with what they give.",
+                });
+            }
+            if mapping.assume_role.is_some()
+                && mapping.credentials == CredentialSource::DefaultChain
+            {
+                return Err(OptionError::SuperuserOnly {
+                    what: "\"role_arn\" without \"aws_access_key_id\"",
+                    detail: "Without keys of the mapping's own, the role is assumed with the server process's own AWS identity.",
+                });
+            }
+            Ok(())
+        }
         Catalog::Table => TableOptions::parse(&map).map(|_| ()),
         Catalog::Import => ImportOptions::parse(&map).map(|_| ()),
     }
@@ -457,6 +516,10 @@ impl ImportOptions {
 mod tests {
     use super::*;
 
+    fn validate_su(catalog: Catalog, options: &[String]) -> Result<()> {
+        validate(catalog, options, true)
+    }
+
     fn opts(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
     }
@@ -469,7 +532,7 @@ mod tests {
 
     #[test]
     fn unknown_options_list_the_valid_ones() {
-        let e = validate(Catalog::Server, &opts(&["regoin=us-east-1"])).unwrap_err();
+        let e = validate_su(Catalog::Server, &opts(&["regoin=us-east-1"])).unwrap_err();
         assert_eq!(
             e.to_string(),
             "invalid option \"regoin\" for a lambda_fdw server"
@@ -477,19 +540,19 @@ mod tests {
         match e {
             OptionError::Unknown { valid, .. } => assert_eq!(
                 valid,
-                "region, endpoint_url, connect_timeout_ms, request_timeout_ms, max_attempts, max_concurrency"
+                "region, endpoint_url, connect_timeout_ms, request_timeout_ms, max_attempts, max_concurrency, allow_server_identity"
             ),
             other => panic!("{other:?}"),
         }
-        assert!(validate(Catalog::Wrapper, &opts(&["x=1"])).is_err());
-        assert!(validate(Catalog::Wrapper, &[]).is_ok());
+        assert!(validate_su(Catalog::Wrapper, &opts(&["x=1"])).is_err());
+        assert!(validate_su(Catalog::Wrapper, &[]).is_ok());
     }
 
     #[test]
     fn credentials_only_in_user_mappings() {
         for catalog in [Catalog::Wrapper, Catalog::Server, Catalog::Table] {
             for opt in USER_MAPPING_OPTIONS {
-                let e = validate(catalog, &opts(&[&format!("{opt}=x")])).unwrap_err();
+                let e = validate_su(catalog, &opts(&[&format!("{opt}=x")])).unwrap_err();
                 assert_eq!(
                     e,
                     OptionError::CredentialOutsideUserMapping(opt.to_string())
@@ -501,7 +564,7 @@ mod tests {
     #[test]
     fn server_options() {
         assert_eq!(
-            validate(Catalog::Server, &[]).unwrap_err().to_string(),
+            validate_su(Catalog::Server, &[]).unwrap_err().to_string(),
             "option \"region\" is required for a lambda_fdw server"
         );
         let s = ServerOptions::parse(&map(&[
@@ -540,6 +603,90 @@ mod tests {
                 "{k}={v}"
             );
         }
+    }
+
+    #[test]
+    fn options_that_reach_the_server_identity_are_superuser_only() {
+        let denied = |catalog, list: &[&str]| {
+            validate(catalog, &opts(list), false)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            denied(Catalog::UserMapping, &["profile=dev"]),
+            "only a superuser can set option \"profile\""
+        );
+        assert_eq!(
+            denied(
+                Catalog::UserMapping,
+                &["role_arn=arn:aws:iam::123456789012:role/r"]
+            ),
+            "only a superuser can set option \"role_arn\" without \"aws_access_key_id\""
+        );
+        assert_eq!(
+            denied(
+                Catalog::Server,
+                &["region=us-east-1", "allow_server_identity=true"]
+            ),
+            "only a superuser can set option \"allow_server_identity\""
+        );
+        // Keys of the mapping's own, with or without a role to assume, and
+        // turning the server identity off, are anyone's.
+        for (catalog, list) in [
+            (
+                Catalog::UserMapping,
+                vec!["aws_access_key_id=AK", "aws_secret_access_key=SK"],
+            ),
+            (
+                Catalog::UserMapping,
+                vec![
+                    "aws_access_key_id=AK",
+                    "aws_secret_access_key=SK",
+                    "role_arn=arn:aws:iam::123456789012:role/r",
+                ],
+            ),
+            (Catalog::UserMapping, vec![]),
+            (
+                Catalog::Server,
+                vec!["region=us-east-1", "allow_server_identity=false"],
+            ),
+        ] {
+            validate(catalog, &opts(&list), false).unwrap();
+        }
+        // A superuser may set them all.
+        validate(Catalog::UserMapping, &opts(&["profile=dev"]), true).unwrap();
+        validate(
+            Catalog::Server,
+            &opts(&["region=us-east-1", "allow_server_identity=true"]),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            validate(
+                Catalog::Server,
+                &opts(&["region=us-east-1", "allow_server_identity=yes"]),
+                true
+            )
+            .unwrap_err()
+            .to_string(),
+            "invalid value for option \"allow_server_identity\": \"yes\""
+        );
+    }
+
+    #[test]
+    fn a_mapping_names_credentials_with_keys_a_profile_or_a_role() {
+        let named = |list: &[(&str, &str)]| {
+            UserMappingOptions::parse(&map(list))
+                .unwrap()
+                .names_credentials()
+        };
+        assert!(!named(&[]));
+        assert!(named(&[
+            ("aws_access_key_id", "AK"),
+            ("aws_secret_access_key", "SK")
+        ]));
+        assert!(named(&[("profile", "p")]));
+        assert!(named(&[("role_arn", "arn:aws:iam::123456789012:role/r")]));
     }
 
     #[test]
@@ -603,7 +750,7 @@ mod tests {
         assert_eq!(t.log_type, LogType::None);
         assert_eq!(t.function_errors, FunctionErrors::Raise);
         assert_eq!(
-            validate(Catalog::Table, &[]).unwrap_err().to_string(),
+            validate_su(Catalog::Table, &[]).unwrap_err().to_string(),
             "option \"function_name\" is required for a lambda_fdw foreign table"
         );
         let t = TableOptions::parse(&map(&[
@@ -642,7 +789,7 @@ mod tests {
     #[test]
     fn malformed_option_strings() {
         assert_eq!(
-            validate(Catalog::Server, &opts(&["region"])).unwrap_err(),
+            validate_su(Catalog::Server, &opts(&["region"])).unwrap_err(),
             OptionError::Malformed("region".into())
         );
     }

@@ -9,17 +9,17 @@ use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
 use pgrx::IntoDatum;
 
-use crate::catalog::{self, ServerRef};
 use crate::compat::{self, args::InvokeArgs};
-use crate::core::request::context_with_invocation_id;
-use crate::core::{CoreError, InvocationType};
+use crate::core::{CoreError, InvocationType, InvokeRequest};
 use crate::error::{raise, LambdaFdwError, Result};
-use crate::route;
+use crate::route::{self, Signed};
 
-use super::wake;
+use super::{table, wake};
 
 /// One invocation to queue, checked.
 pub struct Queued {
+    /// The role whose call it is: signed as this role when sent.
+    pub queued_by: Oid,
     /// The function as the caller named it (name, partial or full ARN).
     pub function_name: String,
     pub region: String,
@@ -27,15 +27,23 @@ pub struct Queued {
     pub invocation_type: InvocationType,
     pub payload: Bytes,
     pub context: Option<String>,
-    /// The lambda_fdw server whose settings the request uses, if any.
-    pub server: Option<ServerRef>,
-    pub max_attempts: u32,
+    /// The server and user mapping that sign it, and its settings.
+    pub signed: Signed,
+    /// The foreign table an INSERT queued it through; `None` for enqueue.
+    pub foreign_table: Option<Oid>,
 }
 
-/// The client context a queued request will carry, at its largest (the
-/// longest id): checking it at enqueue time means the id always fits.
-pub fn largest_context(context: Option<&str>) -> Result<String> {
-    Ok(context_with_invocation_id(context, i64::MAX)?)
+/// Checks that queued invocation `request`'s context and payload will fit
+/// once the worker adds its id (the longest one).
+pub fn check_queued(request: &InvokeRequest, context: Option<&str>, payload: &Bytes) -> Result<()> {
+    InvokeRequest::queued(
+        request.target.clone(),
+        request.invocation_type,
+        context,
+        i64::MAX,
+        payload.clone(),
+    )?;
+    Ok(())
 }
 
 thread_local! {
@@ -82,48 +90,44 @@ fn as_role<R>(owner: Oid, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// The queue table's owner; the table is missing while the extension's SQL
-/// is still at 0.1.0 (a new library before ALTER EXTENSION UPDATE).
-fn queue_table_owner() -> Result<Oid> {
-    Spi::get_one::<Oid>(
-        "SELECT (SELECT c.relowner FROM pg_catalog.pg_class c \
-                  WHERE c.oid = pg_catalog.to_regclass('lambda_fdw.invocations'))",
-    )
-    .map_err(|e| LambdaFdwError::Catalog(format!("could not find lambda_fdw.invocations: {e}")))?
-    .ok_or(LambdaFdwError::QueueMissing)
-}
-
+/// Every name schema-qualified; run with the search_path pinned, as the
+/// queue table's owner.
 const INSERT: &str = "INSERT INTO lambda_fdw.invocations \
      (queued_by, function_name, region, qualifier, invocation_type, payload, context, \
-      server, user_mapping, max_attempts) \
+      server, user_mapping, max_attempts, foreign_table) \
      VALUES ($1::pg_catalog.oid::pg_catalog.regrole, $2, $3, $4, $5, $6::pg_catalog.jsonb, \
-             $7::pg_catalog.jsonb, $8, $9, $10) \
+             $7::pg_catalog.jsonb, $8, $9, $10, $11) \
      RETURNING id";
 
-/// Queues one invocation for the current user; returns its id.
+/// Queues one invocation; returns its id. The queue table is the
+/// extension's own (found through the extension, not by name); it is
+/// missing while the extension's SQL is still at 0.1.0 (a new library
+/// before ALTER EXTENSION UPDATE).
 pub fn queue(q: Queued) -> Result<i64> {
-    // SAFETY: GetUserId has no preconditions inside a transaction.
-    let user = unsafe { pg_sys::GetUserId() };
-    let server = q.server.as_ref().map(|s| s.oid);
-    let mapping = server.and_then(|s| catalog::user_mapping_id(user, s));
+    let owner = table::queue_table()
+        .map(|t| t.owner)
+        .ok_or(LambdaFdwError::QueueMissing)?;
     let payload = String::from_utf8_lossy(&q.payload).into_owned();
-    let owner = queue_table_owner()?;
+    let server = q.signed.server.as_ref().map(|s| s.oid);
     let id = as_role(owner, || {
-        Spi::get_one_with_args::<i64>(
-            INSERT,
-            &[
-                user.into(),
-                q.function_name.into(),
-                q.region.into(),
-                q.qualifier.into(),
-                q.invocation_type.as_str().into(),
-                payload.into(),
-                q.context.into(),
-                server.into(),
-                mapping.into(),
-                (q.max_attempts as i32).into(),
-            ],
-        )
+        table::with_pinned_search_path(|| {
+            Spi::get_one_with_args::<i64>(
+                INSERT,
+                &[
+                    q.queued_by.into(),
+                    q.function_name.into(),
+                    q.region.into(),
+                    q.qualifier.into(),
+                    q.invocation_type.as_str().into(),
+                    payload.into(),
+                    q.context.into(),
+                    server.into(),
+                    q.signed.mapping.into(),
+                    (q.signed.settings.max_attempts as i32).into(),
+                    q.foreign_table.into(),
+                ],
+            )
+        })
     })
     .map_err(|e| LambdaFdwError::Catalog(format!("could not queue the invocation: {e}")))?
     .ok_or(LambdaFdwError::Catalog(
@@ -135,29 +139,27 @@ pub fn queue(q: Queued) -> Result<i64> {
 }
 
 /// `lambda_fdw.enqueue`: checks as `aws_lambda.invoke` does, routes the
-/// region to its server and the caller's mapping, and queues.
+/// region as it does (see `route::region_route`), and queues.
 fn enqueue(args: InvokeArgs, payload: Bytes) -> Result<i64> {
-    let context = largest_context(args.context.as_deref())?;
-    let checked = InvokeArgs {
-        context: Some(context),
-        ..args.clone()
-    };
-    // Names, enums, sizes and the context (with the id it will carry), as
-    // the request will be sent.
-    let request = compat::prepare(&checked, payload.clone())?;
-    let (server, settings) = route::server_for_region(&request.target.region)?;
+    // Names, enums, sizes and the caller's context, as aws_lambda.invoke
+    // checks them; then that they still fit with the id the worker adds.
+    let request = compat::prepare(&args, payload.clone())?;
+    check_queued(&request, args.context.as_deref(), &payload)?;
+    // SAFETY: GetUserId has no preconditions inside a transaction.
+    let user = unsafe { pg_sys::GetUserId() };
+    let signed = route::region_route(&request.target.region, user)?;
     queue(Queued {
+        queued_by: user,
         function_name: args.function_name,
         region: request.target.region,
         qualifier: args.qualifier,
         invocation_type: request.invocation_type,
         payload,
         context: args.context,
-        server,
-        max_attempts: settings.max_attempts,
+        signed,
+        foreign_table: None,
     })
 }
-
 static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
 
 #[no_mangle]

@@ -4,5 +4,6 @@
 //! (`worker`), which the commit wakes (`wake`).
 
 pub mod enqueue;
+pub mod table;
 pub mod wake;
 pub mod worker;

@@ -31,11 +31,10 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::catalog;
 use crate::config::client_settings;
 use crate::convert;
-use crate::core::request::context_with_invocation_id;
 use crate::core::{
     block_on_until, client_for, parse_function_name, retry, sending_runtime, CallStats,
     ClientSettings, CoreError, Interrupts, InvocationType, InvokeOutcome, InvokeRequest,
-    LambdaClient, LogType,
+    LambdaClient,
 };
 use crate::fdw::options::{ServerOptions, UserMappingOptions};
 use crate::guc;
@@ -306,13 +305,11 @@ fn request_of(c: &Claimed) -> Result<InvokeRequest, String> {
         .and_then(|f| f.resolve(Some(&c.region), c.qualifier.as_deref(), None))
         .map_err(|e| e.to_string())?;
     let invocation_type = InvocationType::parse(&c.invocation_type).map_err(|e| e.to_string())?;
-    let context =
-        context_with_invocation_id(c.context.as_deref(), c.id).map_err(|e| e.to_string())?;
-    InvokeRequest::new(
+    InvokeRequest::queued(
         target,
         invocation_type,
-        LogType::None,
-        Some(&context),
+        c.context.as_deref(),
+        c.id,
         Bytes::from(c.payload.clone()),
     )
     .map_err(|e| e.to_string())

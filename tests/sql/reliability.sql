@@ -53,9 +53,37 @@ SELECT response FROM slow_headers WHERE payload = '{"ms": 3000}';
 CREATE FOREIGN TABLE html_502 (payload jsonb, response jsonb) SERVER stub OPTIONS (function_name 'html-502');
 SELECT response FROM html_502 WHERE payload = '{}';
 \echo :LAST_ERROR_SQLSTATE
+-- Answers of up to 6 MB (Lambda's most) are read, with a Content-Length or
+-- chunked; larger ones are refused as they arrive: on their Content-Length,
+-- else once the streamed count passes 6 MB. The function ran: no retry.
 CREATE FOREIGN TABLE huge (payload jsonb, response jsonb) SERVER stub OPTIONS (function_name 'huge');
-SELECT length(response #>> '{}') AS chars FROM huge WHERE payload = '{"mb": 8}';
+SELECT length(response #>> '{}') AS chars FROM huge WHERE payload = '{"mb": 5}';
+SELECT length(response #>> '{}') AS chars FROM huge WHERE payload = '{"mb": 5, "chunked": true}';
+SELECT length(response::text) AS body_bytes FROM huge WHERE payload = '{"bytes": 6291456, "chunked": true}';
+ALTER SERVER stub OPTIONS (SET max_attempts '3');
+SELECT length(response #>> '{}') AS chars FROM huge WHERE payload = '{"key": "big1", "mb": 8}';
+\echo :LAST_ERROR_SQLSTATE
+SELECT length(response #>> '{}') AS chars FROM huge WHERE payload = '{"key": "big2", "bytes": 6291457, "chunked": true}';
+\echo :LAST_ERROR_SQLSTATE
+SELECT length(response #>> '{}') AS chars FROM huge WHERE payload = '{"key": "big3", "mb": 50, "chunked": true}';
+SELECT payload->>'key' AS key, response->'calls' AS calls FROM calls
+  WHERE payload IN ('{"key": "big1", "of": "huge"}', '{"key": "big2", "of": "huge"}', '{"key": "big3", "of": "huge"}')
+  ORDER BY 1;
+ALTER SERVER stub OPTIONS (SET max_attempts '1');
+SELECT length(payload::text) AS chars FROM aws_lambda.invoke('huge', '{"mb": 5}'::json, 'us-west-2');
 SELECT length(payload::text) AS chars FROM aws_lambda.invoke('huge', '{"mb": 8}'::json, 'us-west-2');
+\echo :LAST_ERROR_SQLSTATE
+SELECT length(payload::text) AS chars FROM aws_lambda.invoke('huge', '{"mb": 8, "chunked": true}'::jsonb, 'us-west-2');
+\echo :LAST_ERROR_SQLSTATE
+-- The headers lambda_fdw keeps are bounded too: X-Amz-Log-Result to 8 KiB
+-- (Lambda sends 4 KB of log as base64), the executed version to 1 KiB.
+CREATE FOREIGN TABLE long_header (payload jsonb, response jsonb, executed_version text, log_result text)
+  SERVER stub OPTIONS (function_name 'long-header');
+SELECT length(log_result) AS log_chars FROM long_header WHERE payload = '{"bytes": 8192}';
+SELECT length(log_result) AS log_chars FROM long_header WHERE payload = '{"bytes": 8193}';
+\echo :LAST_ERROR_SQLSTATE
+SELECT length(executed_version) AS version_chars FROM long_header
+  WHERE payload = '{"header": "X-Amz-Executed-Version", "bytes": 1025}';
 ALTER SERVER stub OPTIONS (DROP max_attempts, DROP request_timeout_ms);
 SELECT 'still usable' AS session;
 

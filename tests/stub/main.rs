@@ -27,7 +27,18 @@
 //! - `reset-mid-body`: headers and half a body, then a reset.
 //! - `silence`: reads the request and never answers.
 //! - `slow-headers`: answers after `ms` milliseconds.
-//! - `huge`: a 200 with a JSON string of `mb` megabytes.
+//! - `huge`: a 200 with a JSON string of `mb` megabytes (default 1), or a
+//!   body of exactly `bytes` bytes (a JSON string) when given; sent with a
+//!   Content-Length, or with `"chunked": true` as `Transfer-Encoding:
+//!   chunked` (64 KiB chunks) and no Content-Length. Counts calls per key.
+//! - `long-header`: a 200 `{}` whose `header` (X-Amz-Log-Result, the
+//!   default, X-Amz-Executed-Version or X-Amz-Function-Error) is `bytes`
+//!   bytes long (default 9000); it replaces the usual one.
+//! - `nul`: a 200 with the body `{"a": "\u0000"}` (a backslash-u-0000
+//!   escape: valid JSON that PostgreSQL's jsonb rejects).
+//! - `whoami`: a 200 `{"access_key_id": ..., "payload": ...}`: the access
+//!   key id of the request's SigV4 `Authorization` header
+//!   (`Credential=AKID/...`), null when it is unsigned, and the payload.
 //! - anything else: 404 ResourceNotFoundException.
 //!
 //! `GET /health` answers 200. The optional second address is a listener
@@ -67,6 +78,8 @@ struct Response {
     fault: Fault,
     /// Request id to send: the function's name, so test output is stable.
     request_id: String,
+    /// Send the body with `Transfer-Encoding: chunked`, no Content-Length.
+    chunked: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -82,6 +95,9 @@ enum Fault {
     Silence,
 }
 
+/// The size of the chunks of a chunked answer.
+const CHUNK_BYTES: usize = 64 * 1024;
+
 /// Calls seen per key: count and times.
 type Counters = Arc<Mutex<HashMap<String, Vec<Instant>>>>;
 
@@ -93,6 +109,7 @@ impl Response {
             body: body.to_string().into_bytes(),
             fault: Fault::None,
             request_id: String::new(),
+            chunked: false,
         }
     }
 
@@ -109,6 +126,7 @@ impl Response {
             body: b"<html><body><h1>502 Bad Gateway</h1></body></html>".to_vec(),
             fault: Fault::None,
             request_id: String::new(),
+            chunked: false,
         }
     }
 }
@@ -293,6 +311,8 @@ async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response
             .and_then(Value::as_u64)
             .unwrap_or(default)
     };
+    // A header `long-header` sends in place of the usual one.
+    let mut long_header: Option<(&'static str, String)> = None;
     let mut resp = match name.as_str() {
         "echo" | "counted-echo" | "sleep-echo" => {
             match name.as_str() {
@@ -310,6 +330,7 @@ async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response
                 body: req.body.clone(),
                 fault: Fault::None,
                 request_id: String::new(),
+                chunked: false,
             }
         }
         "inspect" => {
@@ -345,6 +366,7 @@ async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response
             body: b"this is not json".to_vec(),
             fault: Fault::None,
             request_id: String::new(),
+            chunked: false,
         },
         "server-error" => Response::aws_error(500, "ServiceException", "stub internal failure"),
         "html-502" => Response::html_502(),
@@ -420,14 +442,48 @@ async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response
             Response::json(200, json!({"waited_ms": num("ms", 100)}))
         }
         "huge" => {
+            drop(count(counters, &name, &key));
             let mb = num("mb", 1) as usize;
+            let chars = match payload.get("bytes").and_then(Value::as_u64) {
+                Some(bytes) => (bytes as usize).saturating_sub(2),
+                None => mb * 1024 * 1024,
+            };
             Response {
                 status: 200,
                 headers: vec![("Content-Type", "application/json".into())],
-                body: format!("\"{}\"", "x".repeat(mb * 1024 * 1024)).into_bytes(),
+                body: format!("\"{}\"", "x".repeat(chars)).into_bytes(),
                 fault: Fault::None,
                 request_id: String::new(),
+                chunked: payload.get("chunked").and_then(Value::as_bool) == Some(true),
             }
+        }
+        "long-header" => {
+            let name = match payload.get("header").and_then(Value::as_str) {
+                Some("X-Amz-Executed-Version") => "X-Amz-Executed-Version",
+                Some("X-Amz-Function-Error") => "X-Amz-Function-Error",
+                _ => "X-Amz-Log-Result",
+            };
+            long_header = Some((name, "A".repeat(num("bytes", 9000) as usize)));
+            Response::json(200, json!({}))
+        }
+        "nul" => Response {
+            status: 200,
+            headers: vec![("Content-Type", "application/json".into())],
+            body: br#"{"a": "\u0000"}"#.to_vec(),
+            fault: Fault::None,
+            request_id: String::new(),
+            chunked: false,
+        },
+        "whoami" => {
+            let access_key_id = req
+                .header("Authorization")
+                .and_then(|a| a.split_once("Credential="))
+                .and_then(|(_, rest)| rest.split_once('/'))
+                .map(|(id, _)| id.to_string());
+            Response::json(
+                200,
+                json!({"access_key_id": access_key_id, "payload": payload}),
+            )
         }
         other => Response::aws_error(
             404,
@@ -445,6 +501,10 @@ async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response
             "X-Amz-Log-Result",
             base64::engine::general_purpose::STANDARD.encode(format!("stub log for {name}\n")),
         ));
+    }
+    if let Some((header, value)) = long_header {
+        resp.headers.retain(|(k, _)| *k != header);
+        resp.headers.push((header, value));
     }
     resp
 }
@@ -472,6 +532,19 @@ async fn serve(stream: TcpStream, delay: Duration, counters: Counters) -> std::i
             out.push_str(&format!("{k}: {v}\r\n"));
         }
         out.push_str(&format!("x-amzn-RequestId: stub-{}\r\n", resp.request_id));
+        if resp.chunked {
+            out.push_str("Transfer-Encoding: chunked\r\n\r\n");
+            stream.write_all(out.as_bytes()).await?;
+            for chunk in resp.body.chunks(CHUNK_BYTES) {
+                let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+                framed.extend_from_slice(chunk);
+                framed.extend_from_slice(b"\r\n");
+                stream.write_all(&framed).await?;
+            }
+            stream.write_all(b"0\r\n\r\n").await?;
+            stream.flush().await?;
+            continue;
+        }
         out.push_str(&format!("Content-Length: {}\r\n\r\n", resp.body.len()));
         let mut out = out.into_bytes();
         if resp.fault == Fault::None {
