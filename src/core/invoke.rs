@@ -338,12 +338,18 @@ impl LambdaClient {
     /// than `fanout::WINDOW_FACTOR * concurrency` requests are ahead of the
     /// outcome awaited, so a consumer that stops early (LIMIT) leaves the
     /// rest unsent. Each finished call leaves its statistics in `log`.
-    pub fn invoke_all(
+    /// Requests are taken from `requests` as their calls start, so a lazy
+    /// iterator builds each only then.
+    pub fn invoke_all<I>(
         &self,
-        requests: Vec<InvokeRequest>,
+        requests: I,
         concurrency: usize,
         log: Rc<CallLog>,
-    ) -> LocalBoxStream<'static, CoreResult<InvokeOutcome>> {
+    ) -> LocalBoxStream<'static, CoreResult<InvokeOutcome>>
+    where
+        I: IntoIterator<Item = InvokeRequest>,
+        I::IntoIter: Unpin + 'static,
+    {
         let client = self.clone();
         fanout::ordered(requests, concurrency, move |req| {
             let (client, log) = (client.clone(), log.clone());

@@ -19,7 +19,6 @@ use pgrx::pg_sys::Oid;
 use serde_json::Value as Json;
 
 use crate::config::PG_INTERRUPTS;
-use crate::core::fanout;
 use crate::core::request::{check_reserved_keys, encode_client_context};
 use crate::core::settings::DEFAULT_MAX_CONCURRENCY;
 use crate::core::{
@@ -386,13 +385,10 @@ impl Scan {
             } else {
                 // Each request is built when the fan-out starts its call.
                 let (requests, log) = (batch.requests.clone(), self.log.clone());
-                let indexes = 0..requests.count;
-                let calls = fanout::ordered(indexes, self.concurrency, move |index| {
-                    let (client, log) = (client.clone(), log.clone());
-                    let request = requests.request(index);
-                    async move { client.invoke(request, &log).await }
-                });
-                let stream = batch.stream.insert(calls.boxed_local());
+                let lazy = (0..requests.count).map(move |index| requests.request(index));
+                let stream = batch
+                    .stream
+                    .insert(client.invoke_all(lazy, self.concurrency, log));
                 block_on(stream.next(), &PG_INTERRUPTS)?
             }
         };

@@ -94,6 +94,58 @@ SELECT sum((response->>'calls')::int) BETWEEN 1 AND 4 AS at_most_four_calls FROM
  WHERE payload = ANY(ARRAY(SELECT jsonb_build_object('of', 'counted-echo', 'key', 'lazy' || i) FROM generate_series(1, 20) i));
 ALTER FOREIGN TABLE counted OPTIONS (DROP max_concurrency);
 
+-- Fan-outs over several request columns: one invocation per combination of
+-- their values (payloads slowest, contexts fastest), each sent once, with
+-- duplicates and NULLs as above.
+CREATE FOREIGN TABLE counted_requests (payload jsonb, invocation_type text, context jsonb, status_code int)
+  SERVER stub OPTIONS (function_name 'counted-echo');
+SELECT payload->>'key' AS key, context, status_code FROM counted_requests
+ WHERE payload = ANY(ARRAY['{"key": "product-a"}', '{"key": "product-b"}', NULL, '{"key": "product-a"}']::jsonb[])
+   AND context = ANY(ARRAY['{"c": 2}', '{"c": 1}', NULL, '{"c": 2}']::jsonb[]);
+SELECT payload->>'key' AS key, response->'calls' AS calls FROM calls
+ WHERE payload IN ('{"of": "counted-echo", "key": "product-a"}', '{"of": "counted-echo", "key": "product-b"}');
+-- Above lambda_fdw.max_scan_invocations nothing is sent; at it, every call is.
+SET lambda_fdw.max_scan_invocations = 5;
+SELECT count(*) FROM counted_requests
+ WHERE payload = ANY(ARRAY(SELECT jsonb_build_object('key', 'capped', 'i', i) FROM generate_series(1, 3) i))
+   AND context IN ('{"c": 1}', '{"c": 2}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT response->'calls' AS calls FROM calls WHERE payload = '{"of": "counted-echo", "key": "capped"}';
+SET lambda_fdw.max_scan_invocations = 6;
+SELECT count(*) FROM counted_requests
+ WHERE payload = ANY(ARRAY(SELECT jsonb_build_object('key', 'capped', 'i', i) FROM generate_series(1, 3) i))
+   AND context IN ('{"c": 1}', '{"c": 2}');
+SELECT response->'calls' AS calls FROM calls WHERE payload = '{"of": "counted-echo", "key": "capped"}';
+RESET lambda_fdw.max_scan_invocations;
+-- A bad value is found before the first call, wherever it is in the product:
+-- the last context, the last payload as an Event.
+\set VERBOSITY terse
+SELECT count(*) FROM counted_requests
+ WHERE payload = ANY(ARRAY(SELECT jsonb_build_object('key', 'checked', 'i', i) FROM generate_series(1, 50) i))
+   AND context IN ('{"c": 1}', '[2]');
+SELECT count(*) FROM counted_requests
+ WHERE payload = ANY(ARRAY(SELECT jsonb_build_object('key', 'checked', 'i', i, 'pad', repeat('x', i * 110000)) FROM generate_series(1, 10) i))
+   AND invocation_type IN ('RequestResponse', 'Event');
+\set VERBOSITY default
+SELECT response->'calls' AS calls FROM calls WHERE payload = '{"of": "counted-echo", "key": "checked"}';
+-- A top-level fan-out forgets each row once returned; nothing scans it again:
+-- a cursor held past COMMIT keeps only the rows not yet fetched.
+BEGIN;
+DECLARE held NO SCROLL CURSOR WITH HOLD FOR
+  SELECT payload->>'i' AS i FROM counted
+   WHERE payload = ANY(ARRAY(SELECT jsonb_build_object('key', 'held', 'i', i) FROM generate_series(1, 5) i));
+FETCH 2 FROM held;
+COMMIT;
+FETCH ALL FROM held;
+CLOSE held;
+SELECT response->'calls' AS calls FROM calls WHERE payload = '{"of": "counted-echo", "key": "held"}';
+-- A scan that PostgreSQL scans again without telling it beforehand (below a
+-- correlated subquery's one-time filter, rescanned for every outer row)
+-- keeps its rows and replays them: invoked once.
+SELECT d.id, (SELECT count(*) FROM counted c WHERE c.payload = '{"key": "one-time"}' AND d.id > 0) AS n
+  FROM docs d WHERE d.id <= 3 ORDER BY d.id;
+SELECT response->'calls' AS calls FROM calls WHERE payload = '{"of": "counted-echo", "key": "one-time"}';
+
 -- A SQL function over a foreign table, called for many rows.
 CREATE FUNCTION sql_echo(p jsonb) RETURNS jsonb LANGUAGE sql AS $$
   SELECT response FROM echo WHERE payload = p

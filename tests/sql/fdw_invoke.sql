@@ -148,6 +148,36 @@ SELECT status_code FROM echo WHERE payload = '{}' AND context = ('{"custom": "' 
 \echo :LAST_ERROR_SQLSTATE
 SELECT status_code FROM echo WHERE payload = '{}' AND context = '[1]';
 \echo :LAST_ERROR_SQLSTATE
+-- Every value of a fan-out is checked before its first call, and the error is
+-- the one the first bad request in order meets (payloads slowest, contexts fastest).
+SELECT status_code FROM echo
+ WHERE payload IN ('{"a": 1}', '{"a": 2}') AND qualifier IN ('$LATEST', 'no such alias!') AND context IN ('{}', '[1]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT status_code FROM echo
+ WHERE payload IN ('{"a": 1}', '{"a": 2}') AND qualifier IN ('no such alias!', '$LATEST') AND context IN ('{}', '[1]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT status_code FROM echo
+ WHERE payload IN ('{}', ('{"k": "' || repeat('x', 1024 * 1024) || '"}')::jsonb)
+   AND invocation_type IN ('RequestResponse', 'Event');
+\echo :LAST_ERROR_SQLSTATE
+
+-- A scan makes at most lambda_fdw.max_scan_invocations invocations: one per
+-- combination of its request columns' values, counted before any call.
+SHOW lambda_fdw.max_scan_invocations;
+SELECT count(*) FROM echo
+ WHERE payload = ANY(ARRAY(SELECT jsonb_build_object('p', i) FROM generate_series(1, 101) i))
+   AND context = ANY(ARRAY(SELECT jsonb_build_object('c', i) FROM generate_series(1, 100) i));
+\echo :LAST_ERROR_SQLSTATE
+SET lambda_fdw.max_scan_invocations = 5;
+-- 4 (2 payloads x 2 log types, duplicates and NULLs not counted): under the limit.
+SELECT payload, log_type, status_code FROM echo
+ WHERE payload = ANY(ARRAY['{"n": 2}', NULL, '{"n": 1}', '{"n": 2}']::jsonb[]) AND log_type IN ('None', 'Tail', 'None');
+-- 6: over it.
+SELECT payload, log_type, status_code FROM echo
+ WHERE payload IN ('{"n": 2}', '{"n": 1}', '{"n": 3}') AND log_type IN ('None', 'Tail');
+\echo :LAST_ERROR_SQLSTATE
+SET lambda_fdw.max_scan_invocations = 0;
+RESET lambda_fdw.max_scan_invocations;
 
 -- Time limits: request_timeout_ms, and statement_timeout interrupting a call.
 CREATE SERVER ms_short FOREIGN DATA WRAPPER lambda_fdw
