@@ -18,6 +18,27 @@ def error_of(conn, sql, args=None):
     return None
 
 
+def error_parts(conn, sql, args=None):
+    """(SQLSTATE, message, detail, hint) of the error `sql` raises, None if
+    it does not."""
+    try:
+        conn.execute(sql, args)
+    except psycopg.Error as e:
+        d = e.diag
+        return (e.sqlstate, d.message_primary, d.message_detail, d.message_hint)
+    return None
+
+
+def peak_rss_kb(pid):
+    """The peak resident set size of process `pid` so far, in kB (VmHWM in
+    /proc/<pid>/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmHWM for {pid}")
+
+
 def wait_until(conn, sql, args=None, timeout=30.0):
     """Whether `sql` returns true within `timeout` seconds (polled)."""
     end = time.time() + timeout

