@@ -72,6 +72,9 @@ pub enum LambdaFdwError {
     )]
     QueueOutdated,
 
+    #[error("lambda_fdw's queue table lambda_fdw.invocations has triggers or rules attached")]
+    QueueHasCode,
+
     #[error("role \"{role}\" has no AWS credentials for server \"{server}\"")]
     NoCredentials { role: String, server: String },
     #[error("scan would invoke lambda function {function} {invocations} times, more than lambda_fdw.max_scan_invocations ({limit})")]
@@ -190,6 +193,11 @@ pub fn core_error_parts(e: &CoreError) -> (PgSqlErrorCode, Option<String>, Optio
         CoreError::Response { .. } | CoreError::Runtime(_) | CoreError::Other { .. } => {
             (ERRCODE_FDW_ERROR, None, None)
         }
+        CoreError::ContextUnreadable(_) => (
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            Some("lambda_fdw reads a context before it sends it, to keep custom.lambda_fdw_invocation_id its own: numbers must fit a double, and nesting stay within 128 levels.".into()),
+            None,
+        ),
         CoreError::ReservedContextKey => (
             ERRCODE_INVALID_PARAMETER_VALUE,
             Some("lambda_fdw sets it on queued invocations only, so that a function can trust it.".into()),
@@ -349,6 +357,12 @@ impl From<LambdaFdwError> for ErrorReport {
                 message,
                 Some("the library is newer than the extension's SQL objects: 0.3.0 records which path queued an invocation".into()),
                 Some("run ALTER EXTENSION lambda_fdw UPDATE".into()),
+            ),
+            LambdaFdwError::QueueHasCode => report(
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                message,
+                Some("the extension attaches none; queueing writes the table as its owner, and the queue worker sends nothing from it while they exist".into()),
+                Some("a superuser should drop them".into()),
             ),
             LambdaFdwError::NoCredentials { .. } => report(
                 ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,

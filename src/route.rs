@@ -84,6 +84,10 @@ thread_local! {
     static ROUTES: RefCell<HashMap<RouteKey, Route>> = RefCell::new(HashMap::new());
     static TABLES: RefCell<HashMap<Oid, Rc<TableRoute>>> = RefCell::new(HashMap::new());
     static CALLBACKS_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// Bumped by every invalidation: an answer resolved while one arrived
+    /// (resolving reads catalogs, which accepts invalidations) may be stale,
+    /// and is used once but not cached.
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
 }
 
 type SyscacheCallback = unsafe extern "C-unwind" fn(arg: Datum, cacheid: c_int, hashvalue: u32);
@@ -96,6 +100,7 @@ unsafe extern "C-unwind" {
 // No pg_guard: it only clears a map; PostgreSQL calls it during cache
 // invalidation, where raising an error is not allowed.
 unsafe extern "C-unwind" fn forget_routes(_arg: Datum, _cacheid: c_int, _hash: u32) {
+    GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
     ROUTES.with(|r| {
         if let Ok(mut map) = r.try_borrow_mut() {
             map.clear();
@@ -133,20 +138,40 @@ fn register_callbacks() {
     CALLBACKS_REGISTERED.with(|c| c.set(true));
 }
 
+/// A mapping's OID and parsed options.
+type Mapping = Option<(Oid, UserMappingOptions)>;
+
+fn parsed_mapping(user: Oid, server: Oid) -> Result<Mapping> {
+    Ok(match catalog::user_mapping(user, server)? {
+        Some((id, map)) => Some((id, UserMappingOptions::parse(&map)?)),
+        None => None,
+    })
+}
+
 /// The route of the RDS surface through a region's server: the user's
 /// mapping on it, else PUBLIC's, else (no credentials named) the server
-/// process's chain, which a superuser chose by owning the route.
+/// process's chain, which a superuser chose by owning the route. A mapping
+/// of the user's own that names no credentials does not hide PUBLIC's (a
+/// role could otherwise make one to leave the keys PUBLIC's gives it).
 fn region_server_route(server: &ServerRef, user: Oid) -> Result<Route> {
     let options = ServerOptions::parse(&catalog::server_options(server.oid)?)?;
-    let mapping = catalog::user_mapping(user, server.oid)?;
-    let parsed = match &mapping {
-        Some((_, map)) => Some(UserMappingOptions::parse(map)?),
-        None => None,
+    let mut mapping = parsed_mapping(user, server.oid)?;
+    let names_none = mapping
+        .as_ref()
+        .is_some_and(|(_, m)| !m.names_credentials());
+    if names_none && !is_superuser(user) {
+        if let Some(public) = parsed_mapping(Oid::INVALID, server.oid)? {
+            mapping = Some(public);
+        }
+    }
+    let (mapping, parsed) = match mapping {
+        Some((id, m)) => (Some(id), Some(m)),
+        None => (None, None),
     };
     Ok(Route::Signed(Signed {
         settings: client_settings(&options.region, Some(&options), parsed.as_ref()),
         server: Some(server.clone()),
-        mapping: mapping.map(|(id, _)| id),
+        mapping,
     }))
 }
 
@@ -210,8 +235,11 @@ fn cached(key: RouteKey, resolve: impl FnOnce() -> Result<Route>) -> Result<Rout
     if let Some(route) = ROUTES.with(|r| r.borrow().get(&key).cloned()) {
         return Ok(route);
     }
+    let before = GENERATION.with(Cell::get);
     let route = resolve()?;
-    ROUTES.with(|r| r.borrow_mut().insert(key, route.clone()));
+    if GENERATION.with(Cell::get) == before {
+        ROUTES.with(|r| r.borrow_mut().insert(key, route.clone()));
+    }
     Ok(route)
 }
 
@@ -256,6 +284,7 @@ pub fn table_route(relid: Oid) -> Result<Rc<TableRoute>> {
     if let Some(route) = TABLES.with(|t| t.borrow().get(&relid).cloned()) {
         return Ok(route);
     }
+    let before = GENERATION.with(Cell::get);
     let (table, server) = catalog::foreign_table_options(relid)?;
     let table = TableOptions::parse(&table)?;
     let (server, options) = catalog::server(server)?;
@@ -264,6 +293,8 @@ pub fn table_route(relid: Oid) -> Result<Rc<TableRoute>> {
         server,
         server_options: ServerOptions::parse(&options)?,
     });
-    TABLES.with(|t| t.borrow_mut().insert(relid, route.clone()));
+    if GENERATION.with(Cell::get) == before {
+        TABLES.with(|t| t.borrow_mut().insert(relid, route.clone()));
+    }
     Ok(route)
 }

@@ -93,6 +93,9 @@ pub enum CoreError {
 
     #[error("client context must not set custom.lambda_fdw_invocation_id")]
     ReservedContextKey,
+
+    #[error("context is not JSON that lambda_fdw can check: {0}")]
+    ContextUnreadable(String),
     /// The response body passed `limit` (6 MB, see `crate::core::limits`):
     /// refused on its Content-Length (`content_length`) or, without one,
     /// while it streamed. The function ran: never retried.

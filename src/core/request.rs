@@ -90,18 +90,22 @@ pub fn encode_client_context(json_text: &str) -> CoreResult<String> {
 pub const INVOCATION_ID_KEY: &str = "lambda_fdw_invocation_id";
 
 /// Refuses a caller's client context that sets the key only queued
-/// invocations carry, so that a function can trust it for de-duplication.
-/// Other JSON is left to the checks that encode it.
-pub fn check_reserved_keys(context_json: &str) -> CoreResult<()> {
-    let reserved = serde_json::from_str::<serde_json::Value>(context_json)
-        .ok()
-        .and_then(|v| v.get("custom")?.get(INVOCATION_ID_KEY).map(|_| ()))
-        .is_some();
-    if reserved {
-        Err(CoreError::ReservedContextKey)
-    } else {
-        Ok(())
+/// invocations carry, so that a function can trust it for de-duplication;
+/// returns the context as it will be sent: the JSON that was checked,
+/// written anew. A text this parser cannot read (a number beyond a double,
+/// nesting past its depth limit) is refused rather than sent unchecked, and
+/// of duplicate keys the function sees only the one checked.
+pub fn check_reserved_keys(context_json: &str) -> CoreResult<String> {
+    let value = serde_json::from_str::<serde_json::Value>(context_json)
+        .map_err(|e| CoreError::ContextUnreadable(e.to_string()))?;
+    if value
+        .get("custom")
+        .and_then(|c| c.get(INVOCATION_ID_KEY))
+        .is_some()
+    {
+        return Err(CoreError::ReservedContextKey);
     }
+    Ok(value.to_string())
 }
 
 /// The client context of a queued invocation: the user's context (a JSON
@@ -151,14 +155,12 @@ impl InvokeRequest {
         context_json: Option<&str>,
         payload: impl Into<Bytes>,
     ) -> CoreResult<Self> {
-        if let Some(text) = context_json {
-            check_reserved_keys(text)?;
-        }
+        let checked = context_json.map(check_reserved_keys).transpose()?;
         Self::build(
             target,
             invocation_type,
             log_type,
-            context_json,
+            checked.as_deref(),
             payload.into(),
         )
     }
@@ -259,6 +261,44 @@ mod tests {
             InvokeRequest::queued(target.clone(), InvocationType::Event, Some(forged), 1, "{}"),
             Err(CoreError::ReservedContextKey)
         ));
+        // What this parser cannot read is refused, not sent unchecked.
+        let deep = format!(
+            r#"{{"custom":{{"lambda_fdw_invocation_id":1}},"x":{}1{}}}"#,
+            "[".repeat(130),
+            "]".repeat(130)
+        );
+        for unreadable in [
+            r#"{"custom":{"lambda_fdw_invocation_id":42},"x":1e400}"#,
+            deep.as_str(),
+        ] {
+            assert!(matches!(
+                InvokeRequest::new(
+                    target.clone(),
+                    InvocationType::RequestResponse,
+                    LogType::None,
+                    Some(unreadable),
+                    "{}",
+                ),
+                Err(CoreError::ContextUnreadable(_))
+            ));
+        }
+        // Of duplicate keys, the one checked is the one sent.
+        let dup = InvokeRequest::new(
+            target.clone(),
+            InvocationType::RequestResponse,
+            LogType::None,
+            Some(r#"{"custom":{"lambda_fdw_invocation_id":1},"custom":{"k":2}}"#),
+            "{}",
+        )
+        .unwrap();
+        assert_eq!(
+            dup.client_context.as_deref(),
+            Some(
+                encode_client_context(r#"{"custom":{"k":2}}"#)
+                    .unwrap()
+                    .as_str()
+            )
+        );
         // Elsewhere in the context, or under another key, it is the user's.
         for ok in [
             r#"{"lambda_fdw_invocation_id":1}"#,
@@ -294,7 +334,7 @@ mod tests {
         ));
         assert!(matches!(
             context_with_invocation_id(Some("not json"), 1),
-            Err(CoreError::ContextNotObject)
+            Err(CoreError::ContextUnreadable(_))
         ));
         assert!(matches!(
             context_with_invocation_id(Some(r#"{"custom":"x"}"#), 1),

@@ -103,9 +103,7 @@ impl Requests {
                 c.as_ref()
                     .map(|c| {
                         // A caller's context may not set the queue's id.
-                        let text = c.to_string();
-                        check_reserved_keys(&text)?;
-                        encode_client_context(&text)
+                        encode_client_context(&check_reserved_keys(&c.to_string())?)
                     })
                     .transpose()
             })

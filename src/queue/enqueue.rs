@@ -77,9 +77,19 @@ const INSERT: &str = "INSERT INTO lambda_fdw.invocations \
 /// missing while the extension's SQL is still at 0.1.0 (a new library
 /// before ALTER EXTENSION UPDATE).
 pub fn queue(q: Queued) -> Result<i64> {
-    let queue = table::queue_table().ok_or(LambdaFdwError::QueueMissing)?;
+    let found = table::queue_table().ok_or(LambdaFdwError::QueueMissing)?;
+    // SAFETY: the lock the INSERT below takes, taken first so that the table
+    // looked at next is the one written, with the triggers and rules it has.
+    unsafe { pg_sys::LockRelationOid(found.relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE) };
+    let queue = table::queue_table()
+        .filter(|t| t.relid == found.relid)
+        .ok_or(LambdaFdwError::QueueMissing)?;
     if !queue.has_foreign_table_column {
         return Err(LambdaFdwError::QueueOutdated);
+    }
+    // The INSERT runs as the table's owner: no code attached to it may run.
+    if queue.has_code_attached {
+        return Err(LambdaFdwError::QueueHasCode);
     }
     let owner = queue.owner;
     let payload = String::from_utf8_lossy(&q.payload).into_owned();

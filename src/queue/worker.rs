@@ -728,6 +728,12 @@ fn claim(limit: usize, foreign_table_column: bool) -> Result<Vec<ClaimedRow>, St
             out.push(match read {
                 Ok(Ok(c)) => Ok(c),
                 Ok(Err(e)) => Err((id, format!("the queued invocation could not be read: {e}"))),
+                // A PostgreSQL ERROR is not the row's: it leaves its error
+                // data on PostgreSQL's stack, which only the round's
+                // (sub)transaction abort clears.
+                Err(panic) if panic.downcast_ref::<CaughtError>().is_some() => {
+                    std::panic::resume_unwind(panic)
+                }
                 Err(panic) => Err((
                     id,
                     format!(
