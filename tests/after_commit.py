@@ -610,6 +610,41 @@ def test_kills_while_in_flight(conn):
     return conn
 
 
+def test_stop_with_rows_claimed_ahead(conn):
+    """A clean stop (SIGTERM) while a row claimed ahead waits for a slot:
+    its request never left, so it keeps its attempt and is sent once by the
+    next worker, even with max_attempts 1; the row that was in flight is
+    failed, saying it may have been delivered."""
+    conn.execute("ALTER SYSTEM SET lambda_fdw.queue_concurrency = 1")
+    conn.execute("SELECT pg_reload_conf()")
+    conn.execute("ALTER SERVER stub OPTIONS (SET max_attempts '1')")
+    time.sleep(1.5)  # a round or two: the worker follows the setting
+    slow_key, waiting_key = f"{RUN}-ahead-slow", f"{RUN}-ahead-waiting"
+    with conn.transaction():
+        slow = one(conn, "SELECT lambda_fdw.enqueue('sleep-echo', %s, 'us-west-2')",
+                   [json.dumps({"key": slow_key, "ms": 2500})])
+        waiting = one(conn, "SELECT lambda_fdw.enqueue('sleep-echo', %s, 'us-west-2')",
+                      [json.dumps({"key": waiting_key, "ms": 0})])
+    ahead = wait_for(lambda: stub_calls(conn, "sleep-echo", slow_key) == 1 and conn.execute(
+        "SELECT state, attempts FROM lambda_fdw.invocations WHERE id = %s", [waiting]).fetchone() == ("sending", 1),
+        timeout=10)
+    check("one row in flight, the other claimed ahead and waiting for the slot", ahead and
+          stub_calls(conn, "sleep-echo", waiting_key) == 0)
+    one(conn, "SELECT pg_terminate_backend(%s)", [worker_pid(conn)])
+    check("after the restart both settle", settled(conn, [slow, waiting], timeout=30))
+    rows = conn.execute("SELECT id, state, attempts, error FROM lambda_fdw.invocations WHERE id = ANY(%s) "
+                        "ORDER BY id", [[slow, waiting]]).fetchall()
+    check("the row in flight is failed (it may have been delivered); the one waiting is sent, its attempt given back",
+          rows == [(slow, "failed", 1, "the queue worker stopped while attempt 1 of 1 was in flight; "
+                    "the invocation may have been delivered, and it is not sent again"),
+                   (waiting, "succeeded", 1, None)], rows)
+    check("each was delivered once", (stub_calls(conn, "sleep-echo", slow_key),
+                                      stub_calls(conn, "sleep-echo", waiting_key)) == (1, 1))
+    conn.execute("ALTER SERVER stub OPTIONS (SET max_attempts '3')")
+    conn.execute("ALTER SYSTEM RESET lambda_fdw.queue_concurrency")
+    conn.execute("SELECT pg_reload_conf()")
+
+
 def test_old_extension(conn):
     """Issue 18, row 1, third window: the database's extension is still at
     0.1.0 (no queue) under the new library; a planted queue is not worked.
@@ -700,6 +735,7 @@ def main():
     conn = test_crash(conn, "immediate", immediate_shutdown)
     conn = test_crash(conn, "sigkill", kill_worker)
     conn = test_kills_while_in_flight(conn)
+    test_stop_with_rows_claimed_ahead(conn)
     test_sigterm_and_extension_cycle(conn)
     test_old_extension(conn)
     print("after_commit: all checks passed")

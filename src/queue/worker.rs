@@ -41,9 +41,9 @@
 //! nothing is granted to anyone for the worker. The calls are signed as the
 //! role that queued them would sign them now, never with more.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -633,6 +633,13 @@ const RECOVER: &str = "UPDATE lambda_fdw.invocations SET \
             AND attempts OPERATOR(pg_catalog.>=) max_attempts) \
      RETURNING state";
 
+/// Rows claimed and never started (the worker stopped first): queued again
+/// with the attempt their claim counted given back, as no request left.
+const UNSTARTED: &str = "UPDATE lambda_fdw.invocations SET state = 'queued', \
+       attempts = attempts OPERATOR(pg_catalog.-) 1 \
+     WHERE id OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.int8[]) \
+       AND state OPERATOR(pg_catalog.=) 'sending'";
+
 /// Claims due rows with attempts left, counting the attempt: committed
 /// before any of them is sent. `{foreign_table}` is the column, or NULL
 /// for a table whose SQL predates it (0.2.0, before ALTER EXTENSION UPDATE).
@@ -892,6 +899,24 @@ struct Sender {
     slots: usize,
     /// Rows handed over and not yet answered.
     outstanding: usize,
+    /// Their ids.
+    handed: HashSet<i64>,
+    starts: Arc<Mutex<Starts>>,
+}
+
+/// Which handed-over rows the dispatcher has started (their request may
+/// have left), and whether it may start more: a row claimed ahead that
+/// never started is given its attempt back when the worker stops.
+#[derive(Default)]
+struct Starts {
+    stopped: bool,
+    started: HashSet<i64>,
+}
+
+fn lock_starts(starts: &Mutex<Starts>) -> std::sync::MutexGuard<'_, Starts> {
+    starts
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Sender {
@@ -901,11 +926,21 @@ impl Sender {
         let (answers, outcomes) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(slots));
         let available = permits.clone();
+        let starts = Arc::new(Mutex::new(Starts::default()));
+        let starting = starts.clone();
         runtime.spawn(async move {
             while let Some(job) = incoming.recv().await {
                 let Ok(permit) = available.clone().acquire_owned().await else {
                     break;
                 };
+                {
+                    let mut s = lock_starts(&starting);
+                    if s.stopped {
+                        // Stopping: nothing more starts; the row goes back.
+                        continue;
+                    }
+                    s.started.insert(job.id);
+                }
                 let answers = answers.clone();
                 tokio::spawn(async move {
                     let id = job.id;
@@ -961,7 +996,24 @@ impl Sender {
             permits,
             slots,
             outstanding: 0,
+            handed: HashSet::new(),
+            starts,
         })
+    }
+
+    /// Stops starting calls; returns the rows handed over that never
+    /// started (no request of theirs left).
+    fn stop(&mut self) -> Vec<i64> {
+        let mut s = lock_starts(&self.starts);
+        s.stopped = true;
+        let mut unstarted: Vec<i64> = self
+            .handed
+            .iter()
+            .filter(|id| !s.started.contains(id))
+            .copied()
+            .collect();
+        unstarted.sort_unstable();
+        unstarted
     }
 
     /// Follows a change of `lambda_fdw.queue_concurrency`.
@@ -982,8 +1034,10 @@ impl Sender {
     }
 
     fn submit(&mut self, job: ToSend) {
+        let id = job.id;
         if self.jobs.send(job).is_ok() {
             self.outstanding += 1;
+            self.handed.insert(id);
         }
     }
 
@@ -1021,6 +1075,8 @@ impl Sender {
         };
         let _ = block_on_until(work, || latch_set() || shutdown_requested());
         for outcome in &mut finished[seen..] {
+            self.handed.remove(&outcome.id);
+            lock_starts(&self.starts).started.remove(&outcome.id);
             if let Some((owner, stats)) = outcome.measured.take() {
                 let server = owner
                     .server
@@ -1086,6 +1142,9 @@ struct Plan<'a> {
     /// The table the outcomes and the rows in flight belong to.
     known: Option<Oid>,
     finished: &'a [Outcome],
+    /// Rows claimed whose request never left (the worker is stopping):
+    /// put back with their attempt returned.
+    unstarted: &'a [i64],
     /// Rows that may be claimed.
     free: usize,
     purge: bool,
@@ -1175,6 +1234,16 @@ fn work_round(plan: &Plan) -> Result<Round, String> {
                 None
             };
             record(finished);
+            if !plan.unstarted.is_empty() && !first {
+                if let Err(e) = in_subtransaction(|| {
+                    Spi::run_with_args(UNSTARTED, &[plan.unstarted.to_vec().into()])
+                        .map_err(spi_error)
+                })
+                .and_then(|r| r)
+                {
+                    log_unexpected("put back invocations never sent", &e);
+                }
+            }
             if plan.purge {
                 let retention = guc::queue_retention_s() as f64;
                 if let Err(e) = in_subtransaction(|| {
@@ -1278,6 +1347,7 @@ impl QueueWorker {
         let plan = Plan {
             known: self.table,
             finished: &self.finished,
+            unstarted: &[],
             // Claimed ahead: up to twice the concurrency, in flight or waiting.
             free: (2 * self.sender.slots).saturating_sub(self.sender.outstanding),
             purge,
@@ -1355,14 +1425,18 @@ impl QueueWorker {
     }
 
     /// On shutdown: writes back what finished, so that those rows are not
-    /// sent again by the next worker. Calls still in flight stay `sending`.
+    /// sent again by the next worker, and puts back, with their attempt
+    /// returned, the rows claimed ahead whose call never started. Calls
+    /// still in flight stay `sending`.
     fn flush(&mut self) {
-        if self.finished.is_empty() || self.table.is_none() {
+        let unstarted = self.sender.stop();
+        if (self.finished.is_empty() && unstarted.is_empty()) || self.table.is_none() {
             return;
         }
         let plan = Plan {
             known: self.table,
             finished: &self.finished,
+            unstarted: &unstarted,
             free: 0,
             purge: false,
             idle: false,
