@@ -160,6 +160,13 @@ pub fn has_server_usage(server: Oid, role: Oid) -> bool {
     result == pg_sys::AclResult::ACLCHECK_OK
 }
 
+/// Whether `role` has INSERT on relation `relid`.
+pub fn has_table_insert(relid: Oid, role: Oid) -> bool {
+    // SAFETY: an ACL lookup for a relation OID and a role OID.
+    let result = unsafe { pg_sys::pg_class_aclcheck(relid, role, pg_sys::ACL_INSERT as _) };
+    result == pg_sys::AclResult::ACLCHECK_OK
+}
+
 /// Fails unless `user` has USAGE on the server.
 pub fn check_server_usage(server: &ServerRef, user: Oid) -> Result<()> {
     if has_server_usage(server.oid, user) {

@@ -301,6 +301,28 @@ def test_recheck(conn):
         "failed", 'this invocation was queued through server "stub", which no longer routes region us-west-2 '
         "(only a lambda_fdw server owned by a superuser does); it is not sent") and stub_calls(conn, "counted-echo", key) == 0,
         (row, stub_calls(conn, "counted-echo", key)))
+    # Queued by a role that loses the right to queue before it is sent.
+    enqueue_fn = "lambda_fdw.enqueue(text, jsonb, text, text, text, jsonb)"
+    key, key2 = f"{RUN}-revoked-execute", f"{RUN}-revoked-insert"
+    with conn.transaction():
+        conn.execute("SET LOCAL ROLE queue_alice")
+        i = one(conn, "SELECT lambda_fdw.enqueue('counted-echo', %s, 'us-west-2')", [json.dumps({"key": key})])
+        conn.execute("INSERT INTO counted (payload) VALUES (%s)", [json.dumps({"key": key2})])
+        j = one(conn, "SELECT max(id) FROM lambda_fdw.invocations")
+        conn.execute("RESET ROLE")
+        conn.execute(f"REVOKE EXECUTE ON FUNCTION {enqueue_fn} FROM queue_alice")
+        conn.execute("REVOKE INSERT ON counted FROM queue_alice")
+    done = settled(conn, [i, j])
+    conn.execute(f"GRANT EXECUTE ON FUNCTION {enqueue_fn} TO queue_alice")
+    conn.execute("GRANT INSERT ON counted TO queue_alice")
+    ft = one(conn, "SELECT 'counted'::regclass::oid")
+    rows = conn.execute("SELECT state, error FROM lambda_fdw.invocations WHERE id = ANY(%s) ORDER BY id",
+                        [[i, j]]).fetchall()
+    check("rows whose role lost EXECUTE on enqueue, or INSERT on the table, are failed, never sent", done and rows == [
+        ("failed", 'role "queue_alice" no longer has EXECUTE on lambda_fdw.enqueue; it is not sent'),
+        ("failed", f'role "queue_alice" no longer has INSERT on the foreign table this invocation was queued '
+                   f"through (OID {ft}); it is not sent")]
+        and (stub_calls(conn, "counted-echo", key), stub_calls(conn, "counted-echo", key2)) == (0, 0), rows)
     # Queued by INSERT through a foreign table that is dropped before it is sent.
     key = f"{RUN}-table-dropped"
     conn.execute("CREATE FOREIGN TABLE counted_briefly (payload jsonb) SERVER stub OPTIONS (function_name 'counted-echo')")

@@ -962,6 +962,10 @@ def row8_bounded_plans():
 
 # ---------------------------------------------------------------- row 9
 
+UNREADABLE_DETAIL = ("lambda_fdw reads a context before it sends it, to keep custom.lambda_fdw_invocation_id "
+                     "its own: numbers must fit a double, and nesting stay within 128 levels.")
+
+
 @test
 def row9_reserved_invocation_id():
     """Row 9 / rule 7: a caller's context carrying
@@ -1018,6 +1022,20 @@ def row9_reserved_invocation_id():
     check("row 9: a join that passes the context to the scan: refused", error_parts(
         caller, "SELECT t.response FROM (VALUES (%s::jsonb, %s::jsonb)) v(p, c) "
         "JOIN sec.counted t ON t.payload = v.p AND t.context = v.c", [p, ctx]), RESERVED_KEY + (None,))
+    # A text the check cannot read is refused, not sent unchecked: a number
+    # beyond a double, or nesting past 128 levels, could hide the key from
+    # a lax check while the function's own parser reads it.
+    deep = '{"custom": {"lambda_fdw_invocation_id": 1}, "x": ' + "[" * 130 + "1" + "]" * 130 + "}"
+    for label, text, cast in [
+        ("a number beyond a double (json)", '{"custom": {"lambda_fdw_invocation_id": 7}, "x": 1e400}', "json"),
+        ("a number beyond a double (jsonb)", '{"custom": {"lambda_fdw_invocation_id": 7}, "x": 1e400}', "jsonb"),
+        ("nesting past 128 levels (json)", deep, "json"),
+    ]:
+        got = error_parts(caller, f"SELECT * FROM aws_lambda.invoke('counted-echo', %s::{cast}, 'us-west-2', "
+                          f"context => %s::{cast})", [p, text])
+        check_that(f"row 9: the key behind {label}: refused (22023)", got is not None and got[0] == "22023"
+                   and got[1].startswith("context is not JSON that lambda_fdw can check: ")
+                   and got[2] == UNREADABLE_DETAIL, got)
     check("row 9: nothing was sent", stub_calls(k), 0)
     check("row 9: nothing was queued", queued_with(k), 0)
     allowed = json.dumps({"custom": {"app": "x", "lambda_fdw_invocation_ids": 1}, "env": {"lambda_fdw_invocation_id": 2}})
@@ -1131,6 +1149,17 @@ def rule4_rds_surface_identity():
                   "OPTIONS (aws_access_key_id 'AKIDPUBLICCA', aws_secret_access_key 'public-ca-secret')")
     check("rule 4: with PUBLIC's mapping: PUBLIC's keys, no USAGE on the server needed",
           whoami(caller, call, ['{"r": 2}']), ("AKIDPUBLICCA", {"r": 2}))
+    # A mapping of its own that names nothing does not take it out of
+    # PUBLIC's keys (to the server process's identity).
+    admin.execute(f"GRANT USAGE ON FOREIGN SERVER {server} TO sec_caller")
+    caller.execute(f"CREATE USER MAPPING FOR CURRENT_USER SERVER {server}")
+    check("rule 4: an empty mapping the role made for itself: still PUBLIC's keys",
+          whoami(caller, call, ['{"r": 2.5}']), ("AKIDPUBLICCA", {"r": 2.5}))
+    i = one(caller, "SELECT lambda_fdw.enqueue('whoami', '{\"r\": 2.6}', %s)", [region])
+    check("rule 4: ... and for what it queues", settled([i]) and row_of(i, "state, response, error"),
+          ("succeeded", {"access_key_id": "AKIDPUBLICCA", "payload": {"r": 2.6}}, None))
+    caller.execute(f"DROP USER MAPPING FOR CURRENT_USER SERVER {server}")
+    admin.execute(f"REVOKE USAGE ON FOREIGN SERVER {server} FROM sec_caller")
     admin.execute(f"CREATE USER MAPPING FOR sec_caller SERVER {server} "
                   "OPTIONS (aws_access_key_id 'AKIDCALLERCA', aws_secret_access_key 'caller-ca-secret')")
     check("rule 4: with its own mapping: its own keys", whoami(caller, call, ['{"r": 3}']), ("AKIDCALLERCA", {"r": 3}))

@@ -518,6 +518,20 @@ fn server_label(server: Option<Oid>) -> String {
 /// `route::table_signing` for INSERT into a foreign table), as the role
 /// that queued it; or why it is not sent: the role, route, server or
 /// mapping no longer checks out, or differs from what the row recorded.
+/// Whether `role` may execute the extension's `lambda_fdw.enqueue` (the
+/// name, argument types and privilege function all schema-qualified; run
+/// with the round's pinned search_path).
+fn may_enqueue(role: Oid) -> Result<bool, String> {
+    Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.has_function_privilege($1::pg_catalog.oid, \
+           'lambda_fdw.enqueue(pg_catalog.text, pg_catalog.jsonb, pg_catalog.text, \
+            pg_catalog.text, pg_catalog.text, pg_catalog.jsonb)'::pg_catalog.regprocedure, 'EXECUTE')",
+        &[role.into()],
+    )
+    .map(|v| v.unwrap_or(false))
+    .map_err(spi_error)
+}
+
 fn signing_of(c: &Claimed) -> Result<Signing, String> {
     if !exists(pg_sys::SysCacheIdentifier::AUTHOID, c.queued_by) {
         return Err(format!(
@@ -534,7 +548,17 @@ fn signing_of(c: &Claimed) -> Result<Signing, String> {
         }
     }
     let signed = match c.foreign_table {
-        None => route::region_route(&c.region, c.queued_by).map_err(|e| e.to_string())?,
+        None => {
+            // Who may call: EXECUTE on enqueue, still (revoked from PUBLIC
+            // since 0.3.0; rows that 0.2.0 let anyone queue end here too).
+            if !may_enqueue(c.queued_by)? {
+                return Err(format!(
+                    "role \"{}\" no longer has EXECUTE on lambda_fdw.enqueue; it is not sent",
+                    catalog::role_name(c.queued_by)
+                ));
+            }
+            route::region_route(&c.region, c.queued_by).map_err(|e| e.to_string())?
+        }
         Some(table) => {
             let Some(server) = c.server else {
                 return Err(format!(
@@ -545,6 +569,14 @@ fn signing_of(c: &Claimed) -> Result<Signing, String> {
             if !exists(pg_sys::SysCacheIdentifier::FOREIGNTABLEREL, table) {
                 return Err(format!(
                     "the foreign table this invocation was queued through (OID {}) no longer exists; it is not sent",
+                    table.to_u32()
+                ));
+            }
+            // Who may call: INSERT on the foreign table, still.
+            if !catalog::has_table_insert(table, c.queued_by) {
+                return Err(format!(
+                    "role \"{}\" no longer has INSERT on the foreign table this invocation was queued through (OID {}); it is not sent",
+                    catalog::role_name(c.queued_by),
                     table.to_u32()
                 ));
             }
