@@ -304,6 +304,8 @@ def test_recheck(conn):
     # Queued by a role that loses the right to queue before it is sent.
     enqueue_fn = "lambda_fdw.enqueue(text, jsonb, text, text, text, jsonb)"
     key, key2 = f"{RUN}-revoked-execute", f"{RUN}-revoked-insert"
+    # (Giving the server away and back above took alice's grant with it.)
+    conn.execute("GRANT USAGE ON FOREIGN SERVER stub TO queue_alice")
     with conn.transaction():
         conn.execute("SET LOCAL ROLE queue_alice")
         i = one(conn, "SELECT lambda_fdw.enqueue('counted-echo', %s, 'us-west-2')", [json.dumps({"key": key})])
