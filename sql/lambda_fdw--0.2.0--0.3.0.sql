@@ -1,6 +1,8 @@
--- lambda_fdw 0.2.0 -> 0.3.0: the trust boundary. Every name is qualified, so
--- nothing here resolves through a schema a role other than the extension's
--- owner could have written to.
+-- lambda_fdw 0.2.0 -> 0.3.0: the trust boundary. Types and functions are
+-- schema-qualified, and an operator that has no exact-typed match in
+-- pg_catalog is named as OPERATOR(pg_catalog...), so nothing here resolves
+-- through a schema that a role other than a superuser could have written to
+-- (pg_catalog is searched first: its exact matches win).
 \echo Use "ALTER EXTENSION lambda_fdw UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Queueing is a way to invoke: only roles granted it may queue, as only
