@@ -218,19 +218,6 @@ pub fn server_options(oid: Oid) -> Result<HashMap<String, String>> {
     server(oid).map(|(_, options)| options)
 }
 
-/// Options of `user`'s mapping for `server` (or the PUBLIC one); empty when
-/// there is none.
-pub fn user_mapping_options_of(user: Oid, server: Oid) -> Result<HashMap<String, String>> {
-    Ok(user_mapping(user, server)?
-        .map(|(_, options)| options)
-        .unwrap_or_default())
-}
-
-/// The OID of the mapping that applies to `user` on `server`, if any.
-pub fn user_mapping_id(user: Oid, server: Oid) -> Option<Oid> {
-    user_mapping(user, server).ok().flatten().map(|(id, _)| id)
-}
-
 /// The name of role `role`, or `OID n` for a role that no longer exists.
 pub fn role_name(role: Oid) -> String {
     // SAFETY: a syscache lookup of a role OID; NULL (noerr) for a dropped
