@@ -330,7 +330,7 @@ def other_cluster(command):
     """Starts or stops a second server, like the benchmark's but without
     lambda_fdw preloaded (services.sh, LAMBDA_FDW_PRELOAD=0)."""
     env = {**os.environ, **NOT_PRELOADED, "LAMBDA_FDW_PRELOAD": "0"}
-    subprocess.run(["bash", "-c", f"source '{ROOT}/tests/lib/services.sh' && {command}"], env=env, check=True)
+    subprocess.run(["bash", "-c", f"source '{ROOT}/tests/harness/services.sh' && {command}"], env=env, check=True)
 
 
 def stats_overhead(pairs=STATS_PAIRS, n=STATS_CALLS):

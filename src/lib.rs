@@ -1,22 +1,23 @@
 //! lambda_fdw: invoke AWS Lambda functions from PostgreSQL.
 //!
-//! Layers: `fdw` and `compat` (the RDS-compatible functions) turn SQL into
-//! requests; `core` invokes Lambda and knows nothing of SQL; `config` and
-//! `guc` resolve settings for both surfaces.
+//! Layers, imports pointing down only:
+//! - the surfaces: `fdw` (foreign tables), `compat` (the RDS
+//!   `aws_lambda.invoke` API), `queue` (the after-commit queue and its
+//!   worker) and `stats` (invocation statistics);
+//! - `settings`: options per catalog, the GUCs, a call's client settings
+//!   and routing;
+//! - `pg` (PostgreSQL glue) and `error`;
+//! - the `lambda_fdw_core` crate, which invokes Lambda and has no pgrx.
 
 pgrx::pg_module_magic!();
 
-pub mod catalog;
-pub mod compat;
-pub mod config;
-pub mod convert;
-pub mod core;
-pub mod error;
-pub mod fdw;
-pub mod guc;
-pub mod queue;
-pub mod route;
-pub mod stats;
+mod compat;
+mod error;
+mod fdw;
+mod pg;
+mod queue;
+mod settings;
+mod stats;
 
 pgrx::extension_sql_file!(
     "../sql/lambda_fdw.sql",
@@ -31,7 +32,7 @@ pgrx::extension_sql_file!("../sql/stats.sql", name = "stats", requires = ["queue
 pub extern "C-unwind" fn _PG_init() {
     // SAFETY: a flag PostgreSQL sets while it loads shared_preload_libraries.
     let preloading = unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress };
-    guc::register(preloading);
+    settings::guc::register(preloading);
     if preloading {
         queue::wake::init_preloaded();
         stats::init_preloaded();

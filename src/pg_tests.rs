@@ -6,7 +6,7 @@
 mod tests {
     use pgrx::prelude::*;
 
-    use crate::core::client::clients_built;
+    use lambda_fdw_core::client::clients_built;
 
     fn setup_server() {
         let port = std::env::var("LAMBDA_FDW_MINISTACK_PORT").unwrap_or_else(|_| "45660".into());

@@ -15,8 +15,8 @@ use pgrx::pg_sys::{self, Datum, Oid};
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, IntoDatum};
 
-use crate::core::{CallClass, CallLog, CallStats};
 use crate::error::{raise, LambdaFdwError};
+use lambda_fdw_core::{CallClass, CallLog, CallStats};
 
 /// Largest function name kept (a full ARN with a qualifier fits).
 const NAME_BYTES: usize = 320;
@@ -27,7 +27,7 @@ const ERROR_BYTES: usize = 256;
 
 const TRANCHE: &std::ffi::CStr = c"lambda_fdw_stats";
 
-pub static MAX_ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub(crate) static MAX_ENTRIES: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
 /// What an entry counts: one row of the view.
 #[repr(C)]
@@ -137,7 +137,6 @@ static SHARED: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
 static TABLE: AtomicPtr<pg_sys::HTAB> = AtomicPtr::new(std::ptr::null_mut());
 
 static mut PREV_SHMEM_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
-#[cfg(not(any(feature = "pg13", feature = "pg14")))]
 static mut PREV_SHMEM_REQUEST_HOOK: pg_sys::shmem_request_hook_type = None;
 
 /// The shared header and table, when the library was preloaded.
@@ -194,15 +193,13 @@ fn shared_size() -> usize {
 }
 
 fn request_shmem() {
-    // SAFETY: called while shared memory is being sized (shmem_request_hook,
-    // or _PG_init while preloading before 15), the time these requests are for.
+    // SAFETY: called while shared memory is being sized (shmem_request_hook), the time these requests are for.
     unsafe {
         pg_sys::RequestAddinShmemSpace(shared_size());
         pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
     }
 }
 
-#[cfg(not(any(feature = "pg13", feature = "pg14")))]
 #[pg_guard]
 unsafe extern "C-unwind" fn on_shmem_request() {
     // SAFETY: the hook we replaced, called as PostgreSQL would have.
@@ -253,7 +250,7 @@ unsafe extern "C-unwind" fn on_shmem_startup() {
 
 /// From `_PG_init` while preloading: defines `lambda_fdw.stat_max_entries`
 /// and asks for the shared memory.
-pub fn init_preloaded() {
+pub(crate) fn init_preloaded() {
     GucRegistry::define_int_guc(
         c"lambda_fdw.stat_max_entries",
         c"Most (database, role, server, function) entries lambda_fdw.stat_invocations keeps.",
@@ -267,9 +264,6 @@ pub fn init_preloaded() {
     // SAFETY: _PG_init runs in the postmaster, single-threaded, before any
     // hook is called; each previous hook is kept and called first.
     unsafe {
-        #[cfg(any(feature = "pg13", feature = "pg14"))]
-        request_shmem();
-        #[cfg(not(any(feature = "pg13", feature = "pg14")))]
         {
             PREV_SHMEM_REQUEST_HOOK = pg_sys::shmem_request_hook;
             pg_sys::shmem_request_hook = Some(on_shmem_request);
@@ -296,7 +290,7 @@ fn read_str(bytes: &[u8]) -> &str {
 }
 
 /// Who made the calls: the database is the current one.
-pub struct Caller<'a> {
+pub(crate) struct Caller<'a> {
     pub role: Oid,
     /// The server's OID and name; `None` for the default chain.
     pub server: Option<(Oid, &'a str)>,
@@ -304,9 +298,9 @@ pub struct Caller<'a> {
 
 impl Caller<'_> {
     /// The current user, through `server`.
-    pub fn current(server: Option<(Oid, &str)>) -> Caller<'_> {
-        // SAFETY: reads the backend's current user id.
+    pub(crate) fn current(server: Option<(Oid, &str)>) -> Caller<'_> {
         Caller {
+            // SAFETY: reads the backend's current user id.
             role: unsafe { pg_sys::GetUserId() },
             server,
         }
@@ -314,7 +308,7 @@ impl Caller<'_> {
 }
 
 /// Counts the calls finished in `log` since its last drain.
-pub fn record_log(caller: &Caller, log: &CallLog) {
+pub(crate) fn record_log(caller: &Caller, log: &CallLog) {
     let calls = log.drain();
     if !calls.is_empty() {
         record(caller, &calls);
@@ -322,7 +316,7 @@ pub fn record_log(caller: &Caller, log: &CallLog) {
 }
 
 /// Counts `calls`; does nothing when the library is not preloaded.
-pub fn record(caller: &Caller, calls: &[CallStats]) {
+pub(crate) fn record(caller: &Caller, calls: &[CallStats]) {
     let Some((shared, table)) = shared_table() else {
         return;
     };

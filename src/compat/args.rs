@@ -10,11 +10,11 @@
 //! parentheses, so a `function_name` written like a composite literal can be
 //! read back as the composite, and the arguments moved back into place.
 
-use crate::core::{CoreError, CoreResult};
+use lambda_fdw_core::{CoreError, CoreResult};
 
 /// The arguments of one call, as the composite-or-text overloads agree on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InvokeArgs {
+pub(crate) struct InvokeArgs {
     pub function_name: String,
     pub region: Option<String>,
     pub invocation_type: String,
@@ -27,7 +27,7 @@ pub struct InvokeArgs {
 /// Parses a composite literal `(f1,f2)` as record_in writes and reads it:
 /// fields separated by commas, optionally double-quoted (with `""` or `\"`
 /// inside quotes), an empty unquoted field meaning NULL.
-pub fn parse_arn_literal(text: &str) -> Option<(Option<String>, Option<String>)> {
+pub(crate) fn parse_arn_literal(text: &str) -> Option<(Option<String>, Option<String>)> {
     let inner = text.strip_prefix('(')?.strip_suffix(')')?;
     let mut fields: Vec<Option<String>> = Vec::new();
     let mut chars = inner.chars().peekable();
@@ -68,7 +68,7 @@ pub fn parse_arn_literal(text: &str) -> Option<(Option<String>, Option<String>)>
 
 /// The text overload's arguments as PostgreSQL passed them.
 #[derive(Clone, Debug, Default)]
-pub struct TextOverloadArgs {
+pub(crate) struct TextOverloadArgs {
     pub function_name: Option<String>,
     pub region: Option<String>,
     pub invocation_type: Option<String>,
@@ -83,7 +83,7 @@ fn required(name: &'static str, v: Option<String>) -> CoreResult<String> {
 
 /// Reads the text overload's arguments, recognising a composite literal in
 /// `function_name` and moving the shifted arguments back (see module docs).
-pub fn from_text_overload(a: TextOverloadArgs) -> CoreResult<InvokeArgs> {
+pub(crate) fn from_text_overload(a: TextOverloadArgs) -> CoreResult<InvokeArgs> {
     let name = required("function_name", a.function_name)?;
     // A composite literal is never a function name: with a region argument
     // present, the caller used the composite overload's positions.

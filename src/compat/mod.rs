@@ -3,7 +3,7 @@
 //! declares the functions with RDS's exact signatures; the C entry points
 //! below read the arguments, invoke, and build the OUT record.
 
-pub mod args;
+pub(crate) mod args;
 
 use bytes::Bytes;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -11,23 +11,22 @@ use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
 use pgrx::{IntoDatum, PgSqlErrorCode};
 
-use crate::config::PG_INTERRUPTS;
-use crate::convert;
-use crate::core::client::process_default_region;
-use crate::core::retry;
-use crate::core::{
+use crate::error::{core_error_parts, report, LambdaFdwError, Result};
+use crate::pg::convert;
+use crate::pg::PG_INTERRUPTS;
+use crate::settings::guc;
+use crate::stats;
+use args::{from_text_overload, InvokeArgs, TextOverloadArgs};
+use lambda_fdw_core::client::process_default_region;
+use lambda_fdw_core::{
     block_on, client_for, parse_function_name, CallLog, CoreError, InvocationType, InvokeOutcome,
     InvokeRequest, LogType,
 };
-use crate::error::{core_error_parts, report, LambdaFdwError, Result};
-use crate::guc;
-use crate::stats;
-use args::{from_text_overload, InvokeArgs, TextOverloadArgs};
 
 /// Builds the request `aws_lambda.invoke` would send: region from the
 /// argument, the ARN, `aws_lambda.default_region`, then the server process's
 /// AWS configuration; names, enums and sizes checked.
-pub fn prepare(args: &InvokeArgs, payload: Bytes) -> Result<InvokeRequest> {
+pub(crate) fn prepare(args: &InvokeArgs, payload: Bytes) -> Result<InvokeRequest> {
     let function = parse_function_name(&args.function_name)?;
     let invocation_type = InvocationType::parse(&args.invocation_type)?;
     let log_type = LogType::parse(&args.log_type)?;
@@ -59,7 +58,7 @@ fn invoke(args: &InvokeArgs, payload: Bytes) -> Result<(InvokeOutcome, String)> 
     let request = prepare(args, payload)?;
     // SAFETY: GetUserId has no preconditions inside a transaction.
     let user = unsafe { pg_sys::GetUserId() };
-    let signed = crate::route::region_route(&request.target.region, user)?;
+    let signed = crate::settings::route::region_route(&request.target.region, user)?;
     let server = signed.server;
     let client = client_for(&signed.settings, &PG_INTERRUPTS)?;
     let display = request.target.display.clone();
@@ -83,7 +82,7 @@ fn rds_report(e: LambdaFdwError) -> ErrorReport {
     let (code, _, hint) = core_error_parts(&core);
     let api_failed_with = |said: String, hint: Option<String>| {
         let tries = attempts
-            .map(|n| format!(" Gave up after {}.", retry::attempts(n)))
+            .map(|n| format!(" Gave up after {}.", lambda_fdw_core::error::attempts(n)))
             .unwrap_or_default();
         report(
             code,
@@ -219,7 +218,10 @@ unsafe fn read_args(fcinfo: pg_sys::FunctionCallInfo, o: Overload) -> Result<Inv
                     let tuple = PgHeapTuple::from_composite_datum(datum);
                     let field = |name: &str| {
                         tuple.get_by_name::<String>(name).map_err(|e| {
-                            LambdaFdwError::Catalog(format!("could not read {name}: {e}"))
+                            LambdaFdwError::ArgumentUnreadable {
+                                field: name.to_string(),
+                                reason: e.to_string(),
+                            }
                         })
                     };
                     (field("function_name")?, field("region")?)

@@ -18,23 +18,23 @@ use futures::stream::{LocalBoxStream, StreamExt};
 use pgrx::pg_sys::Oid;
 use serde_json::Value as Json;
 
-use crate::config::PG_INTERRUPTS;
-use crate::core::request::{check_reserved_keys, encode_client_context};
-use crate::core::settings::DEFAULT_MAX_CONCURRENCY;
-use crate::core::{
+use crate::error::{LambdaFdwError, Result};
+use crate::pg::PG_INTERRUPTS;
+use crate::settings::guc;
+use crate::settings::route::{self, TableRoute};
+use crate::stats;
+use lambda_fdw_core::request::{check_reserved_keys, encode_client_context};
+use lambda_fdw_core::settings::DEFAULT_MAX_CONCURRENCY;
+use lambda_fdw_core::{
     block_on, client_for, CallClass, CallLog, ClientSettings, CoreError, CoreResult, InvokeOutcome,
     InvokeRequest, ResolvedFunction,
 };
-use crate::error::{LambdaFdwError, Result};
-use crate::guc;
-use crate::route::{self, TableRoute};
-use crate::stats;
 
-use super::options::{FunctionErrors, TableOptions};
 use super::plan::{check_count, plan_invocations, Allowed, Failure, PlannedInvocation, Product};
+use crate::settings::options::{FunctionErrors, TableOptions};
 
 /// What one scan of a foreign table invokes, and with which settings.
-pub struct Scan {
+pub(crate) struct Scan {
     route: Rc<TableRoute>,
     settings: ClientSettings,
     concurrency: usize,
@@ -51,7 +51,7 @@ pub struct Scan {
 /// What a scan's calls came to, for EXPLAIN ANALYZE: calls finished,
 /// attempts made again, function errors, and the time spent waiting.
 #[derive(Clone, Copy, Default)]
-pub struct Activity {
+pub(crate) struct Activity {
     pub calls: u64,
     pub retries: u64,
     pub function_errors: u64,
@@ -184,7 +184,10 @@ impl Requests {
 fn encode_payload(payload: &Json) -> Result<Bytes> {
     serde_json::to_vec(payload)
         .map(Bytes::from)
-        .map_err(|e| LambdaFdwError::Catalog(format!("could not encode payload: {e}")))
+        .map_err(|e| LambdaFdwError::Encode {
+            what: "payload",
+            reason: e.to_string(),
+        })
 }
 
 /// The invocations for one set of request values, and what came back.
@@ -215,7 +218,7 @@ impl Batch {
 }
 
 /// One row's worth: the request and what it got back.
-pub struct Answer<'a> {
+pub(crate) struct Answer<'a> {
     pub planned: PlannedInvocation<'a>,
     pub outcome: &'a InvokeOutcome,
     /// The function as messages name it.
@@ -228,7 +231,7 @@ impl Scan {
     /// server's, and the client settings of the user's mapping; USAGE on the
     /// server and the credentials rule are checked on every execution (see
     /// `route::table_signing`).
-    pub fn open(relid: Oid, user: Oid) -> Result<Self> {
+    pub(crate) fn open(relid: Oid, user: Oid) -> Result<Self> {
         let route = route::table_route(relid)?;
         let settings = route::table_signing(&route.server, &route.server_options, user)?.settings;
         Ok(Self {
@@ -252,12 +255,12 @@ impl Scan {
     /// rescan comes all the same, its rows are computed again, by invoking
     /// again, which PostgreSQL allows of a node not told to expect rescans.
     /// Takes effect from the next batch.
-    pub fn keep_outcomes(&mut self, keep: bool) {
+    pub(crate) fn keep_outcomes(&mut self, keep: bool) {
         self.keep = keep;
     }
 
     /// The scan's calls so far.
-    pub fn activity(&self) -> Activity {
+    pub(crate) fn activity(&self) -> Activity {
         Activity {
             peak_in_flight: self.log.peak(),
             ..self.activity
@@ -285,7 +288,7 @@ impl Scan {
     /// ones (and any call of theirs still in flight). Refuses more
     /// invocations than lambda_fdw.max_scan_invocations, and any request
     /// that cannot be sent, before anything is sent.
-    pub fn start_batch(&mut self, conditions: &[Allowed]) -> Result<()> {
+    pub(crate) fn start_batch(&mut self, conditions: &[Allowed]) -> Result<()> {
         self.batch = None;
         let (table, region) = (&self.route.table, &self.route.server_options.region);
         let product =
@@ -307,7 +310,7 @@ impl Scan {
 
     /// Starts the rows again from the first: kept outcomes are replayed;
     /// without them the invocations are made again.
-    pub fn rewind(&mut self) {
+    pub(crate) fn rewind(&mut self) {
         let Some(batch) = self.batch.as_mut() else {
             return;
         };
@@ -322,7 +325,7 @@ impl Scan {
     /// The next row's request and outcome, waiting for it if need be;
     /// `None` after the last. A function error is raised here when the
     /// table's `function_errors` option says so.
-    pub fn next_answer(&mut self) -> Result<Option<Answer<'_>>> {
+    pub(crate) fn next_answer(&mut self) -> Result<Option<Answer<'_>>> {
         let Some(index) = self.next_outcome()? else {
             return Ok(None);
         };

@@ -7,7 +7,7 @@ use crate::error::{LambdaFdwError, Result};
 
 /// Request columns: the query sets them, the row echoes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RequestColumn {
+pub(crate) enum RequestColumn {
     Payload,
     Qualifier,
     InvocationType,
@@ -16,7 +16,7 @@ pub enum RequestColumn {
 }
 
 impl RequestColumn {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Payload => "payload",
             Self::Qualifier => "qualifier",
@@ -29,7 +29,7 @@ impl RequestColumn {
 
 /// Every column a lambda_fdw table can have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ColumnKind {
+pub(crate) enum ColumnKind {
     Request(RequestColumn),
     StatusCode,
     /// `json_text`: the column is `json` (the response text as returned)
@@ -43,7 +43,7 @@ pub enum ColumnKind {
 }
 
 impl ColumnKind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Request(r) => r.name(),
             Self::StatusCode => "status_code",
@@ -55,7 +55,8 @@ impl ColumnKind {
     }
 }
 
-pub const COLUMN_NAMES: &[&str] = &[
+#[cfg(test)]
+const COLUMN_NAMES: &[&str] = &[
     "payload",
     "qualifier",
     "invocation_type",
@@ -82,7 +83,7 @@ fn type_name(oid: Oid) -> String {
 }
 
 /// Classifies a column by name and type, or says what is wrong with it.
-pub fn classify(name: &str, type_oid: Oid) -> Result<ColumnKind> {
+pub(crate) fn classify(name: &str, type_oid: Oid) -> Result<ColumnKind> {
     let wrong = |expected: &'static str| LambdaFdwError::ColumnType {
         column: name.to_string(),
         expected,
@@ -133,7 +134,7 @@ pub fn classify(name: &str, type_oid: Oid) -> Result<ColumnKind> {
 ///
 /// # Safety
 /// `tupdesc` is a valid tuple descriptor.
-pub unsafe fn slot_columns(
+pub(crate) unsafe fn slot_columns(
     tupdesc: pg_sys::TupleDesc,
     wanted: impl Fn(i16) -> bool,
 ) -> Result<Vec<(usize, ColumnKind)>> {

@@ -37,8 +37,8 @@ use super::columns::{slot_columns, ColumnKind, RequestColumn};
 use super::plan::{Allowed, Arg, Compare};
 use super::planner::plan_descriptor;
 use super::state;
-use crate::convert;
 use crate::error::{raise, LambdaFdwError, Result};
+use crate::pg::convert;
 
 /// lambda_fdw's state of one running scan node, at `fdw_state`.
 struct ScanNode {
@@ -66,7 +66,7 @@ unsafe fn state_field(node: *mut pg_sys::ForeignScanState) -> *mut *mut c_void {
 ///
 /// # Safety
 /// `node` is a live scan node.
-pub unsafe fn scan_activity(node: *mut pg_sys::ForeignScanState) -> Option<Activity> {
+pub(crate) unsafe fn scan_activity(node: *mut pg_sys::ForeignScanState) -> Option<Activity> {
     // SAFETY: per the contract; the state is read and not kept.
     unsafe { state::get::<ScanNode>(state_field(node)).map(|s| s.scan.activity()) }
 }
@@ -83,9 +83,9 @@ unsafe fn checking_user(
 ) -> pg_sys::Oid {
     // PostgreSQL 16 moved checkAsUser from the range table entry to the plan.
     // SAFETY: per the contract, the plan's scan relation is in the range table.
-    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    #[cfg(feature = "pg15")]
     let user = unsafe { (*pg_sys::exec_rt_fetch((*plan).scan.scanrelid, estate)).checkAsUser };
-    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    #[cfg(not(feature = "pg15"))]
     let user = {
         let _ = estate;
         // SAFETY: per the contract.
@@ -360,7 +360,10 @@ fn column_datum(kind: ColumnKind, answer: &Answer<'_>) -> Result<Option<Datum>> 
     let json = |value: &serde_json::Value| {
         serde_json::to_vec(value)
             .map(|text| convert::jsonb_from_text(&text))
-            .map_err(|e| LambdaFdwError::Catalog(format!("could not encode a request value: {e}")))
+            .map_err(|e| LambdaFdwError::Encode {
+                what: "a request value",
+                reason: e.to_string(),
+            })
     };
     Ok(match kind {
         ColumnKind::Request(RequestColumn::Payload) => Some(json(planned.payload)?),

@@ -7,8 +7,8 @@ use std::ffi::CString;
 use pgrx::pg_sys;
 
 use super::batch::Activity;
-use super::options::{ServerOptions, TableOptions};
-use crate::catalog::{foreign_table_options, server_options};
+use crate::pg::catalog::{foreign_table_options, server_options};
+use crate::settings::options::{ServerOptions, TableOptions};
 
 /// The lines to show for a foreign table: label and value.
 fn describe(relid: pg_sys::Oid) -> Vec<(&'static str, String)> {
@@ -45,7 +45,7 @@ fn describe(relid: pg_sys::Oid) -> Vec<(&'static str, String)> {
 ///
 /// # Safety
 /// `node` and `es` are the executor's, as passed to ExplainForeignScan.
-pub unsafe fn explain(
+pub(crate) unsafe fn explain(
     node: *mut pg_sys::ForeignScanState,
     es: *mut pg_sys::ExplainState,
     conditions: Vec<String>,
@@ -94,7 +94,7 @@ pub unsafe extern "C-unwind" fn explain_foreign_modify(
 ///
 /// # Safety
 /// `es` is EXPLAIN's state.
-pub unsafe fn explain_activity(es: *mut pg_sys::ExplainState, a: &Activity) {
+pub(crate) unsafe fn explain_activity(es: *mut pg_sys::ExplainState, a: &Activity) {
     let counts = [
         (c"Lambda Invocations", a.calls),
         (c"Lambda Retries", a.retries),

@@ -14,15 +14,15 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgList;
 
-use super::options::{named, Catalog, ImportOptions, ServerOptions};
-use crate::catalog;
-use crate::config::PG_INTERRUPTS;
-use crate::core::{block_on, client_for};
 use crate::error::{raise, LambdaFdwError, Result};
-use crate::route;
+use crate::pg::catalog;
+use crate::pg::PG_INTERRUPTS;
+use crate::settings::options::{named, ImportOptions, OptionsFor, ServerOptions};
+use crate::settings::route;
+use lambda_fdw_core::{block_on, client_for};
 
 /// The one remote schema: every function of the region.
-pub const REMOTE_SCHEMA: &str = "lambda";
+pub(crate) const REMOTE_SCHEMA: &str = "lambda";
 
 /// The columns of an imported table, in the documented order.
 const COLUMNS: &str = "payload jsonb, qualifier text, invocation_type text, log_type text, \
@@ -31,7 +31,7 @@ function_error text";
 
 /// LIMIT TO / EXCEPT, with the names given.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Filter {
+pub(crate) enum Filter {
     All,
     LimitTo(Vec<String>),
     Except(Vec<String>),
@@ -44,7 +44,7 @@ pub enum Filter {
 /// name it lists, with a prefix it must name the tables (prefix included),
 /// and a bare function name there is an error rather than nothing imported.
 /// EXCEPT drops a function named either way.
-pub fn select(
+pub(crate) fn select(
     functions: &[String],
     filter: &Filter,
     prefix: &str,
@@ -76,7 +76,7 @@ fn literal(value: &str) -> String {
 }
 
 /// The statement that makes the table `table` for `function`.
-pub fn create_table(
+pub(crate) fn create_table(
     server: &str,
     function: &str,
     table: &str,
@@ -148,9 +148,12 @@ unsafe fn statements(
         (remote, filter, options)
     };
     if remote != REMOTE_SCHEMA {
-        return Err(LambdaFdwError::NoRemoteSchema(remote));
+        return Err(LambdaFdwError::NoRemoteSchema {
+            asked: remote,
+            remote: REMOTE_SCHEMA,
+        });
     }
-    let options = ImportOptions::parse(&named(Catalog::Import, &options)?)?;
+    let options = ImportOptions::parse(&named(OptionsFor::Import, &options)?)?;
     let (server_ref, server_options) = catalog::server(server)?;
     // The gate of a foreign table's calls: USAGE, and credentials of the
     // caller's own unless a superuser allowed the server's identity.

@@ -7,13 +7,13 @@
 //! [`ForeignDataWrapper::fdw_routine_hook`].
 
 mod batch;
-pub mod columns;
+pub(crate) mod columns;
 mod executor;
 mod explain;
-pub mod import;
+pub(crate) mod import;
 mod modify;
-pub mod options;
-pub mod plan;
+
+pub(crate) mod plan;
 mod planner;
 mod state;
 
@@ -22,10 +22,10 @@ use std::collections::HashMap;
 use pgrx::pg_sys::{self, Oid};
 use supabase_wrappers::prelude::*;
 
-use crate::catalog;
 use crate::error::{raise, LambdaFdwError, Result};
+use crate::pg::catalog;
+use crate::settings::options::{self, OptionsFor, ServerOptions, TableOptions};
 use columns::classify;
-use options::{Catalog, ServerOptions, TableOptions};
 
 #[wrappers_fdw(
     version = "0.3.0",
@@ -33,7 +33,7 @@ use options::{Catalog, ServerOptions, TableOptions};
     website = "https://github.com/lambda-fdw/lambda_fdw",
     error_type = "LambdaFdwError"
 )]
-pub struct LambdaFdw;
+pub(crate) struct LambdaFdw;
 
 /// Checks a lambda_fdw foreign table as a whole: every column, and its
 /// function name against its server's region. The event trigger in
@@ -115,10 +115,10 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
 
     fn validator(options: Vec<Option<String>>, catalog: Option<Oid>) -> Result<()> {
         let catalog = match catalog {
-            Some(FOREIGN_DATA_WRAPPER_RELATION_ID) => Catalog::Wrapper,
-            Some(FOREIGN_SERVER_RELATION_ID) => Catalog::Server,
-            Some(pg_sys::UserMappingRelationId) => Catalog::UserMapping,
-            Some(FOREIGN_TABLE_RELATION_ID) => Catalog::Table,
+            Some(FOREIGN_DATA_WRAPPER_RELATION_ID) => OptionsFor::Wrapper,
+            Some(FOREIGN_SERVER_RELATION_ID) => OptionsFor::Server,
+            Some(pg_sys::UserMappingRelationId) => OptionsFor::UserMapping,
+            Some(FOREIGN_TABLE_RELATION_ID) => OptionsFor::Table,
             _ => return Ok(()),
         };
         let options: Vec<String> = options.into_iter().flatten().collect();

@@ -16,11 +16,11 @@ use pgrx::FromDatum;
 
 use super::columns::{slot_columns, ColumnKind, RequestColumn};
 use super::state;
-use crate::convert;
-use crate::core::{InvocationType, InvokeRequest, LogType};
 use crate::error::{raise, LambdaFdwError, Result};
+use crate::pg::convert;
 use crate::queue::enqueue::{check_queued, queue, Queued};
-use crate::route::{self, TableRoute};
+use crate::settings::route::{self, TableRoute};
+use lambda_fdw_core::{InvocationType, InvokeRequest, LogType};
 
 /// An INSERT's view of its table: function and defaults, and every column's
 /// slot position and kind.
@@ -47,7 +47,7 @@ unsafe fn checking_user(
     // SAFETY: per the contract; a partition a row is routed to has no range
     // table entry of its own (index 0): its root's applies, as in
     // postgres_fdw; COPY's relation may have none at all.
-    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    #[cfg(feature = "pg15")]
     let user = unsafe {
         let mut index = (*rinfo).ri_RangeTableIndex;
         let root = (*rinfo).ri_RootResultRelInfo;
@@ -62,7 +62,7 @@ unsafe fn checking_user(
     };
     // SAFETY: per the contract; PostgreSQL 16 finds the entry of routed
     // partitions through their root.
-    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    #[cfg(not(feature = "pg15"))]
     let user = unsafe { pg_sys::ExecGetResultRelCheckAsUser(rinfo, estate) };
     if user == pg_sys::Oid::INVALID {
         // SAFETY: GetUserId has no preconditions inside a transaction.

@@ -10,13 +10,13 @@ use std::collections::HashSet;
 use serde_json::Value as Json;
 
 use super::columns::RequestColumn;
-use super::options::TableOptions;
-use crate::core::request::{InvocationType, LogType};
 use crate::error::{LambdaFdwError, Result};
+use crate::settings::options::TableOptions;
+use lambda_fdw_core::request::{InvocationType, LogType};
 
 /// A non-NULL value of a request column, as a condition gave it.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Arg {
+pub(crate) enum Arg {
     Json(Json),
     Text(String),
 }
@@ -34,7 +34,7 @@ impl Arg {
 
 /// How a condition compares its column with its value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compare {
+pub(crate) enum Compare {
     /// `column = value`
     Eq,
     /// `column = ANY(array)`, which `IN (...)` becomes
@@ -46,7 +46,7 @@ pub enum Compare {
 /// The values one condition on a request column allows, in the order given,
 /// each once. NULLs allow nothing, as SQL's `=` never matches NULL.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Allowed {
+pub(crate) struct Allowed {
     pub column: RequestColumn,
     /// `None`: the condition does not restrict the column (`= ALL` of an
     /// empty array is true for every value).
@@ -55,7 +55,7 @@ pub struct Allowed {
 
 impl Allowed {
     /// What a condition allows, from the value(s) its expression evaluated to.
-    pub fn new(column: RequestColumn, compare: Compare, values: Vec<Option<Arg>>) -> Self {
+    pub(crate) fn new(column: RequestColumn, compare: Compare, values: Vec<Option<Arg>>) -> Self {
         let values = match compare {
             Compare::Eq | Compare::Any => Some(dedup(values.into_iter().flatten())),
             Compare::All if values.is_empty() => None,
@@ -125,7 +125,7 @@ fn text_of(column: RequestColumn, a: Arg) -> Result<String> {
 /// One invocation a scan makes, as its row echoes it: borrowed from the
 /// [`Product`] it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct PlannedInvocation<'a> {
+pub(crate) struct PlannedInvocation<'a> {
     pub payload: &'a Json,
     pub qualifier: Option<&'a str>,
     pub invocation_type: InvocationType,
@@ -135,7 +135,7 @@ pub struct PlannedInvocation<'a> {
 
 /// Where one invocation's values are in each list of a [`Product`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Position {
+pub(crate) struct Position {
     pub payload: usize,
     pub qualifier: usize,
     pub invocation_type: usize,
@@ -151,7 +151,7 @@ pub struct Position {
 /// is held per invocation: a scan of 300 payloads x 300 contexts holds 600
 /// values, and works out each invocation from its index when it needs it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Product {
+pub(crate) struct Product {
     pub payloads: Vec<Json>,
     pub qualifiers: Vec<Option<String>>,
     pub invocation_types: Vec<InvocationType>,
@@ -162,7 +162,7 @@ pub struct Product {
 /// Which check fails first among a product's invocations (see
 /// [`Product::first_failure`]), by positions in its lists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The qualifier does not give a function to call.
     Qualifier(usize),
     /// The payload cannot be sent with the invocation type (its size).
@@ -188,7 +188,7 @@ impl Product {
 
     /// How many invocations the scan makes: the product of the lists'
     /// lengths, `u64::MAX` if that does not fit.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.lengths()
             .iter()
             .try_fold(1u64, |n, &len| n.checked_mul(len as u64))
@@ -196,7 +196,7 @@ impl Product {
     }
 
     /// The positions of invocation `index` (below [`Product::count`]).
-    pub fn position(&self, index: usize) -> Position {
+    pub(crate) fn position(&self, index: usize) -> Position {
         let [_, qualifiers, invocation_types, log_types, contexts] = self.lengths();
         let mut rest = index;
         let mut next = |len: usize| {
@@ -218,7 +218,7 @@ impl Product {
     }
 
     /// Invocation `index` (below [`Product::count`]).
-    pub fn get(&self, index: usize) -> PlannedInvocation<'_> {
+    pub(crate) fn get(&self, index: usize) -> PlannedInvocation<'_> {
         let at = self.position(index);
         PlannedInvocation {
             payload: &self.payloads[at.payload],
@@ -230,7 +230,8 @@ impl Product {
     }
 
     /// The invocations in order (for a count already checked).
-    pub fn iter(&self) -> impl Iterator<Item = PlannedInvocation<'_>> + '_ {
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = PlannedInvocation<'_>> + '_ {
         let count = usize::try_from(self.count()).unwrap_or(usize::MAX);
         (0..count).map(|i| self.get(i))
     }
@@ -241,7 +242,7 @@ impl Product {
     /// invocation type, then its context. Each check depends on one list
     /// (two for the payload), so this takes a few steps per value, not one
     /// per invocation; a product with no invocation checks nothing.
-    pub fn first_failure(
+    pub(crate) fn first_failure(
         &self,
         bad_qualifier: impl Fn(usize) -> bool,
         bad_payload: impl Fn(usize, usize) -> bool,
@@ -286,7 +287,7 @@ impl Product {
 
 /// How a product's count reads in messages: its lists longer than one,
 /// e.g. "300 payloads x 300 contexts".
-pub fn factors(product: &Product) -> String {
+pub(crate) fn factors(product: &Product) -> String {
     let names = [
         "payloads",
         "qualifiers",
@@ -310,7 +311,7 @@ pub fn factors(product: &Product) -> String {
 
 /// The number of invocations of `product`, refused when more than `limit`
 /// (the setting lambda_fdw.max_scan_invocations) before anything is sent.
-pub fn check_count(product: &Product, limit: u64, function: &str) -> Result<usize> {
+pub(crate) fn check_count(product: &Product, limit: u64, function: &str) -> Result<usize> {
     let count = product.count();
     match usize::try_from(count) {
         Ok(n) if count <= limit => Ok(n),
@@ -326,7 +327,10 @@ pub fn check_count(product: &Product, limit: u64, function: &str) -> Result<usiz
 /// The invocations a scan makes (see [`Product`]), with the table's defaults
 /// for columns no condition pins. `Ok(None)` when no condition gives a
 /// payload at all: the scan must not invoke.
-pub fn plan_invocations(conditions: &[Allowed], table: &TableOptions) -> Result<Option<Product>> {
+pub(crate) fn plan_invocations(
+    conditions: &[Allowed],
+    table: &TableOptions,
+) -> Result<Option<Product>> {
     let Some(payloads) = candidates(conditions, RequestColumn::Payload) else {
         return Ok(None);
     };

@@ -49,7 +49,7 @@ const ROW_WIDTH: i32 = 256;
 
 /// The columns a scan must fill.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Columns {
+pub(crate) enum Columns {
     /// Every column (the query uses a whole-row reference).
     All,
     /// These attribute numbers.
@@ -57,7 +57,7 @@ pub enum Columns {
 }
 
 impl Columns {
-    pub fn includes(&self, attnum: i16) -> bool {
+    pub(crate) fn includes(&self, attnum: i16) -> bool {
         match self {
             Columns::All => true,
             Columns::Only(attnums) => attnums.contains(&attnum),
@@ -66,7 +66,7 @@ impl Columns {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Descriptor {
+pub(crate) struct Descriptor {
     /// One entry per fdw_expr, in order.
     pub conditions: Vec<(RequestColumn, Compare)>,
     pub columns: Columns,
@@ -200,13 +200,7 @@ unsafe fn usable_value(
 ) -> bool {
     // SAFETY: planner functions on the planner's own expression.
     unsafe {
-        #[cfg(not(feature = "pg13"))]
         let varnos = pg_sys::pull_varnos(root, value);
-        #[cfg(feature = "pg13")]
-        let varnos = {
-            let _ = root;
-            pg_sys::pull_varnos(value)
-        };
         !pg_sys::bms_is_member(relid as c_int, varnos) && !pg_sys::contain_volatile_functions(value)
     }
 }
@@ -587,7 +581,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
 ///
 /// # Safety
 /// `plan` is a ForeignScan of a lambda_fdw table (or a copy of one).
-pub unsafe fn plan_descriptor(plan: *mut pg_sys::ForeignScan) -> Option<Descriptor> {
+pub(crate) unsafe fn plan_descriptor(plan: *mut pg_sys::ForeignScan) -> Option<Descriptor> {
     // SAFETY: fdw_private is a List whose one element is a text Const.
     unsafe {
         let list = PgList::<pg_sys::Node>::from_pg((*plan).fdw_private);

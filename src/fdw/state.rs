@@ -14,7 +14,7 @@ use pgrx::prelude::*;
 /// `field` is a pointer field of a node allocated in `context` (so it lives
 /// until that context's reset callbacks have run), currently NULL, and only
 /// ever set through this module with the same `T`.
-pub unsafe fn install<T>(context: pg_sys::MemoryContext, field: *mut *mut c_void, state: T) {
+pub(crate) unsafe fn install<T>(context: pg_sys::MemoryContext, field: *mut *mut c_void, state: T) {
     // SAFETY: per the contract; the callback struct is allocated in the
     // same context, so it lives exactly as long as it is needed.
     unsafe {
@@ -33,7 +33,7 @@ pub unsafe fn install<T>(context: pg_sys::MemoryContext, field: *mut *mut c_void
 ///
 /// # Safety
 /// As for [`install`]; the reference must not outlive the state.
-pub unsafe fn get<'a, T>(field: *mut *mut c_void) -> Option<&'a mut T> {
+pub(crate) unsafe fn get<'a, T>(field: *mut *mut c_void) -> Option<&'a mut T> {
     // SAFETY: per the contract, a non-NULL field holds a Box<T>.
     unsafe { (*field as *mut T).as_mut() }
 }
@@ -42,7 +42,7 @@ pub unsafe fn get<'a, T>(field: *mut *mut c_void) -> Option<&'a mut T> {
 ///
 /// # Safety
 /// As for [`install`].
-pub unsafe fn release<T>(field: *mut *mut c_void) {
+pub(crate) unsafe fn release<T>(field: *mut *mut c_void) {
     // SAFETY: per the contract, a non-NULL field holds a Box<T>; it is
     // cleared before being dropped, so it is freed once.
     unsafe {

@@ -10,14 +10,14 @@ use pgrx::prelude::*;
 use pgrx::IntoDatum;
 
 use crate::compat::{self, args::InvokeArgs};
-use crate::core::{CoreError, InvocationType, InvokeRequest};
 use crate::error::{raise, LambdaFdwError, Result};
-use crate::route::{self, Signed};
+use crate::settings::route::{self, Signed};
+use lambda_fdw_core::{CoreError, InvocationType, InvokeRequest};
 
 use super::{table, wake};
 
 /// One invocation to queue, checked.
-pub struct Queued {
+pub(crate) struct Queued {
     /// The role whose call it is: signed as this role when sent.
     pub queued_by: Oid,
     /// The function as the caller named it (name, partial or full ARN).
@@ -35,7 +35,11 @@ pub struct Queued {
 
 /// Checks that queued invocation `request`'s context and payload will fit
 /// once the worker adds its id (the longest one).
-pub fn check_queued(request: &InvokeRequest, context: Option<&str>, payload: &Bytes) -> Result<()> {
+pub(crate) fn check_queued(
+    request: &InvokeRequest,
+    context: Option<&str>,
+    payload: &Bytes,
+) -> Result<()> {
     InvokeRequest::queued(
         request.target.clone(),
         request.invocation_type,
@@ -76,7 +80,7 @@ const INSERT: &str = "INSERT INTO lambda_fdw.invocations \
 /// extension's own (found through the extension, not by name); it is
 /// missing while the extension's SQL is still at 0.1.0 (a new library
 /// before ALTER EXTENSION UPDATE).
-pub fn queue(q: Queued) -> Result<i64> {
+pub(crate) fn queue(q: Queued) -> Result<i64> {
     let found = table::queue_table().ok_or(LambdaFdwError::QueueMissing)?;
     // SAFETY: the lock the INSERT below takes, taken first so that the table
     // looked at next is the one written, with the triggers and rules it has.
@@ -114,10 +118,8 @@ pub fn queue(q: Queued) -> Result<i64> {
             )
         })
     })
-    .map_err(|e| LambdaFdwError::Catalog(format!("could not queue the invocation: {e}")))?
-    .ok_or(LambdaFdwError::Catalog(
-        "could not queue the invocation".into(),
-    ))?;
+    .map_err(|e| LambdaFdwError::QueueWrite(Some(e.to_string())))?
+    .ok_or(LambdaFdwError::QueueWrite(None))?;
     wake::wake_on_commit();
     warn_once_without_worker();
     Ok(id)

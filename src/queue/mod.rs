@@ -3,7 +3,7 @@
 //! INSERT into a foreign table), sent after COMMIT by a background worker
 //! (`worker`), which the commit wakes (`wake`).
 
-pub mod enqueue;
-pub mod table;
-pub mod wake;
-pub mod worker;
+pub(crate) mod enqueue;
+pub(crate) mod table;
+pub(crate) mod wake;
+pub(crate) mod worker;

@@ -19,7 +19,7 @@ use pgrx::pg_sys::{self, Oid};
 
 /// `lambda_fdw.invocations`, a member of the `lambda_fdw` extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct QueueTable {
+pub(crate) struct QueueTable {
     pub relid: Oid,
     pub owner: Oid,
     /// Triggers are attached to it (the extension attaches none).
@@ -35,7 +35,7 @@ pub struct QueueTable {
 
 /// What the name `lambda_fdw.invocations` is in this database.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// No such relation (the extension is not installed, or its SQL is
     /// still at 0.1.0, which had no queue).
     Missing,
@@ -99,7 +99,7 @@ unsafe fn relation_owner(relid: Oid) -> Oid {
 /// What `lambda_fdw.invocations` is in this database; see [`Lookup`].
 /// Catalog lookups only (syscache, pg_depend, relcache), inside the
 /// caller's transaction.
-pub fn find() -> Lookup {
+pub(crate) fn find() -> Lookup {
     // SAFETY: name lookups with missing_ok (they return InvalidOid), pg_depend
     // scans, a syscache lookup and relation_facts, all inside the caller's
     // transaction.
@@ -143,7 +143,7 @@ pub fn find() -> Lookup {
 /// The extension's queue table in this database; `None` when the extension
 /// is not installed, its SQL predates the queue (0.1.0), or the relation
 /// named `lambda_fdw.invocations` is not the extension's.
-pub fn queue_table() -> Option<QueueTable> {
+pub(crate) fn queue_table() -> Option<QueueTable> {
     match find() {
         Lookup::Found(table) => Some(table),
         _ => None,
@@ -159,7 +159,7 @@ pub fn queue_table() -> Option<QueueTable> {
 /// AbortTransaction `AtEOXact_GUC(false, 1)`, which undo every nest level
 /// at or above theirs, ours included. For a panic caught inside the same
 /// (sub)transaction, a guard closes our level while unwinding.
-pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
     struct Level(i32);
     impl Drop for Level {
         fn drop(&mut self) {
@@ -194,7 +194,7 @@ pub fn with_pinned_search_path<R>(f: impl FnOnce() -> R) -> R {
 /// security-restricted operation, restoring the caller's identity
 /// afterwards, also when `f` fails (a guard restores it while unwinding; an
 /// aborting (sub)transaction restores it as well).
-pub fn as_owner<R>(owner: Oid, f: impl FnOnce() -> R) -> R {
+pub(crate) fn as_owner<R>(owner: Oid, f: impl FnOnce() -> R) -> R {
     struct Restore(Oid, i32);
     impl Drop for Restore {
         fn drop(&mut self) {

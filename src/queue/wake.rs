@@ -15,6 +15,7 @@ use pgrx::pg_sys;
 use pgrx::{pg_guard, pg_shmem_init, PgAtomic};
 
 /// The running queue worker's pid, 0 when none runs.
+// SAFETY: pg_shmem_init! below places it in shared memory before any use.
 static WORKER_PID: PgAtomic<AtomicI32> = unsafe { PgAtomic::new(c"lambda_fdw_queue_worker_pid") };
 
 /// Set in the postmaster's `_PG_init` when the library is preloaded; forked
@@ -29,17 +30,17 @@ thread_local! {
 
 /// From `_PG_init` while shared_preload_libraries are loaded: asks for the
 /// shared memory.
-pub fn init_preloaded() {
+pub(crate) fn init_preloaded() {
     PRELOADED.store(true, Ordering::SeqCst);
     pg_shmem_init!(WORKER_PID);
 }
 
-pub fn preloaded() -> bool {
+pub(crate) fn preloaded() -> bool {
     PRELOADED.load(Ordering::SeqCst)
 }
 
 /// Claims the worker's place; false if another worker holds it.
-pub fn claim_worker_slot(pid: i32) -> bool {
+pub(crate) fn claim_worker_slot(pid: i32) -> bool {
     WORKER_PID
         .get()
         .compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst)
@@ -47,14 +48,14 @@ pub fn claim_worker_slot(pid: i32) -> bool {
 }
 
 /// Gives the worker's place up (the worker is exiting).
-pub fn release_worker_slot(pid: i32) {
+pub(crate) fn release_worker_slot(pid: i32) {
     let _ = WORKER_PID
         .get()
         .compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst);
 }
 
 /// Whether a queue worker runs now.
-pub fn worker_running() -> bool {
+pub(crate) fn worker_running() -> bool {
     preloaded() && WORKER_PID.get().load(Ordering::SeqCst) != 0
 }
 
@@ -98,7 +99,7 @@ unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: 
 }
 
 /// Marks the current transaction as having queued: its commit wakes the worker.
-pub fn wake_on_commit() {
+pub(crate) fn wake_on_commit() {
     if !CALLBACK_REGISTERED.with(Cell::get) {
         // SAFETY: registers a static function, once per backend; it stays
         // registered for the backend's life.

@@ -58,16 +58,16 @@ use pgrx::IntoDatum;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::catalog;
-use crate::convert;
-use crate::core::{
+use crate::pg::catalog;
+use crate::pg::convert;
+use crate::settings::guc;
+use crate::settings::route;
+use crate::stats;
+use lambda_fdw_core::{
     block_on_until, client_for, parse_function_name, retry, sending_runtime, CallStats,
     ClientSettings, CoreError, Interrupts, InvocationType, InvokeOutcome, InvokeRequest,
     LambdaClient,
 };
-use crate::guc;
-use crate::route;
-use crate::stats;
 
 use super::{table, wake};
 
@@ -103,7 +103,7 @@ fn reload_config_if_asked() {
 }
 
 /// Registers the launcher; from `_PG_init` while preloading.
-pub fn register_launcher() {
+pub(crate) fn register_launcher() {
     BackgroundWorkerBuilder::new("lambda_fdw launcher")
         .set_type("lambda_fdw launcher")
         .set_function("lambda_fdw_launcher_main")
@@ -1500,6 +1500,7 @@ pub extern "C-unwind" fn lambda_fdw_queue_main(arg: pg_sys::Datum) {
         log!("lambda_fdw queue worker: another queue worker is running; exiting");
         return;
     }
+    // SAFETY: registers a callback PostgreSQL calls once at this process's exit.
     unsafe { pg_sys::on_proc_exit(Some(leave_worker_slot), pg_sys::Datum::from(0)) };
     let sender = match Sender::new(guc::queue_concurrency()) {
         Ok(sender) => sender,
@@ -1525,7 +1526,18 @@ pub extern "C-unwind" fn lambda_fdw_queue_main(arg: pg_sys::Datum) {
 #[cfg(test)]
 mod unit {
     use super::*;
-    use crate::core::invoke::answered as ok;
+
+    /// A 200 from `$LATEST` with `payload`.
+    fn ok(function_error: Option<&str>, payload: &str) -> InvokeOutcome {
+        InvokeOutcome {
+            status_code: 200,
+            payload: Some(Bytes::copy_from_slice(payload.as_bytes())),
+            executed_version: Some("$LATEST".into()),
+            log_result: None,
+            function_error: function_error.map(str::to_string),
+            request_id: Some("req-1".into()),
+        }
+    }
 
     fn throttled() -> CoreError {
         CoreError::Service {
@@ -1820,9 +1832,9 @@ mod tests {
         assert_eq!(path(), "public");
         // As the owner, in a security-restricted operation.
         let owner = table::queue_table().unwrap().owner;
-        let restricted =
-            table::as_owner(owner, || unsafe { pg_sys::InSecurityRestrictedOperation() });
-        assert!(restricted);
-        assert!(!unsafe { pg_sys::InSecurityRestrictedOperation() });
+        // SAFETY: reads the backend's security context flags.
+        let restricted = || unsafe { pg_sys::InSecurityRestrictedOperation() };
+        assert!(table::as_owner(owner, restricted));
+        assert!(!restricted());
     }
 }

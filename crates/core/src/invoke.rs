@@ -1,0 +1,361 @@
+//! Sending invocations and reading their outcomes: one call, or many with
+//! bounded concurrency, and mapping SDK errors to [`CoreError`].
+
+use std::cell::RefCell;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use aws_sdk_lambda::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::operation::RequestId;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{InvocationType as SdkInvocationType, LogType as SdkLogType};
+use bytes::Bytes;
+use futures::stream::{LocalBoxStream, StreamExt};
+use futures::TryFutureExt;
+
+use crate::client::LambdaClient;
+use crate::error::{CoreError, CoreResult};
+use crate::fanout;
+use crate::limits;
+use crate::measure::{CallLog, CallStats};
+pub use crate::outcome::InvokeOutcome;
+use crate::request::{InvocationType, InvokeRequest, LogType};
+use crate::retry;
+
+fn sdk_invocation_type(t: InvocationType) -> SdkInvocationType {
+    match t {
+        InvocationType::RequestResponse => SdkInvocationType::RequestResponse,
+        InvocationType::Event => SdkInvocationType::Event,
+        InvocationType::DryRun => SdkInvocationType::DryRun,
+    }
+}
+
+fn sdk_log_type(t: LogType) -> SdkLogType {
+    match t {
+        LogType::None => SdkLogType::None,
+        LogType::Tail => SdkLogType::Tail,
+    }
+}
+
+/// The innermost cause of an error, which is the part a person can act on
+/// ("Connection refused (os error 111)").
+fn root_cause(e: &(dyn StdError + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Whether the SDK failed while getting credentials (the default chain, a
+/// profile, or assuming `role_arn`) rather than while talking to Lambda.
+fn is_identity_failure(e: &(dyn StdError + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if text.contains("credential") || text.contains("identity") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Functions asked for per ListFunctions page (the service's largest).
+const LIST_PAGE_SIZE: i32 = 50;
+/// How messages name a ListFunctions call, where they name a function.
+const LIST_FUNCTIONS: &str = "ListFunctions";
+
+/// The error, and the server's Retry-After if it sent one; `function` is
+/// what the call was about, for messages.
+fn map_sdk_error<E>(
+    err: SdkError<E>,
+    client: &LambdaClient,
+    function: &str,
+) -> (CoreError, Option<std::time::Duration>)
+where
+    E: ProvideErrorMetadata + RequestId + StdError + Send + Sync + 'static,
+{
+    let retry_after = match &err {
+        SdkError::ServiceError(ctx) => ctx
+            .raw()
+            .headers()
+            .get("retry-after")
+            .and_then(retry::parse_retry_after),
+        _ => None,
+    };
+    // A response refused by crate::limits, whichever way the SDK
+    // wraps the refusal (an interceptor error, or the body's read error).
+    if let Some(exceeded) = limits::find(&err) {
+        return (exceeded.clone().into_core(function), None);
+    }
+    let error = match &err {
+        SdkError::TimeoutError(_) => CoreError::RequestTimeout {
+            function: function.to_string(),
+            limit_ms: client.request_timeout_ms,
+        },
+        SdkError::DispatchFailure(d) => {
+            if d.is_timeout() {
+                CoreError::ConnectTimeout {
+                    limit_ms: client.connect_timeout_ms,
+                }
+            } else if is_identity_failure(&err) {
+                CoreError::Credentials(root_cause(&err))
+            } else {
+                CoreError::Connect(root_cause(&err))
+            }
+        }
+        SdkError::ServiceError(ctx) => {
+            let e = ctx.err();
+            CoreError::Service {
+                function: function.to_string(),
+                code: e.code().unwrap_or("UnknownError").to_string(),
+                message: e
+                    .message()
+                    .unwrap_or("the response body is not an AWS error")
+                    .to_string(),
+                status: ctx.raw().status().as_u16(),
+                request_id: e.request_id().map(str::to_string),
+            }
+        }
+        SdkError::ResponseError(_) => CoreError::Response {
+            function: function.to_string(),
+            message: root_cause(&err),
+        },
+        _ => {
+            let cause = root_cause(&err);
+            if is_identity_failure(&err) {
+                CoreError::Credentials(cause)
+            } else {
+                CoreError::Other {
+                    function: function.to_string(),
+                    message: cause,
+                }
+            }
+        }
+    };
+    (error, retry_after)
+}
+
+impl LambdaClient {
+    /// Sends one invocation, trying again as `retry` allows, up to
+    /// `max_attempts` attempts in all, and leaves its statistics in `log`
+    /// (a call dropped before it ends leaves none).
+    ///
+    /// The request is consumed: the last attempt hands the payload to the
+    /// SDK, so a large payload is freed once sent rather than held while the
+    /// response comes back.
+    pub async fn invoke(&self, req: InvokeRequest, log: &CallLog) -> CoreResult<InvokeOutcome> {
+        let _running = log.start();
+        let started = std::time::Instant::now();
+        let bytes_sent = req.payload.len() as u64;
+        let display = req.target.display.clone();
+        let (result, attempts) = self.invoke_with_retries(req).await;
+        log.finish(CallStats::of(
+            result.as_ref(),
+            display,
+            attempts,
+            started.elapsed(),
+            bytes_sent,
+        ));
+        result
+    }
+
+    /// The result, and the number of attempts made.
+    async fn invoke_with_retries(
+        &self,
+        mut req: InvokeRequest,
+    ) -> (CoreResult<InvokeOutcome>, u32) {
+        let payload = RefCell::new(std::mem::take(&mut req.payload));
+        let req = &req;
+        self.retrying(|attempt| {
+            let payload = if attempt >= self.max_attempts {
+                payload.take()
+            } else {
+                payload.borrow().clone()
+            };
+            self.invoke_once(req, payload)
+        })
+        .await
+    }
+
+    /// Runs `once(attempt)` for attempts 1, 2, ... as `retry` allows, up
+    /// to `max_attempts`; returns the result and the attempts made. An
+    /// error after a retry, or a retryable one, says it gave up.
+    async fn retrying<T, F, Fut>(&self, mut once: F) -> (CoreResult<T>, u32)
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, (CoreError, Option<Duration>)>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match once(attempt).await {
+                Ok(value) => return (Ok(value), attempt),
+                Err((error, retry_after)) => {
+                    let retryable = retry::is_retryable(&error);
+                    if retryable && attempt < self.max_attempts {
+                        attempt += 1;
+                        tokio::time::sleep(retry::delay_before(attempt, retry_after)).await;
+                        continue;
+                    }
+                    let error = if retryable || attempt > 1 {
+                        CoreError::GaveUp {
+                            attempts: attempt,
+                            last: Box::new(error),
+                        }
+                    } else {
+                        error
+                    };
+                    return (Err(error), attempt);
+                }
+            }
+        }
+    }
+
+    /// The names of every function of the region, from ListFunctions (all
+    /// pages, each retried as an invocation is), sorted.
+    pub async fn list_function_names(&self) -> CoreResult<Vec<String>> {
+        let mut names = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .retrying(|_| {
+                    self.inner
+                        .list_functions()
+                        .set_marker(marker.clone())
+                        .max_items(LIST_PAGE_SIZE)
+                        .send()
+                        .map_err(|e| map_sdk_error(e, self, LIST_FUNCTIONS))
+                })
+                .await
+                .0?;
+            names.extend(
+                page.functions()
+                    .iter()
+                    .filter_map(|f| f.function_name().map(str::to_string)),
+            );
+            match page.next_marker() {
+                Some(next) if !next.is_empty() && marker.as_deref() != Some(next) => {
+                    marker = Some(next.to_string())
+                }
+                _ => break,
+            }
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Sends one invocation once, with no retry: the error comes with the
+    /// server's Retry-After, for a caller that schedules its own retries
+    /// (the after-commit queue).
+    pub async fn send_once(
+        &self,
+        req: &InvokeRequest,
+    ) -> Result<InvokeOutcome, (CoreError, Option<std::time::Duration>)> {
+        self.invoke_once(req, req.payload.clone()).await
+    }
+
+    async fn invoke_once(
+        &self,
+        req: &InvokeRequest,
+        payload: Bytes,
+    ) -> Result<InvokeOutcome, (CoreError, Option<std::time::Duration>)> {
+        let out = self
+            .inner
+            .invoke()
+            .function_name(req.target.function_name.clone())
+            .set_qualifier(req.target.qualifier.clone())
+            .invocation_type(sdk_invocation_type(req.invocation_type))
+            .log_type(sdk_log_type(req.log_type))
+            .set_client_context(req.client_context.clone())
+            .payload(Blob::from_maybe_shared(payload))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, self, &req.target.display))?;
+        let request_id = out.request_id().map(str::to_string);
+        let payload = out.payload.map(Blob::into_bytes).filter(|p| !p.is_empty());
+        Ok(InvokeOutcome {
+            request_id,
+            status_code: out.status_code,
+            payload,
+            executed_version: out.executed_version,
+            log_result: out.log_result,
+            function_error: out.function_error,
+        })
+    }
+
+    /// Sends every request, at most `concurrency` at a time, yielding outcomes
+    /// in request order (see `fanout`). Nothing is sent until the stream is
+    /// polled, and a request is only started when a slot frees up and fewer
+    /// than `fanout::WINDOW_FACTOR * concurrency` requests are ahead of the
+    /// outcome awaited, so a consumer that stops early (LIMIT) leaves the
+    /// rest unsent. Each finished call leaves its statistics in `log`.
+    /// Requests are taken from `requests` as their calls start, so a lazy
+    /// iterator builds each only then.
+    pub fn invoke_all<I>(
+        &self,
+        requests: I,
+        concurrency: usize,
+        log: Rc<CallLog>,
+    ) -> LocalBoxStream<'static, CoreResult<InvokeOutcome>>
+    where
+        I: IntoIterator<Item = InvokeRequest>,
+        I::IntoIter: Unpin + 'static,
+    {
+        let client = self.clone();
+        fanout::ordered(requests, concurrency, move |req| {
+            let (client, log) = (client.clone(), log.clone());
+            async move { client.invoke(req, &log).await }
+        })
+        .boxed_local()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::answered as outcome;
+
+    #[test]
+    fn function_error_takes_error_message() {
+        let e = outcome(
+            Some("Unhandled"),
+            r#"{"errorMessage":"boom","errorType":"Exception"}"#,
+        )
+        .raise_function_error("f")
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "lambda function f returned error \"Unhandled\": boom"
+        );
+        match e {
+            CoreError::FunctionError { payload, .. } => {
+                assert_eq!(
+                    payload,
+                    r#"{"errorMessage":"boom","errorType":"Exception"}"#
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn function_error_without_json_keeps_the_body() {
+        let e = outcome(Some("Handled"), "plain text")
+            .raise_function_error("f")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "lambda function f returned error \"Handled\": plain text"
+        );
+    }
+
+    #[test]
+    fn success_passes_through() {
+        let o = outcome(None, "{}");
+        assert_eq!(o.clone().raise_function_error("f").unwrap(), o);
+    }
+}

@@ -1,0 +1,770 @@
+#!/usr/bin/env python3
+"""The after-commit queue, against the suite's PostgreSQL (library preloaded,
+lambda_fdw.database_name = $QUEUE_DB), ministack and the stub.
+
+Deliveries are counted by what the functions received: ministack's `record`
+function appends each event to /tmp/lambda_fdw_records/<key>; the stub counts
+calls per key (`calls`). Crash tests restart the cluster through
+tests/harness/services.sh. Exits non-zero on the first failed check.
+"""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from pgcheck import error_of, error_parts, one, wait_until
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DB = os.environ.get("LAMBDA_FDW_QUEUE_DB", "lambda_fdw_queue")
+MINISTACK = f"http://127.0.0.1:{os.environ.get('LAMBDA_FDW_MINISTACK_PORT', '45660')}"
+STUB = f"http://127.0.0.1:{os.environ.get('LAMBDA_FDW_STUB_PORT', '45661')}"
+RECORDS = "/tmp/lambda_fdw_records"
+RUN = str(int(time.time()))  # keys are unique per run
+PG_LOG = os.path.join(os.environ.get("LAMBDA_FDW_WORK", "/tmp/lambda_fdw_work"), "postgres.log")
+# Owns the worker's database, and is no superuser.
+MALLORY = "queue_mallory"
+
+
+def check(what, ok, detail=""):
+    print(f"after_commit: {what}: {'ok' if ok else 'FAILED ' + str(detail)}", flush=True)
+    if not ok:
+        sys.exit(1)
+
+
+def connect(db=DB, retries=100):
+    for _ in range(retries):
+        try:
+            return psycopg.connect(dbname=db, autocommit=True, row_factory=tuple_row)
+        except psycopg.OperationalError:
+            time.sleep(0.2)
+    return psycopg.connect(dbname=db, autocommit=True)
+
+
+def settled(conn, ids, timeout=30.0):
+    """Waits until the invocations `ids` are all succeeded or failed."""
+    return wait_until(conn, "SELECT bool_and(state IN ('succeeded', 'failed')) AND count(*) = %s "
+                      "FROM lambda_fdw.invocations WHERE id = ANY(%s)", [len(ids), ids], timeout)
+
+
+def recorded(key):
+    path = os.path.join(RECORDS, key)
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for _ in f)
+
+
+def stub_calls(conn, of, key):
+    return one(conn, "SELECT (payload->>'calls')::int FROM aws_lambda.invoke('calls', %s::json, 'us-west-2')",
+               [json.dumps({"of": of, "key": key})])
+
+
+def worker_pid(conn):
+    row = conn.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'lambda_fdw queue worker'").fetchone()
+    return row[0] if row else None
+
+
+def services(command):
+    subprocess.run(["bash", "-c", f"source tests/harness/services.sh && {command}"], cwd=ROOT, check=True)
+
+
+def setup():
+    with connect("postgres") as c:
+        if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB]).fetchone():
+            # A fresh cluster: the launcher has been waiting for the database
+            # since the server started, and said so once, not once a poll.
+            time.sleep(1.5)
+            with open(PG_LOG) as f:
+                said = f.read().count(f'database "{DB}" (lambda_fdw.database_name) does not exist')
+            check(f"the launcher said once that the database does not exist yet ({said})", said == 1, said)
+        c.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+        # The database is owned by a role without superuser rights, as a
+        # managed service's users own theirs: it may CREATE in it.
+        c.execute(f"DROP ROLE IF EXISTS {MALLORY}")
+        c.execute(f"CREATE ROLE {MALLORY}")
+        c.execute(f"CREATE DATABASE {DB} OWNER {MALLORY}")
+    conn = connect()
+    test_planted_queue(conn, "before CREATE EXTENSION")
+    e = error_of(conn, "CREATE EXTENSION lambda_fdw")
+    check("CREATE EXTENSION refuses to adopt a planted lambda_fdw schema", e == (
+        "42P06", 'schema "lambda_fdw" already exists'), e)
+    conn.execute("DROP SCHEMA lambda_fdw CASCADE")
+    for sql in [
+        "CREATE EXTENSION lambda_fdw",
+        f"CREATE SERVER ms FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-east-1', endpoint_url '{MINISTACK}')",
+        "CREATE USER MAPPING FOR PUBLIC SERVER ms OPTIONS (aws_access_key_id 'test', aws_secret_access_key 'test')",
+        f"CREATE SERVER stub FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-west-2', endpoint_url '{STUB}', max_attempts '3')",
+        "CREATE USER MAPPING FOR CURRENT_USER SERVER stub OPTIONS (aws_access_key_id 'AKIDQUEUE', aws_secret_access_key 'queue-secret')",
+        "CREATE FOREIGN TABLE record (payload jsonb, response jsonb) SERVER ms OPTIONS (function_name 'record')",
+        "CREATE FOREIGN TABLE counted (payload jsonb, qualifier text, invocation_type text, context jsonb, status_code int, response jsonb) "
+        "SERVER stub OPTIONS (function_name 'counted-echo')",
+        "DROP ROLE IF EXISTS queue_alice", "DROP ROLE IF EXISTS queue_bob",
+        "CREATE ROLE queue_alice", "CREATE ROLE queue_bob",
+        "GRANT USAGE ON FOREIGN SERVER stub TO queue_alice, queue_bob",
+        "CREATE USER MAPPING FOR queue_alice SERVER stub OPTIONS (aws_access_key_id 'AKIDALICE', aws_secret_access_key 'alice-secret')",
+        "CREATE USER MAPPING FOR queue_bob SERVER stub OPTIONS (aws_access_key_id 'AKIDBOB', aws_secret_access_key 'bob-secret')",
+        "GRANT INSERT, SELECT ON counted TO queue_alice, queue_bob",
+        "GRANT EXECUTE ON FUNCTION lambda_fdw.enqueue(text, jsonb, text, text, text, jsonb) TO queue_alice, queue_bob",
+    ]:
+        conn.execute(sql)
+    check("the queue worker runs for the new database", wait_until(conn, "SELECT count(*) = 1 FROM pg_stat_activity "
+          "WHERE backend_type = 'lambda_fdw queue worker'", timeout=20))
+    return conn
+
+
+def test_rollback_commit_savepoint(conn):
+    k = lambda n: f"{RUN}-{n}"
+    with conn.transaction():
+        conn.execute("INSERT INTO record (payload) VALUES (%s)", [json.dumps({"key": k("rolled-back")})])
+        conn.execute("SELECT lambda_fdw.enqueue('record', %s, 'us-east-1')", [json.dumps({"key": k("rolled-back-2")})])
+        raise psycopg.Rollback()
+    ids = []
+    with conn.transaction():
+        conn.execute("INSERT INTO record (payload) VALUES (%s)", [json.dumps({"key": k("committed")})])
+        ids.append(one(conn, "SELECT lambda_fdw.enqueue('record', %s, 'us-east-1')", [json.dumps({"key": k("committed-2")})]))
+    with conn.transaction():
+        conn.execute("INSERT INTO record (payload) VALUES (%s)", [json.dumps({"key": k("kept-1")})])
+        try:
+            with conn.transaction():
+                conn.execute("INSERT INTO record (payload) VALUES (%s)", [json.dumps({"key": k("savepoint")})])
+                raise psycopg.Rollback()
+        except psycopg.Rollback:
+            pass
+        conn.execute("INSERT INTO record (payload) VALUES (%s)", [json.dumps({"key": k("kept-2")})])
+    rows = conn.execute("SELECT id FROM lambda_fdw.invocations WHERE payload->>'key' LIKE %s", [RUN + "-%"]).fetchall()
+    ids = [r[0] for r in rows]
+    check("what the committed transactions queued is there, nothing else", len(ids) == 4, ids)
+    check("committed invocations succeed", settled(conn, ids) and one(
+        conn, "SELECT bool_and(state = 'succeeded') FROM lambda_fdw.invocations WHERE id = ANY(%s)", [ids]))
+    time.sleep(0.5)
+    counts = {n: recorded(k(n)) for n in ["rolled-back", "rolled-back-2", "committed", "committed-2",
+                                          "kept-1", "savepoint", "kept-2"]}
+    check("rollback sends nothing, commit sends once, a rolled-back savepoint drops its rows only",
+          counts == {"rolled-back": 0, "rolled-back-2": 0, "committed": 1, "committed-2": 1,
+                     "kept-1": 1, "savepoint": 0, "kept-2": 1}, counts)
+
+
+def test_trigger(conn):
+    # The RDS probe, the queue's way: an AFTER INSERT trigger queues the row.
+    conn.execute("CREATE TABLE orders (key text)")
+    conn.execute("""CREATE FUNCTION orders_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO record (payload) VALUES (to_jsonb(NEW)); RETURN NEW; END $$""")
+    conn.execute("CREATE TRIGGER orders_notify AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION orders_notify()")
+    with conn.transaction():
+        conn.execute("INSERT INTO orders VALUES (%s)", [f"{RUN}-order-1"])
+        raise psycopg.Rollback()
+    with conn.transaction():
+        conn.execute("INSERT INTO orders VALUES (%s)", [f"{RUN}-order-2"])
+    ids = [r[0] for r in conn.execute("SELECT id FROM lambda_fdw.invocations WHERE payload->>'key' LIKE %s",
+                                      [f"{RUN}-order-%"])]
+    check("a trigger queues the committed order only", len(ids) == 1 and settled(conn, ids), ids)
+    time.sleep(0.3)
+    counts = (recorded(f"{RUN}-order-1"), recorded(f"{RUN}-order-2"))
+    check("the function received the committed order once, the rolled-back one never", counts == (0, 1), counts)
+
+
+def test_one_per_row(conn):
+    keys = [f"{RUN}-row-{i}" for i in range(20)]
+    with conn.transaction():
+        conn.execute("INSERT INTO record (payload) SELECT jsonb_build_object('key', k) FROM unnest(%s::text[]) k", [keys])
+    ids = [r[0] for r in conn.execute("SELECT id FROM lambda_fdw.invocations WHERE payload->>'key' = ANY(%s)", [keys])]
+    check("20 rows queue 20 invocations", len(ids) == 20, len(ids))
+    check("they all succeed", settled(conn, ids))
+    time.sleep(0.3)
+    counts = [recorded(k) for k in keys]
+    check("each row is delivered exactly once", counts == [1] * 20, counts)
+    # COPY FROM queues the same way.
+    copied = [f"{RUN}-copy-{i}" for i in range(3)]
+    with conn.transaction():
+        with conn.cursor().copy("COPY record (payload) FROM STDIN") as copy:
+            for k in copied:
+                copy.write_row([json.dumps({"key": k})])
+    ids = [r[0] for r in conn.execute("SELECT id FROM lambda_fdw.invocations WHERE payload->>'key' = ANY(%s)", [copied])]
+    check("COPY FROM queues one invocation per row", len(ids) == 3 and settled(conn, ids), ids)
+    time.sleep(0.3)
+    counts = [recorded(k) for k in copied]
+    check("each copied row is delivered exactly once", counts == [1] * 3, counts)
+
+
+def test_outcomes(conn):
+    # The id travels in the client context, merged with the caller's.
+    i = one(conn, "SELECT lambda_fdw.enqueue('inspect', '{\"n\": 1}', 'us-west-2', "
+            "context => '{\"custom\": {\"app\": \"queue-test\"}}')")
+    check("inspect settles", settled(conn, [i]))
+    ctx = one(conn, "SELECT response->'client_context' FROM lambda_fdw.invocations WHERE id = %s", [i])
+    check("the invocation id is in the client context", ctx == {"custom": {"app": "queue-test", "lambda_fdw_invocation_id": i}}, ctx)
+    # Throttled, then served: retried with the wait in the row.
+    key = f"{RUN}-throttle"
+    i = one(conn, "SELECT lambda_fdw.enqueue('flaky', %s, 'us-west-2')",
+            [json.dumps({"key": key, "fail": 1, "status": 429, "retry_after": "1"})])
+    check("a throttled invocation settles", settled(conn, [i]))
+    row = conn.execute("SELECT state, attempts, status_code, response->'attempts', error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone()
+    check("throttling is retried (Retry-After honoured) and delivered", row == ("succeeded", 2, 200, 2, None), row)
+    gap = one(conn, "SELECT (response->>'min_gap_ms')::float FROM lambda_fdw.invocations WHERE id = %s", [i])
+    check("the retry waited for Retry-After (1 s)", gap >= 950, gap)
+    # A function error is final, with the error object.
+    i = one(conn, "SELECT lambda_fdw.enqueue('fail', '{\"reason\": \"bad order\"}', 'us-east-1')")
+    check("a function error settles", settled(conn, [i]))
+    row = conn.execute("SELECT state, attempts, function_error, response->>'errorMessage', error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone()
+    check("a function error is failed, with the error object", row == (
+        "failed", 1, "Unhandled", "payload rejected: bad order",
+        "lambda function fail returned error \"Unhandled\": payload rejected: bad order"), row)
+    # A 404 is final at once.
+    i = one(conn, "SELECT lambda_fdw.enqueue('no-such-function', '{}', 'us-west-2')")
+    check("a missing function settles", settled(conn, [i]))
+    row = conn.execute("SELECT state, attempts, status_code, error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone()
+    check("a missing function is failed after one attempt", row == (
+        "failed", 1, 404, "lambda returned ResourceNotFoundException for no-such-function: Function not found: no-such-function"), row)
+
+
+def test_statistics(conn):
+    """The worker counts what it sends in lambda_fdw.stat_invocations, under
+    the role that queued it: one call per invocation, each re-sent attempt
+    a retry, and outcomes as the row records them."""
+    conn.execute("SELECT lambda_fdw.stat_invocations_reset()")
+    ids = [one(conn, "SELECT lambda_fdw.enqueue('echo', %s, 'us-west-2')", [json.dumps({"stat": n})]) for n in range(3)]
+    ids.append(one(conn, "SELECT lambda_fdw.enqueue('flaky', %s, 'us-west-2')",
+                   [json.dumps({"key": f"{RUN}-stat-throttle", "fail": 1, "status": 429, "retry_after": "0"})]))
+    ids.append(one(conn, "SELECT lambda_fdw.enqueue('handled-error', '{}', 'us-west-2')"))
+    ids.append(one(conn, "SELECT lambda_fdw.enqueue('no-such-function', '{}', 'us-west-2')"))
+    check("the counted invocations settle", settled(conn, ids))
+    rows = conn.execute(
+        "SELECT function_name, role, server, calls, succeeded, function_errors, throttled, client_errors, retries, "
+        "bytes_sent FROM lambda_fdw.stat_invocations WHERE database = current_database() ORDER BY function_name").fetchall()
+    check("the worker's calls are counted exactly", rows == [
+        ("echo", "postgres", "stub", 3, 3, 0, 0, 0, 0, 33),
+        ("flaky", "postgres", "stub", 1, 1, 0, 0, 0, 1, 81),
+        ("handled-error", "postgres", "stub", 1, 0, 1, 0, 0, 0, 2),
+        ("no-such-function", "postgres", "stub", 1, 0, 0, 0, 1, 0, 2)], rows)
+
+
+def test_status_view(conn):
+    view = conn.execute("SELECT queued, sending, succeeded, failed, sent_last_minute > 0 FROM lambda_fdw.queue_status").fetchone()
+    table = conn.execute("SELECT count(*) FILTER (WHERE state = 'queued'), count(*) FILTER (WHERE state = 'sending'), "
+                         "count(*) FILTER (WHERE state = 'succeeded'), count(*) FILTER (WHERE state = 'failed'), true "
+                         "FROM lambda_fdw.invocations").fetchone()
+    check(f"queue_status counts the queue per state {view[:4]}", view == table, (view, table))
+
+
+def test_dropped_mapping_and_roles(conn):
+    key = f"{RUN}-dropped"
+    conn.execute("SET ROLE queue_alice")
+    with conn.transaction():
+        i = one(conn, "SELECT lambda_fdw.enqueue('counted-echo', %s, 'us-west-2')", [json.dumps({"key": key})])
+        conn.execute("RESET ROLE")
+        conn.execute("DROP USER MAPPING FOR queue_alice SERVER stub")
+    check("an invocation whose mapping was dropped settles", settled(conn, [i]))
+    row = conn.execute("SELECT state, attempts, error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone()
+    check("it is failed with a clear error, never sent", row == (
+        "failed", 1, "the user mapping this invocation was queued with no longer exists on server stub; "
+        "it is not sent with other credentials") and stub_calls(conn, "counted-echo", key) == 0, row)
+    conn.execute("CREATE USER MAPPING FOR queue_alice SERVER stub OPTIONS (aws_access_key_id 'AKIDALICE', aws_secret_access_key 'alice-secret')")
+    # Row-level security: a role sees its own rows; nobody writes the table.
+    conn.execute("SET ROLE queue_alice")
+    a = one(conn, "SELECT lambda_fdw.enqueue('counted-echo', %s, 'us-west-2')", [json.dumps({"key": key + "-a"})])
+    conn.execute("INSERT INTO counted (payload) VALUES (%s)", [json.dumps({"key": key + "-a2"})])
+    mine = one(conn, "SELECT count(*) FROM lambda_fdw.invocations")
+    conn.execute("SET ROLE queue_bob")
+    theirs = one(conn, "SELECT count(*) FROM lambda_fdw.invocations")
+    upd = error_of(conn, "UPDATE lambda_fdw.invocations SET state = 'queued' WHERE id = %s", [a])
+    dele = error_of(conn, "DELETE FROM lambda_fdw.invocations")
+    ins = error_of(conn, "INSERT INTO lambda_fdw.invocations (queued_by, function_name, region, invocation_type, payload, max_attempts) "
+                   "VALUES ('queue_alice', 'x', 'us-west-2', 'Event', '{}', 1)")
+    conn.execute("RESET ROLE")
+    check("a role sees its own invocations only", (mine, theirs) == (3, 0), (mine, theirs))
+    denied = ("42501", "permission denied for table invocations")
+    check("nobody but the extension writes the queue", upd == denied and dele == denied and ins == denied, (upd, dele, ins))
+    check("alice's invocations were signed and sent", settled(conn, [a]) and
+          one(conn, "SELECT state FROM lambda_fdw.invocations WHERE id = %s", [a]) == "succeeded")
+
+
+def test_recheck(conn):
+    """Issue 18, rule 1: a row is checked again before it is sent, as the
+    path that queued it resolves a call now; one that no longer checks out
+    is failed, never sent, with why."""
+    # Queued through the region's route, which stops being one: a server
+    # routes a region only while a superuser owns it.
+    key = f"{RUN}-rerouted"
+    with conn.transaction():
+        i = one(conn, "SELECT lambda_fdw.enqueue('counted-echo', %s, 'us-west-2')", [json.dumps({"key": key})])
+        conn.execute("ALTER SERVER stub OWNER TO queue_alice")
+    settled_ok = settled(conn, [i])
+    conn.execute("ALTER SERVER stub OWNER TO postgres")
+    row = conn.execute("SELECT state, error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone()
+    check("a row whose route changed is failed, never sent", settled_ok and row == (
+        "failed", 'this invocation was queued through server "stub", which no longer routes region us-west-2 '
+        "(only a lambda_fdw server owned by a superuser does); it is not sent") and stub_calls(conn, "counted-echo", key) == 0,
+        (row, stub_calls(conn, "counted-echo", key)))
+    # Queued by a role that loses the right to queue before it is sent.
+    enqueue_fn = "lambda_fdw.enqueue(text, jsonb, text, text, text, jsonb)"
+    key, key2 = f"{RUN}-revoked-execute", f"{RUN}-revoked-insert"
+    # (Giving the server away and back above took alice's grant with it.)
+    conn.execute("GRANT USAGE ON FOREIGN SERVER stub TO queue_alice")
+    with conn.transaction():
+        conn.execute("SET LOCAL ROLE queue_alice")
+        i = one(conn, "SELECT lambda_fdw.enqueue('counted-echo', %s, 'us-west-2')", [json.dumps({"key": key})])
+        conn.execute("INSERT INTO counted (payload) VALUES (%s)", [json.dumps({"key": key2})])
+        j = one(conn, "SELECT max(id) FROM lambda_fdw.invocations")
+        conn.execute("RESET ROLE")
+        conn.execute(f"REVOKE EXECUTE ON FUNCTION {enqueue_fn} FROM queue_alice")
+        conn.execute("REVOKE INSERT ON counted FROM queue_alice")
+    done = settled(conn, [i, j])
+    conn.execute(f"GRANT EXECUTE ON FUNCTION {enqueue_fn} TO queue_alice")
+    conn.execute("GRANT INSERT ON counted TO queue_alice")
+    ft = one(conn, "SELECT 'counted'::regclass::oid")
+    rows = conn.execute("SELECT state, error FROM lambda_fdw.invocations WHERE id = ANY(%s) ORDER BY id",
+                        [[i, j]]).fetchall()
+    check("rows whose role lost EXECUTE on enqueue, or INSERT on the table, are failed, never sent", done and rows == [
+        ("failed", 'role "queue_alice" no longer has EXECUTE on lambda_fdw.enqueue; it is not sent'),
+        ("failed", f'role "queue_alice" no longer has INSERT on the foreign table this invocation was queued '
+                   f"through (OID {ft}); it is not sent")]
+        and (stub_calls(conn, "counted-echo", key), stub_calls(conn, "counted-echo", key2)) == (0, 0), rows)
+    # Queued by INSERT through a foreign table that is dropped before it is sent.
+    key = f"{RUN}-table-dropped"
+    conn.execute("CREATE FOREIGN TABLE counted_briefly (payload jsonb) SERVER stub OPTIONS (function_name 'counted-echo')")
+    ft = one(conn, "SELECT 'counted_briefly'::regclass::oid")
+    with conn.transaction():
+        conn.execute("INSERT INTO counted_briefly (payload) VALUES (%s)", [json.dumps({"key": key})])
+        i = one(conn, "SELECT max(id) FROM lambda_fdw.invocations")
+        conn.execute("DROP FOREIGN TABLE counted_briefly")
+    check("a row whose foreign table was dropped is failed, never sent", settled(conn, [i]) and conn.execute(
+        "SELECT foreign_table, state, error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone() == (
+        ft, "failed", f"the foreign table this invocation was queued through (OID {ft}) no longer exists; it is not sent")
+        and stub_calls(conn, "counted-echo", key) == 0,
+        conn.execute("SELECT foreign_table, state, error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone())
+
+
+def test_bad_input(conn):
+    before = one(conn, "SELECT count(*) FROM lambda_fdw.invocations")
+    cases = [
+        ("'bad name!', '{}'::jsonb, 'us-west-2'", "'bad name!', '{}'::jsonb, 'us-west-2'"),
+        ("'echo', '{}'::jsonb, 'us-west-2', 'Sometimes'", "'echo', '{}'::jsonb, 'us-west-2', 'Sometimes'"),
+        ("'arn:aws:lambda:eu-west-1:123456789012:function:f', '{}'::jsonb, 'us-west-2'",
+         "'arn:aws:lambda:eu-west-1:123456789012:function:f', '{}'::jsonb, 'us-west-2'"),
+        ("'echo', NULL::jsonb, 'us-west-2'", "'echo', NULL::jsonb, 'us-west-2'"),
+        ("'echo', '{}'::jsonb, 'us-west-2', context => '[1]'", "'echo', '{}'::jsonb, 'us-west-2', context => '[1]'"),
+        ("'echo', jsonb_build_object('s', repeat('x', 1100000)), 'us-west-2', 'Event'",
+         "'echo', jsonb_build_object('s', repeat('x', 1100000)), 'us-west-2', 'Event'"),
+        ("'echo:v1', '{}'::jsonb, 'us-west-2', qualifier => 'v2'", "'echo:v1', '{}'::jsonb, 'us-west-2', qualifier => 'v2'"),
+        ("'echo', '{}'::jsonb, 'not a region'", "'echo', '{}'::jsonb, 'not a region'"),
+    ]
+    for enq, inv in cases:
+        e = error_of(conn, f"SELECT lambda_fdw.enqueue({enq})")
+        i = error_of(conn, f"SELECT * FROM aws_lambda.invoke({inv})")
+        check(f"enqueue({enq[:50]}) fails as aws_lambda.invoke does", e is not None and e == i, (e, i))
+    e = error_of(conn, "SELECT lambda_fdw.enqueue('echo', '{}', 'us-west-2', context => '{\"custom\": 5}')")
+    check("a context whose custom member is not an object is refused", e == (
+        "22023", "the \"custom\" member of context must be a JSON object: a queued invocation adds its id there"), e)
+    e = error_of(conn, "UPDATE counted SET payload = '{}'")
+    check("UPDATE of a foreign table is refused", e == ("0A000", "cannot update lambda_fdw foreign table \"counted\""), e)
+    e = error_of(conn, "DELETE FROM counted")
+    check("DELETE from a foreign table is refused", e == ("0A000", "cannot delete from lambda_fdw foreign table \"counted\""), e)
+    e = error_of(conn, "INSERT INTO counted (payload, status_code) VALUES ('{}', 200)")
+    check("answer columns cannot be inserted", e == ("0A000", "column \"status_code\" cannot be inserted: it is filled from the function's answer"), e)
+    e = error_of(conn, "INSERT INTO counted (qualifier) VALUES ('v1')")
+    check("an INSERT needs a payload", e == ("23502", "no payload given for the invocation queued by INSERT into counted"), e)
+    e = error_of(conn, "INSERT INTO counted (payload, invocation_type) VALUES ('{}', 'Later')")
+    check("an INSERT's invocation_type is checked", e == ("22023", "invalid invocation_type \"Later\""), e)
+    after = one(conn, "SELECT count(*) FROM lambda_fdw.invocations")
+    check("bad input queues nothing", after == before, (before, after))
+
+
+def queue_batch(conn, label, n=1000, ms=30):
+    keys = [f"{RUN}-{label}-{i}" for i in range(n)]
+    with conn.transaction():
+        conn.execute("SELECT count(lambda_fdw.enqueue('sleep-echo', jsonb_build_object('key', k, 'ms', %s), 'us-west-2')) "
+                     "FROM unnest(%s::text[]) k", [ms, keys])
+    return keys
+
+
+def delivered(conn, keys):
+    return [r[0] for r in conn.execute(
+        "SELECT (r.payload->>'calls')::int FROM unnest(%s::text[]) WITH ORDINALITY AS k(key, n), "
+        "LATERAL aws_lambda.invoke('calls', json_build_object('of', 'sleep-echo', 'key', k.key), 'us-west-2') r "
+        "ORDER BY k.n", [keys])]
+
+
+def test_crash(conn, label, crash):
+    keys = queue_batch(conn, label)
+    # Let the worker get going, so that some invocations are in flight.
+    wait_until(conn, "SELECT count(*) > 100 FROM lambda_fdw.invocations WHERE state = 'succeeded' AND payload->>'key' LIKE %s",
+               [f"{RUN}-{label}-%"], timeout=20)
+    in_flight = crash(conn)
+    conn = connect()
+    check(f"{label}: all 1,000 invocations succeed after the restart", wait_until(
+        conn, "SELECT count(*) = 1000 FROM lambda_fdw.invocations WHERE state = 'succeeded' AND payload->>'key' LIKE %s",
+        [f"{RUN}-{label}-%"], timeout=60))
+    counts = delivered(conn, keys)
+    check(f"{label}: every invocation arrived ({min(counts)} to {max(counts)} deliveries each)", min(counts) >= 1, counts[:20])
+    # A row that was `sending` when the worker died is claimed again after
+    # the restart: its attempts are 2 (these functions never fail).
+    again = {r[0] for r in conn.execute(
+        "SELECT payload->>'key' FROM lambda_fdw.invocations WHERE payload->>'key' LIKE %s AND attempts > 1",
+        [f"{RUN}-{label}-%"])}
+    dupes = {k for k, c in zip(keys, counts) if c > 1}
+    check(f"{label}: duplicates only for invocations in flight ({len(dupes)} duplicates, "
+          f"{len(again)} rows were in flight, at most {in_flight})",
+          dupes <= again and len(again) <= in_flight and max(counts) <= 2, (len(dupes), len(again), in_flight))
+    return conn
+
+
+def log_count(text):
+    with open(PG_LOG) as f:
+        return f.read().count(text)
+
+
+def wait_for(pred, timeout=30.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# The columns of lambda_fdw.invocations (sql/queue.sql), for a planted copy.
+QUEUE_COLUMNS = """
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, queued_by regrole NOT NULL,
+  queued_at timestamptz NOT NULL DEFAULT clock_timestamp(), function_name text NOT NULL,
+  region text NOT NULL, qualifier text, invocation_type text NOT NULL, payload jsonb NOT NULL,
+  context jsonb, server oid, user_mapping oid, state text NOT NULL DEFAULT 'queued',
+  attempts integer NOT NULL DEFAULT 0, max_attempts integer NOT NULL,
+  next_attempt_at timestamptz NOT NULL DEFAULT clock_timestamp(), status_code integer,
+  response jsonb, executed_version text, function_error text, error text, request_id text,
+  finished_at timestamptz, foreign_table oid"""
+
+# What a planted trigger would see if it ran: who ran it, and with what rights.
+SPY = """CREATE FUNCTION {schema}.spy() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      INSERT INTO {schema}.spied VALUES (current_user, current_setting('is_superuser'), TG_OP, TG_LEVEL);
+      RETURN COALESCE(NEW, OLD);
+    END $$"""
+
+
+def spy_on(conn, table, schema):
+    conn.execute(f"CREATE TABLE {schema}.spied (who text, superuser text, op text, level text)")
+    conn.execute(f"GRANT ALL ON {schema}.spied TO PUBLIC")
+    conn.execute(SPY.format(schema=schema))
+    conn.execute(f"CREATE TRIGGER spy_rows BEFORE INSERT OR UPDATE OR DELETE ON {table} "
+                 f"FOR EACH ROW EXECUTE FUNCTION {schema}.spy()")
+    conn.execute(f"CREATE TRIGGER spy_statements BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} "
+                 f"FOR EACH STATEMENT EXECUTE FUNCTION {schema}.spy()")
+
+
+IGNORED = "queue worker: ignoring lambda_fdw.invocations (OID "
+
+
+def test_planted_queue(conn, window):
+    """Issue 18, row 1: a role that may CREATE in the worker's database (here
+    its owner, no superuser) plants schema lambda_fdw and a table
+    lambda_fdw.invocations, with triggers and a forged row attributed to
+    postgres, while the extension's own queue does not exist. The worker
+    never works it: the triggers never run, the row is never sent, and the
+    server log says so once."""
+    key = f"{RUN}-forged-{window.replace(' ', '-')}"
+    before = log_count(IGNORED)
+    conn.execute(f"SET ROLE {MALLORY}")
+    conn.execute("CREATE SCHEMA lambda_fdw")
+    conn.execute(f"CREATE TABLE lambda_fdw.invocations ({QUEUE_COLUMNS})")
+    conn.execute("INSERT INTO lambda_fdw.invocations (queued_by, function_name, region, invocation_type, payload, max_attempts) "
+                 "VALUES ('postgres', 'record', 'us-east-1', 'RequestResponse', %s, 3)", [json.dumps({"key": key})])
+    spy_on(conn, "lambda_fdw.invocations", "lambda_fdw")
+    conn.execute("RESET ROLE")
+    said = wait_for(lambda: log_count(IGNORED) > before, timeout=15)
+    time.sleep(2.5)  # rounds go on: a poll a second
+    lines = log_count(IGNORED) - before
+    check(f"{window}: the worker says once that it ignores the planted table ({lines} line)", said and lines == 1, lines)
+    spied = conn.execute("SELECT who, superuser, op, level FROM lambda_fdw.spied").fetchall()
+    check(f"{window}: the planted triggers never ran", spied == [], spied)
+    row = conn.execute("SELECT state, attempts, response FROM lambda_fdw.invocations").fetchall()
+    check(f"{window}: the forged row is untouched and not sent", row == [("queued", 0, None)] and recorded(key) == 0,
+          (row, recorded(key)))
+
+
+def test_code_attached(conn):
+    """A trigger on the extension's own queue table (a superuser added it):
+    the worker runs no code attached to its queue, says so once, and sends
+    nothing until it is dropped; then the row is sent, once."""
+    key = f"{RUN}-with-trigger"
+    line = "queue worker: not working lambda_fdw.invocations: it has triggers"
+    before = log_count(line)
+    conn.execute("CREATE SCHEMA spying")
+    with conn.transaction():
+        i = one(conn, "SELECT lambda_fdw.enqueue('record', %s, 'us-east-1')", [json.dumps({"key": key})])
+        spy_on(conn, "lambda_fdw.invocations", "spying")
+    said = wait_for(lambda: log_count(line) > before, timeout=15)
+    time.sleep(2.5)
+    lines = log_count(line) - before
+    check(f"a queue table with triggers is refused, said once ({lines} line)", said and lines == 1, lines)
+    row = conn.execute("SELECT state, attempts FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone()
+    spied = conn.execute("SELECT who, superuser, op, level FROM spying.spied").fetchall()
+    check("nothing is sent from it and its triggers never run",
+          row == ("queued", 0) and recorded(key) == 0 and spied == [], (row, recorded(key), spied))
+    # Queueing writes the table as its owner: it refuses while code is attached.
+    refused = error_parts(conn, "SELECT lambda_fdw.enqueue('record', '{}', 'us-east-1')")
+    check("enqueue refuses a queue table with triggers", refused == (
+        "55000", "lambda_fdw's queue table lambda_fdw.invocations has triggers or rules attached",
+        "the extension attaches none; queueing writes the table as its owner, and the queue worker sends "
+        "nothing from it while they exist", "a superuser should drop them"), refused)
+    ran = one(conn, "SELECT count(*) FROM spying.spied")
+    check("and nothing ran", ran == 0, ran)
+    conn.execute("DROP TRIGGER spy_rows ON lambda_fdw.invocations")
+    conn.execute("DROP TRIGGER spy_statements ON lambda_fdw.invocations")
+    conn.execute("DROP SCHEMA spying CASCADE")
+    check("once the triggers are dropped the row is sent", settled(conn, [i]) and
+          one(conn, "SELECT state FROM lambda_fdw.invocations WHERE id = %s", [i]) == "succeeded")
+    time.sleep(0.3)
+    check("and delivered once", recorded(key) == 1, recorded(key))
+
+
+NUL_ERROR = ("the function's response could not be stored: unsupported Unicode escape sequence "
+             "(\\u0000 cannot be converted to text)")
+
+
+def test_poison_answer(conn):
+    """Issue 18, row 5: an answer that is valid JSON but that jsonb refuses
+    (the stub's nul: {"a": "\\u0000"}) fails its row, with why, after one
+    attempt; a healthy row claimed in the same round is recorded and
+    delivered once; the worker does not exit."""
+    pid = worker_pid(conn)
+    good_key = f"{RUN}-beside-nul"
+    with conn.transaction():
+        bad = one(conn, "SELECT lambda_fdw.enqueue('nul', '{}', 'us-west-2')")
+        good = one(conn, "SELECT lambda_fdw.enqueue('record', %s, 'us-east-1')", [json.dumps({"key": good_key})])
+    check("the \\u0000 answer and its neighbour settle", settled(conn, [bad, good]))
+    row = conn.execute("SELECT state, attempts, status_code, response, error FROM lambda_fdw.invocations WHERE id = %s",
+                       [bad]).fetchone()
+    check("the \\u0000 answer fails its row, with why", row == ("failed", 1, 200, None, NUL_ERROR), row)
+    row = conn.execute("SELECT state, attempts, response, error FROM lambda_fdw.invocations WHERE id = %s", [good]).fetchone()
+    check("the healthy row of the same round succeeds", row == ("succeeded", 1, {"recorded": good_key}, None), row)
+    time.sleep(3)  # a restarted worker would send 'sending' rows again within this
+    again = conn.execute("SELECT attempts FROM lambda_fdw.invocations WHERE id = ANY(%s) ORDER BY id", [[bad, good]]).fetchall()
+    check(f"neither was sent again (the healthy one delivered {recorded(good_key)} time)",
+          again == [(1,), (1,)] and recorded(good_key) == 1, (again, recorded(good_key)))
+    check("the worker did not exit", worker_pid(conn) == pid, (pid, worker_pid(conn)))
+
+
+def test_round_error(conn):
+    """An error in a round that is no row's (here: the worker's wait for the
+    queue's lock is cancelled) is logged, and the same worker goes on."""
+    pid = worker_pid(conn)
+    line = "queue worker: could not work the queue: canceling statement due to user request; trying again"
+    before = log_count(line)
+    locker = connect()
+    with locker.transaction():
+        locker.execute("LOCK TABLE lambda_fdw.invocations IN ACCESS EXCLUSIVE MODE")
+        waiting = wait_until(conn, "SELECT count(*) = 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+                             [pid], timeout=10)
+        one(conn, "SELECT pg_cancel_backend(%s)", [pid])
+        said = wait_for(lambda: log_count(line) > before, timeout=10)
+    locker.close()
+    check("a cancelled round is logged", waiting and said, (waiting, said))
+    key = f"{RUN}-after-cancel"
+    i = one(conn, "SELECT lambda_fdw.enqueue('record', %s, 'us-east-1')", [json.dumps({"key": key})])
+    check("the same worker goes on", settled(conn, [i]) and worker_pid(conn) == pid and
+          one(conn, "SELECT state FROM lambda_fdw.invocations WHERE id = %s", [i]) == "succeeded", (pid, worker_pid(conn)))
+    time.sleep(0.3)
+    check("and delivers once", recorded(key) == 1, recorded(key))
+
+
+HUGE_ERROR = "lambda function huge returned a response larger than 6 MB (6291456 bytes), the most Lambda returns"
+
+
+def test_huge_answer(conn):
+    """Issue 18, row 6: a 7 MB answer (Lambda never answers more than 6 MB)
+    fails its row with the invocation core's error, sent once, nothing of it
+    stored; the worker goes on."""
+    pid = worker_pid(conn)
+    key = f"{RUN}-huge"
+    i = one(conn, "SELECT lambda_fdw.enqueue('huge', %s, 'us-west-2')", [json.dumps({"mb": 7, "key": key})])
+    check("the 7 MB answer settles", settled(conn, [i]))
+    row = conn.execute("SELECT state, attempts, response IS NULL, error FROM lambda_fdw.invocations WHERE id = %s",
+                       [i]).fetchone()
+    check("a 7 MB answer fails its row with the core's error", row == ("failed", 1, True, HUGE_ERROR), row)
+    time.sleep(1)
+    check("it was sent once", stub_calls(conn, "huge", key) == 1, stub_calls(conn, "huge", key))
+    check("the worker did not exit", worker_pid(conn) == pid, (pid, worker_pid(conn)))
+
+
+MAY_HAVE_BEEN = ("the queue worker stopped while attempt 5 of 5 was in flight; "
+                 "the invocation may have been delivered, and it is not sent again")
+
+
+def test_kills_while_in_flight(conn):
+    """Issue 18, rule 6: the worker is killed (SIGKILL, so the server
+    restarts) five times while the same slow row is in flight (the stub's
+    sleep-echo counts a call when it arrives, then sleeps 90 s). That row is
+    sent at most max_attempts (5) times in all and then failed, saying it
+    may have been delivered; every other row (queued before the kills and
+    between them, finished before each) is delivered exactly once."""
+    conn.execute("ALTER SERVER stub OPTIONS (SET max_attempts '5')")
+    slow_key = f"{RUN}-slow-in-flight"
+    sent = lambda c: stub_calls(c, "sleep-echo", slow_key)
+    others = [f"{RUN}-before-kills-{n}" for n in range(5)]
+    with conn.transaction():
+        slow = one(conn, "SELECT lambda_fdw.enqueue('sleep-echo', %s, 'us-west-2')",
+                   [json.dumps({"key": slow_key, "ms": 90000})])
+        ids = [one(conn, "SELECT lambda_fdw.enqueue('record', %s, 'us-east-1')", [json.dumps({"key": k})])
+               for k in others]
+    check("the rows queued before the kills succeed", settled(conn, ids))
+    for kill in range(1, 6):
+        arrived = wait_for(lambda: sent(conn) >= kill, timeout=40)
+        row = conn.execute("SELECT state, attempts FROM lambda_fdw.invocations WHERE id = %s", [slow]).fetchone()
+        check(f"kill {kill}: the slow row is in flight, attempt {kill}", arrived and row == ("sending", kill),
+              (sent(conn), row))
+        key = f"{RUN}-between-kills-{kill}"
+        i = one(conn, "SELECT lambda_fdw.enqueue('record', %s, 'us-east-1')", [json.dumps({"key": key})])
+        check(f"kill {kill}: a row queued now succeeds before the kill", settled(conn, [i]))
+        others.append(key)
+        kill_worker(conn)
+        conn = connect()
+    check("after the fifth kill the slow row settles", settled(conn, [slow], timeout=60))
+    row = conn.execute("SELECT state, attempts, error FROM lambda_fdw.invocations WHERE id = %s", [slow]).fetchone()
+    check("it is failed, saying it may have been delivered", row == ("failed", 5, MAY_HAVE_BEEN), row)
+    time.sleep(3)
+    check(f"the slow row was delivered {sent(conn)} times, max_attempts 5", sent(conn) == 5, sent(conn))
+    counts = [recorded(k) for k in others]
+    check(f"every other row was delivered exactly once ({len(counts)} rows)", counts == [1] * len(others), counts)
+    conn.execute("ALTER SERVER stub OPTIONS (SET max_attempts '3')")
+    return conn
+
+
+def test_stop_with_rows_claimed_ahead(conn):
+    """A clean stop (SIGTERM) while a row claimed ahead waits for a slot:
+    its request never left, so it keeps its attempt and is sent once by the
+    next worker, even with max_attempts 1; the row that was in flight is
+    failed, saying it may have been delivered."""
+    conn.execute("ALTER SYSTEM SET lambda_fdw.queue_concurrency = 1")
+    conn.execute("SELECT pg_reload_conf()")
+    conn.execute("ALTER SERVER stub OPTIONS (SET max_attempts '1')")
+    time.sleep(1.5)  # a round or two: the worker follows the setting
+    slow_key, waiting_key = f"{RUN}-ahead-slow", f"{RUN}-ahead-waiting"
+    with conn.transaction():
+        slow = one(conn, "SELECT lambda_fdw.enqueue('sleep-echo', %s, 'us-west-2')",
+                   [json.dumps({"key": slow_key, "ms": 2500})])
+        waiting = one(conn, "SELECT lambda_fdw.enqueue('sleep-echo', %s, 'us-west-2')",
+                      [json.dumps({"key": waiting_key, "ms": 0})])
+    ahead = wait_for(lambda: stub_calls(conn, "sleep-echo", slow_key) == 1 and conn.execute(
+        "SELECT state, attempts FROM lambda_fdw.invocations WHERE id = %s", [waiting]).fetchone() == ("sending", 1),
+        timeout=10)
+    check("one row in flight, the other claimed ahead and waiting for the slot", ahead and
+          stub_calls(conn, "sleep-echo", waiting_key) == 0)
+    one(conn, "SELECT pg_terminate_backend(%s)", [worker_pid(conn)])
+    check("after the restart both settle", settled(conn, [slow, waiting], timeout=30))
+    rows = conn.execute("SELECT id, state, attempts, error FROM lambda_fdw.invocations WHERE id = ANY(%s) "
+                        "ORDER BY id", [[slow, waiting]]).fetchall()
+    check("the row in flight is failed (it may have been delivered); the one waiting is sent, its attempt given back",
+          rows == [(slow, "failed", 1, "the queue worker stopped while attempt 1 of 1 was in flight; "
+                    "the invocation may have been delivered, and it is not sent again"),
+                   (waiting, "succeeded", 1, None)], rows)
+    check("each was delivered once", (stub_calls(conn, "sleep-echo", slow_key),
+                                      stub_calls(conn, "sleep-echo", waiting_key)) == (1, 1))
+    conn.execute("ALTER SERVER stub OPTIONS (SET max_attempts '3')")
+    conn.execute("ALTER SYSTEM RESET lambda_fdw.queue_concurrency")
+    conn.execute("SELECT pg_reload_conf()")
+
+
+def test_old_extension(conn):
+    """Issue 18, row 1, third window: the database's extension is still at
+    0.1.0 (no queue) under the new library; a planted queue is not worked.
+    Then the update creates the extension's own, which is."""
+    conn.execute("DROP EXTENSION lambda_fdw CASCADE")
+    conn.execute("CREATE EXTENSION lambda_fdw VERSION '0.1.0'")
+    test_planted_queue(conn, "extension at 0.1.0")
+    with conn.transaction():
+        conn.execute("DROP SCHEMA lambda_fdw CASCADE")
+        conn.execute("ALTER EXTENSION lambda_fdw UPDATE")
+    conn.execute(f"CREATE SERVER stub FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-west-2', endpoint_url '{STUB}')")
+    conn.execute("CREATE USER MAPPING FOR CURRENT_USER SERVER stub OPTIONS (aws_access_key_id 'AKIDQUEUE', aws_secret_access_key 'queue-secret')")
+    i = one(conn, "SELECT lambda_fdw.enqueue('echo', '{\"after\": \"update\"}', 'us-west-2')")
+    check("after ALTER EXTENSION UPDATE the extension's own queue is worked", settled(conn, [i], timeout=15) and
+          one(conn, "SELECT state FROM lambda_fdw.invocations WHERE id = %s", [i]) == "succeeded")
+
+
+def immediate_shutdown(conn):
+    conn.close()
+    services("restart_postgres immediate")
+    return 2 * 32  # claimed at most: twice lambda_fdw.queue_concurrency
+
+
+def kill_worker(conn):
+    pid = worker_pid(conn)
+    conn.close()
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    return 2 * 32
+
+
+def test_sigterm_and_extension_cycle(conn):
+    # Retention: a worker deletes finished rows older than queue_retention
+    # when it starts (and every minute); the setting is read on reload.
+    conn.execute("ALTER SYSTEM SET lambda_fdw.queue_retention = '1s'")
+    conn.execute("SELECT pg_reload_conf()")
+    time.sleep(1.2)
+    old = one(conn, "SELECT count(*) FROM lambda_fdw.invocations WHERE finished_at < clock_timestamp() - interval '1 second'")
+    pid = worker_pid(conn)
+    t0 = time.time()
+    one(conn, "SELECT pg_terminate_backend(%s)", [pid])
+    gone = wait_until(conn, "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = %s", [pid], timeout=5)
+    took = time.time() - t0
+    check(f"SIGTERM stops the queue worker within 1 s ({took * 1000:.0f} ms)", gone and took < 1.0, took)
+    check("the launcher starts it again", wait_until(conn, "SELECT count(*) = 1 FROM pg_stat_activity "
+          "WHERE backend_type = 'lambda_fdw queue worker'", timeout=15))
+    check(f"finished rows past lambda_fdw.queue_retention are deleted ({old} of them)", old > 0 and wait_until(
+        conn, "SELECT count(*) = 0 FROM lambda_fdw.invocations WHERE state IN ('succeeded', 'failed') "
+        "AND finished_at < clock_timestamp() - interval '2 seconds'", timeout=10))
+    conn.execute("ALTER SYSTEM RESET lambda_fdw.queue_retention")
+    conn.execute("SELECT pg_reload_conf()")
+    with open(PG_LOG) as f:
+        before = f.read().count("does not exist in this database")
+    conn.execute("DROP EXTENSION lambda_fdw CASCADE")
+    time.sleep(3)
+    test_planted_queue(conn, "between DROP and CREATE EXTENSION")
+    with conn.transaction():
+        conn.execute("DROP SCHEMA lambda_fdw CASCADE")
+        conn.execute("CREATE EXTENSION lambda_fdw")
+    conn.execute(f"CREATE SERVER stub FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-west-2', endpoint_url '{STUB}')")
+    conn.execute("CREATE USER MAPPING FOR CURRENT_USER SERVER stub OPTIONS (aws_access_key_id 'AKIDQUEUE', aws_secret_access_key 'queue-secret')")
+    i = one(conn, "SELECT lambda_fdw.enqueue('echo', '{\"after\": \"recreate\"}', 'us-west-2')")
+    check("after DROP and CREATE EXTENSION the queue is picked up again", settled(conn, [i], timeout=15) and
+          one(conn, "SELECT state FROM lambda_fdw.invocations WHERE id = %s", [i]) == "succeeded")
+    with open(PG_LOG) as f:
+        said = f.read().count("does not exist in this database") - before
+    check("the worker said once that it waits for the extension", said == 1, said)
+
+
+def main():
+    os.makedirs(RECORDS, exist_ok=True)
+    for f in glob.glob(os.path.join(RECORDS, RUN + "-*")):
+        os.remove(f)
+    conn = setup()
+    test_rollback_commit_savepoint(conn)
+    test_trigger(conn)
+    test_one_per_row(conn)
+    test_outcomes(conn)
+    test_statistics(conn)
+    test_status_view(conn)
+    test_dropped_mapping_and_roles(conn)
+    test_recheck(conn)
+    test_bad_input(conn)
+    test_code_attached(conn)
+    test_poison_answer(conn)
+    test_huge_answer(conn)
+    test_round_error(conn)
+    conn = test_crash(conn, "immediate", immediate_shutdown)
+    conn = test_crash(conn, "sigkill", kill_worker)
+    conn = test_kills_while_in_flight(conn)
+    test_stop_with_rows_claimed_ahead(conn)
+    test_sigterm_and_extension_cycle(conn)
+    test_old_extension(conn)
+    print("after_commit: all checks passed")
+
+
+if __name__ == "__main__":
+    main()
