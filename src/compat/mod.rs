@@ -139,7 +139,7 @@ fn rds_report(e: LambdaFdwError) -> ErrorReport {
     }
 }
 
-fn raise(e: LambdaFdwError) -> ! {
+fn raise_as_rds(e: LambdaFdwError) -> ! {
     rds_report(e).report(PgLogLevel::ERROR);
     unreachable!("an ERROR report does not return")
 }
@@ -257,20 +257,20 @@ unsafe fn invoke_entry(fcinfo: pg_sys::FunctionCallInfo, o: Overload) -> Datum {
     // SAFETY: fcinfo is the call's own; see read_args.
     let args = match unsafe { read_args(fcinfo, o) } {
         Ok(a) => a,
-        Err(e) => raise(e),
+        Err(e) => raise_as_rds(e),
     };
     // SAFETY: argument 1 is the payload in every overload.
     let payload = match unsafe { payload_arg(fcinfo, 1, o.jsonb) } {
         Some(p) => p,
-        None => raise(LambdaFdwError::Core(CoreError::NullArgument("payload"))),
+        None => raise_as_rds(LambdaFdwError::Core(CoreError::NullArgument("payload"))),
     };
     let (mut outcome, display) = match invoke(&args, payload) {
         Ok(v) => v,
-        Err(e) => raise(e),
+        Err(e) => raise_as_rds(e),
     };
     let payload = match convert::response_datum(outcome.payload.take(), &display, o.jsonb) {
         Ok(p) => p,
-        Err(e) => raise(e),
+        Err(e) => raise_as_rds(e),
     };
     let values = [
         outcome.status_code.into_datum(),

@@ -4,9 +4,9 @@ use std::ffi::CString;
 
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
-use lambda_fdw_core::settings::{
-    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS, MAX_TIMEOUT_MS,
-};
+use lambda_fdw_core::settings::{DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS};
+
+use super::limits::{DEFAULT_MAX_SCAN_INVOCATIONS, MAX_CONCURRENCY_LIMIT, MAX_TIMEOUT_MS};
 
 pub(crate) static CONNECT_TIMEOUT_MS: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_CONNECT_TIMEOUT_MS as i32);
@@ -20,8 +20,6 @@ pub(crate) static DATABASE_NAME: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 pub(crate) static QUEUE_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
 pub(crate) static QUEUE_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(86_400);
-/// Default of lambda_fdw.max_scan_invocations.
-pub(crate) const DEFAULT_MAX_SCAN_INVOCATIONS: i32 = 10_000;
 pub(crate) static MAX_SCAN_INVOCATIONS: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_MAX_SCAN_INVOCATIONS);
 
@@ -81,7 +79,7 @@ pub(crate) fn register(preloading: bool) {
         c"",
         &QUEUE_CONCURRENCY,
         1,
-        1000,
+        MAX_CONCURRENCY_LIMIT as i32,
         GucContext::Sighup,
         GucFlags::default(),
     );

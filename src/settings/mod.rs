@@ -6,6 +6,7 @@
 //! - [`options`]: the options of each catalog (server, user mapping, foreign
 //!   table, IMPORT FOREIGN SCHEMA), their parsing, validation and limits;
 //! - [`guc`]: every `lambda_fdw.*` and `aws_lambda.*` setting;
+//! - [`limits`]: the ranges options and settings accept, written once;
 //! - [`client`]: a call's client settings from its server, mapping and the
 //!   settings;
 //! - [`route`]: which server and identity sign a call, for a region (the RDS
@@ -13,5 +14,6 @@
 
 pub(crate) mod client;
 pub(crate) mod guc;
+pub(crate) mod limits;
 pub(crate) mod options;
 pub(crate) mod route;

@@ -8,8 +8,9 @@ use lambda_fdw_core::name::{
     parse_function_name, validate_qualifier, validate_region, FunctionRef,
 };
 use lambda_fdw_core::request::{InvocationType, LogType};
-use lambda_fdw_core::settings::{AssumeRole, CredentialSource, MAX_TIMEOUT_MS};
+use lambda_fdw_core::settings::{AssumeRole, CredentialSource};
 
+use super::limits::{MAX_ATTEMPTS_LIMIT, MAX_CONCURRENCY_LIMIT, MAX_TIMEOUT_MS};
 use crate::error::OptionError;
 
 /// The catalog an option list belongs to.
@@ -74,9 +75,6 @@ pub(crate) const TABLE_OPTIONS: &[&str] = &[
 /// every table made.
 pub(crate) const IMPORT_OPTIONS: &[&str] =
     &["qualifier", "function_errors", "max_concurrency", "prefix"];
-
-pub(crate) const MAX_ATTEMPTS_LIMIT: u32 = 10;
-pub(crate) const MAX_CONCURRENCY_LIMIT: usize = 1000;
 
 type Result<T> = std::result::Result<T, OptionError>;
 

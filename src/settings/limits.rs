@@ -1,0 +1,15 @@
+//! Every range a setting or an option accepts, written once: the option
+//! validators (`super::options`) and the GUC definitions (`super::guc`) both
+//! read them here.
+
+pub(crate) use lambda_fdw_core::settings::MAX_TIMEOUT_MS;
+
+/// Most attempts per invocation: the server option `max_attempts`.
+pub(crate) const MAX_ATTEMPTS_LIMIT: u32 = 10;
+
+/// Most invocations in flight: the server and table option
+/// `max_concurrency`, and the setting `lambda_fdw.queue_concurrency`.
+pub(crate) const MAX_CONCURRENCY_LIMIT: usize = 1000;
+
+/// Default of `lambda_fdw.max_scan_invocations`.
+pub(crate) const DEFAULT_MAX_SCAN_INVOCATIONS: i32 = 10_000;
