@@ -1,7 +1,14 @@
 //! The Amazon RDS for PostgreSQL API: `aws_lambda.invoke` (four overloads)
 //! over the same invocation core as the foreign tables. `sql/aws_lambda.sql`
 //! declares the functions with RDS's exact signatures; the C entry points
-//! below read the arguments, invoke, and build the OUT record.
+//! below read the arguments, invoke, and build the OUT record, and errors
+//! are worded as RDS words them.
+//!
+//! What it offers the other surfaces (the queue's `enqueue` takes the same
+//! arguments and refuses what `aws_lambda.invoke` would):
+//! - [`prepare`]: the request `aws_lambda.invoke` would send, checked;
+//! - [`text_arg`] and [`json_arg`]: reading a call's arguments;
+//! - [`args`]: the arguments of each overload ([`args::InvokeArgs`]).
 
 pub(crate) mod args;
 
