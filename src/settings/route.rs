@@ -1,5 +1,5 @@
 //! Who may call, through which server, signed with whose identity: the one
-//! permission model, for every path (README, "Security").
+//! permission model, for every path (docs/security.md, "The permission model").
 //!
 //! - [`region_route`]: the RDS surface (`aws_lambda.invoke`,
 //!   `lambda_fdw.enqueue`, and the worker sending what enqueue queued). A
