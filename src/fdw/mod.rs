@@ -24,9 +24,9 @@
 //! - `import`: IMPORT FOREIGN SCHEMA.
 //! - `state`: Rust state hung on executor nodes, freed with the query.
 //!
-//! Within the scan, imports point one way: `planner` -> `paths` -> `quals`,
-//! `planner` -> `descriptor` <- `executor` <- `explain`, and
-//! `executor` -> `batch` -> `product`.
+//! Within the scan, imports point one way: `planner` -> `paths` -> `quals`;
+//! `planner` -> `descriptor` <- `executor`; `explain` -> `descriptor` and
+//! `executor`; `executor` -> `batch` -> `product`.
 
 mod batch;
 mod columns;
