@@ -9,6 +9,9 @@
 //! dropped when the next row is asked for. Only a scan that PostgreSQL may
 //! scan again (see [`Scan::keep_outcomes`]) keeps its outcomes, so that a
 //! rescan with the same values replays them instead of invoking again.
+//!
+//! Offers [`Scan`] (open, start a batch, take the next [`Answer`], rewind),
+//! and [`Activity`], what its calls came to.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -30,7 +33,7 @@ use lambda_fdw_core::{
     InvokeRequest, ResolvedFunction,
 };
 
-use super::plan::{check_count, plan_invocations, Allowed, Failure, PlannedInvocation, Product};
+use super::product::{check_count, plan_invocations, Allowed, Failure, PlannedInvocation, Product};
 use crate::settings::options::{FunctionErrors, TableOptions};
 
 /// What one scan of a foreign table invokes, and with which settings.

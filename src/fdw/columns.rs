@@ -1,9 +1,15 @@
 //! The column model of a lambda_fdw foreign table: which names exist, which
-//! types they may have, and how a column's type decides its cell.
+//! types they may have, and how a column's type decides its cell. Offers
+//! [`RequestColumn`] and [`ColumnKind`], [`column_kind`] (one column),
+//! [`slot_columns`] (a relation's columns by slot position) and
+//! [`check_table`] (a whole table: its columns, and its function against its
+//! server's region).
 
 use pgrx::pg_sys::{self, Oid};
 
 use crate::error::{LambdaFdwError, Result};
+use crate::pg::catalog;
+use crate::settings::options::{ServerOptions, TableOptions};
 
 /// Request columns: the query sets them, the row echoes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +22,19 @@ pub(crate) enum RequestColumn {
 }
 
 impl RequestColumn {
+    const ALL: [RequestColumn; 5] = [
+        Self::Payload,
+        Self::Qualifier,
+        Self::InvocationType,
+        Self::LogType,
+        Self::Context,
+    ];
+
+    /// The request column of this name, if it is one.
+    pub(crate) fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Payload => "payload",
@@ -83,7 +102,7 @@ fn type_name(oid: Oid) -> String {
 }
 
 /// Classifies a column by name and type, or says what is wrong with it.
-pub(crate) fn classify(name: &str, type_oid: Oid) -> Result<ColumnKind> {
+pub(crate) fn column_kind(name: &str, type_oid: Oid) -> Result<ColumnKind> {
     let wrong = |expected: &'static str| LambdaFdwError::ColumnType {
         column: name.to_string(),
         expected,
@@ -150,9 +169,22 @@ pub(crate) unsafe fn slot_columns(
             continue;
         }
         let name = pgrx::name_data_to_str(&attr.attname);
-        out.push((i, classify(name, attr.atttypid)?));
+        out.push((i, column_kind(name, attr.atttypid)?));
     }
     Ok(out)
+}
+
+/// Checks a lambda_fdw foreign table as a whole: every column, and its
+/// function name against its server's region.
+pub(crate) fn check_table(relid: Oid) -> Result<()> {
+    for (name, type_oid) in catalog::relation_columns(relid) {
+        column_kind(&name, type_oid)?;
+    }
+    let (table, server) = catalog::foreign_table_options(relid)?;
+    let table = TableOptions::parse(&table)?;
+    let server = ServerOptions::parse(&catalog::server_options(server)?)?;
+    table.check_region(&server.region)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -168,36 +200,45 @@ mod tests {
             _ => pg_sys::TEXTOID,
         };
         for n in COLUMN_NAMES {
-            assert!(classify(n, ty(n)).is_ok(), "{n}");
+            assert!(column_kind(n, ty(n)).is_ok(), "{n}");
         }
         assert_eq!(
-            classify("response", pg_sys::JSONBOID).unwrap(),
+            column_kind("response", pg_sys::JSONBOID).unwrap(),
             ColumnKind::Response { json_text: false }
         );
     }
 
     #[test]
+    fn request_columns_by_name() {
+        for c in RequestColumn::ALL {
+            assert_eq!(RequestColumn::named(c.name()), Some(c));
+        }
+        assert_eq!(RequestColumn::named("status_code"), None);
+        assert_eq!(RequestColumn::named("Payload"), None);
+    }
+
+    #[test]
     fn wrong_names_and_types() {
         assert_eq!(
-            classify("result", pg_sys::JSONBOID)
+            column_kind("result", pg_sys::JSONBOID)
                 .unwrap_err()
                 .to_string(),
             "column \"result\" is not a lambda_fdw column"
         );
         assert_eq!(
-            classify("payload", pg_sys::JSONOID)
+            column_kind("payload", pg_sys::JSONOID)
                 .unwrap_err()
                 .to_string(),
             "column \"payload\" must be of type jsonb, not json"
         );
         assert_eq!(
-            classify("status_code", pg_sys::INT8OID)
+            column_kind("status_code", pg_sys::INT8OID)
                 .unwrap_err()
                 .to_string(),
             "column \"status_code\" must be of type integer, not bigint"
         );
         assert_eq!(
-            classify("qualifier", pg_sys::VARCHAROID)
+            column_kind("qualifier", pg_sys::VARCHAROID)
                 .unwrap_err()
                 .to_string(),
             "column \"qualifier\" must be of type text, not character varying"

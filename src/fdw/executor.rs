@@ -7,7 +7,7 @@
 //! its cells; for a prepared one-payload query that was most of what the
 //! foreign table cost above `aws_lambda.invoke`. Here:
 //!
-//! - begin: the request conditions' expressions (see `planner`) are
+//! - begin: the request conditions' expressions (see `descriptor`) are
 //!   initialized; the table's options and the caller's client settings are
 //!   read; nothing is invoked.
 //! - first row, and the first row after a rescan that changed parameters:
@@ -24,6 +24,8 @@
 //!   cancelled. The scan's state (requests, calls in flight, buffered
 //!   outcomes) is Rust memory, freed with the query's memory context however
 //!   the query ended (see `state`).
+//!
+//! Offers the four callbacks, and [`scan_activity`] for EXPLAIN ANALYZE.
 
 use std::ffi::{c_int, c_void};
 use std::ptr;
@@ -34,8 +36,8 @@ use pgrx::{FromDatum, IntoDatum, JsonB, PgList, PgMemoryContexts};
 
 use super::batch::{Activity, Answer, Scan};
 use super::columns::{slot_columns, ColumnKind, RequestColumn};
-use super::plan::{Allowed, Arg, Compare};
-use super::planner::plan_descriptor;
+use super::descriptor;
+use super::product::{Allowed, Arg, Compare};
 use super::state;
 use crate::error::{raise, LambdaFdwError, Result};
 use crate::pg::convert;
@@ -62,7 +64,8 @@ unsafe fn state_field(node: *mut pg_sys::ForeignScanState) -> *mut *mut c_void {
     unsafe { &raw mut (*node).fdw_state }
 }
 
-/// What the scan's calls came to so far; `None` before it began.
+/// What the scan's calls came to so far, for EXPLAIN ANALYZE; `None` before
+/// it began.
 ///
 /// # Safety
 /// `node` is a live scan node.
@@ -114,7 +117,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
             return;
         }
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
-        let Some(descriptor) = plan_descriptor(plan) else {
+        let Some(descriptor) = descriptor::decode(plan) else {
             error!("lambda_fdw: the plan of this foreign scan was not made by lambda_fdw");
         };
         let rel = (*node).ss.ss_currentRelation;

@@ -1,12 +1,20 @@
-//! EXPLAIN for lambda_fdw scans: what will be called, where, and with which
-//! request conditions. Only names, regions, URLs and the query's own
+//! EXPLAIN for lambda_fdw tables, every line of it: what a scan will call,
+//! where, and with which request conditions (ExplainForeignScan), what its
+//! calls came to under EXPLAIN ANALYZE, and what an INSERT queues
+//! (ExplainForeignModify). Only names, regions, URLs and the query's own
 //! expressions: nothing from a user mapping.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
+use std::ptr;
 
 use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::PgList;
 
 use super::batch::Activity;
+use super::descriptor;
+use super::executor::scan_activity;
+use super::product::Compare;
 use crate::pg::catalog::{foreign_table_options, server_options};
 use crate::settings::options::{ServerOptions, TableOptions};
 
@@ -40,12 +48,74 @@ fn describe(relid: pg_sys::Oid) -> Vec<(&'static str, String)> {
     lines
 }
 
-/// Adds the lambda_fdw lines to EXPLAIN output; `conditions` are the request
-/// conditions as SQL text.
+/// ExplainForeignScan: the table's function and defaults, the request
+/// conditions, and under ANALYZE what the scan's calls came to.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn explain_foreign_scan(
+    node: *mut pg_sys::ForeignScanState,
+    es: *mut pg_sys::ExplainState,
+) {
+    // SAFETY: EXPLAIN's own node and state.
+    unsafe {
+        let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
+        let conditions = describe_conditions(plan, es);
+        explain_scan(node, es, conditions);
+        if (*es).analyze {
+            if let Some(activity) = scan_activity(node) {
+                explain_activity(es, &activity);
+            }
+        }
+    }
+}
+
+/// The request conditions of a plan as SQL text.
+///
+/// # Safety
+/// EXPLAIN's node plan and state. The deparse context is pointed at this
+/// plan without its ancestors (ExplainForeignScan is not given them): the
+/// expressions hold no Vars (other relations' columns became parameters),
+/// and a parameter set by a nested loop or an initplan prints as `$n`.
+unsafe fn describe_conditions(
+    plan: *mut pg_sys::ForeignScan,
+    es: *mut pg_sys::ExplainState,
+) -> Vec<String> {
+    // SAFETY: per the contract.
+    unsafe {
+        let Some(descriptor) = descriptor::decode(plan) else {
+            return Vec::new();
+        };
+        if descriptor.conditions.is_empty() || (*es).deparse_cxt.is_null() {
+            return Vec::new();
+        }
+        let context = pg_sys::set_deparse_context_plan(
+            (*es).deparse_cxt,
+            plan as *mut pg_sys::Plan,
+            ptr::null_mut(),
+        );
+        let exprs = PgList::<pg_sys::Node>::from_pg((*plan).fdw_exprs);
+        descriptor
+            .conditions
+            .iter()
+            .zip(exprs.iter_ptr())
+            .map(|((column, compare), expr)| {
+                let text = pg_sys::deparse_expression(expr, context, false, false);
+                let text = CStr::from_ptr(text).to_string_lossy().into_owned();
+                match compare {
+                    Compare::Eq => format!("{} = {text}", column.name()),
+                    Compare::Any => format!("{} = ANY ({text})", column.name()),
+                    Compare::All => format!("{} = ALL ({text})", column.name()),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Adds a scan's lambda_fdw lines to EXPLAIN output; `conditions` are the
+/// request conditions as SQL text.
 ///
 /// # Safety
 /// `node` and `es` are the executor's, as passed to ExplainForeignScan.
-pub(crate) unsafe fn explain(
+unsafe fn explain_scan(
     node: *mut pg_sys::ForeignScanState,
     es: *mut pg_sys::ExplainState,
     conditions: Vec<String>,
@@ -66,7 +136,7 @@ pub(crate) unsafe fn explain(
 }
 
 /// ExplainForeignModify: what an INSERT queues.
-#[pgrx::pg_guard]
+#[pg_guard]
 pub unsafe extern "C-unwind" fn explain_foreign_modify(
     _mtstate: *mut pg_sys::ModifyTableState,
     rinfo: *mut pg_sys::ResultRelInfo,
@@ -94,7 +164,7 @@ pub unsafe extern "C-unwind" fn explain_foreign_modify(
 ///
 /// # Safety
 /// `es` is EXPLAIN's state.
-pub(crate) unsafe fn explain_activity(es: *mut pg_sys::ExplainState, a: &Activity) {
+unsafe fn explain_activity(es: *mut pg_sys::ExplainState, a: &Activity) {
     let counts = [
         (c"Lambda Invocations", a.calls),
         (c"Lambda Retries", a.retries),
@@ -106,7 +176,7 @@ pub(crate) unsafe fn explain_activity(es: *mut pg_sys::ExplainState, a: &Activit
         for (label, value) in counts {
             pg_sys::ExplainPropertyInteger(
                 label.as_ptr(),
-                std::ptr::null(),
+                ptr::null(),
                 value.min(i64::MAX as u64) as i64,
                 es,
             );

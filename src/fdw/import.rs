@@ -7,6 +7,8 @@
 //! them in the local schema, and keeps only the tables LIMIT TO / EXCEPT
 //! allow, by table name; the same filter is applied here first, by function
 //! name, so that only the tables asked for are described.
+//!
+//! Offers the ImportForeignSchema callback, [`import_foreign_schema`].
 
 use std::ffi::{c_char, CStr, CString};
 
@@ -22,7 +24,7 @@ use crate::settings::route;
 use lambda_fdw_core::{block_on, client_for};
 
 /// The one remote schema: every function of the region.
-pub(crate) const REMOTE_SCHEMA: &str = "lambda";
+const REMOTE_SCHEMA: &str = "lambda";
 
 /// The columns of an imported table, in the documented order.
 const COLUMNS: &str = "payload jsonb, qualifier text, invocation_type text, log_type text, \
@@ -31,7 +33,7 @@ function_error text";
 
 /// LIMIT TO / EXCEPT, with the names given.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Filter {
+enum Filter {
     All,
     LimitTo(Vec<String>),
     Except(Vec<String>),
@@ -44,11 +46,7 @@ pub(crate) enum Filter {
 /// name it lists, with a prefix it must name the tables (prefix included),
 /// and a bare function name there is an error rather than nothing imported.
 /// EXCEPT drops a function named either way.
-pub(crate) fn select(
-    functions: &[String],
-    filter: &Filter,
-    prefix: &str,
-) -> Result<Vec<(String, String)>> {
+fn select(functions: &[String], filter: &Filter, prefix: &str) -> Result<Vec<(String, String)>> {
     if let Filter::LimitTo(names) = filter {
         if !prefix.is_empty() {
             if let Some(bare) = names.iter().find(|n| functions.contains(n)) {
@@ -76,7 +74,7 @@ fn literal(value: &str) -> String {
 }
 
 /// The statement that makes the table `table` for `function`.
-pub(crate) fn create_table(
+fn create_table(
     server: &str,
     function: &str,
     table: &str,

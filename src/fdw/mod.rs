@@ -1,20 +1,44 @@
 //! The foreign data wrapper: SQL scans in, invocations out, rows back.
 //!
 //! supabase-wrappers provides the handler and the validator's entry point;
-//! every scan callback is lambda_fdw's own (`planner` plans, `executor`
-//! runs, `batch` invokes), and so are the INSERT callbacks (`modify`: an
-//! INSERT queues invocations), installed in
-//! [`ForeignDataWrapper::fdw_routine_hook`].
+//! every scan callback is lambda_fdw's own, and so are the INSERT and IMPORT
+//! callbacks, installed in [`ForeignDataWrapper::fdw_routine_hook`]. The
+//! modules, each private, in the order a query meets them:
+//!
+//! - `columns`: the column model (request columns, column kinds, a
+//!   relation's columns by slot) and the check of a whole table.
+//! - `planner`: GetForeignRelSize, GetForeignPaths, GetForeignPlan.
+//! - `quals`: recognising the conditions that give request columns values.
+//! - `paths`: row estimates, costs, the plain and parameterized paths.
+//! - `descriptor`: the plan's private data (`fdw_exprs`, `fdw_private`),
+//!   its layout, its one encode and one decode.
+//! - `executor`: BeginForeignScan, IterateForeignScan, ReScanForeignScan,
+//!   EndForeignScan.
+//! - `product`: the invocations evaluated conditions allow, a lazy product
+//!   of the request values, and the limit on their number.
+//! - `batch`: one scan's invocations: checked requests, calls in flight,
+//!   answers.
+//! - `explain`: every EXPLAIN line, ExplainForeignScan and
+//!   ExplainForeignModify.
+//! - `modify`: INSERT (one queued invocation per row).
+//! - `import`: IMPORT FOREIGN SCHEMA.
+//! - `state`: Rust state hung on executor nodes, freed with the query.
+//!
+//! Within the scan, imports point one way: `planner` -> `paths` -> `quals`;
+//! `planner` -> `descriptor` <- `executor`; `explain` -> `descriptor` and
+//! `executor`; `executor` -> `batch` -> `product`.
 
 mod batch;
-pub(crate) mod columns;
+mod columns;
+mod descriptor;
 mod executor;
 mod explain;
-pub(crate) mod import;
+mod import;
 mod modify;
-
-pub(crate) mod plan;
+mod paths;
 mod planner;
+mod product;
+mod quals;
 mod state;
 
 use std::collections::HashMap;
@@ -23,9 +47,8 @@ use pgrx::pg_sys::{self, Oid};
 use supabase_wrappers::prelude::*;
 
 use crate::error::{raise, LambdaFdwError, Result};
-use crate::pg::catalog;
-use crate::settings::options::{self, OptionsFor, ServerOptions, TableOptions};
-use columns::classify;
+use crate::settings::options::{self, OptionsFor};
+use columns::check_table;
 
 #[wrappers_fdw(
     version = "0.3.0",
@@ -44,17 +67,6 @@ fn lambda_fdw_check_columns(relid: Oid) {
     if let Err(e) = check_table(relid) {
         raise(e);
     }
-}
-
-fn check_table(relid: Oid) -> Result<()> {
-    for (name, type_oid) in catalog::relation_columns(relid) {
-        classify(&name, type_oid)?;
-    }
-    let (table, server) = catalog::foreign_table_options(relid)?;
-    let table = TableOptions::parse(&table)?;
-    let server = ServerOptions::parse(&catalog::server_options(server)?)?;
-    table.check_region(&server.region)?;
-    Ok(())
 }
 
 /// supabase-wrappers' scan callbacks, which would call the trait's scan
@@ -90,7 +102,7 @@ impl ForeignDataWrapper<LambdaFdwError> for LambdaFdw {
         routine.GetForeignRelSize = Some(planner::get_foreign_rel_size);
         routine.GetForeignPaths = Some(planner::get_foreign_paths);
         routine.GetForeignPlan = Some(planner::get_foreign_plan);
-        routine.ExplainForeignScan = Some(planner::explain_foreign_scan);
+        routine.ExplainForeignScan = Some(explain::explain_foreign_scan);
         routine.BeginForeignScan = Some(executor::begin_foreign_scan);
         routine.IterateForeignScan = Some(executor::iterate_foreign_scan);
         routine.ReScanForeignScan = Some(executor::rescan_foreign_scan);

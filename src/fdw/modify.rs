@@ -5,6 +5,10 @@
 //! refused while planning. lambda_fdw's own callbacks replace
 //! supabase-wrappers' modify path, which needs a `rowid_column` option that
 //! means nothing for a Lambda function.
+//!
+//! Offers the callbacks IsForeignRelUpdatable, PlanForeignModify,
+//! BeginForeignModify, BeginForeignInsert, ExecForeignInsert and
+//! EndForeignModify (EXPLAIN's lines are `explain`'s).
 
 use std::ffi::{c_int, c_void};
 use std::rc::Rc;
@@ -199,10 +203,10 @@ unsafe fn read_row(node: &InsertNode, slot: *mut pg_sys::TupleTableSlot) -> Resu
             continue;
         }
         let text = || -> Option<String> {
-            // SAFETY: a non-NULL text datum (classify checked the type).
+            // SAFETY: a non-NULL text datum (column_kind checked the type).
             unsafe { String::from_datum(datum, false) }
         };
-        // SAFETY: a non-NULL jsonb datum (classify checked the type).
+        // SAFETY: a non-NULL jsonb datum (column_kind checked the type).
         let json = || unsafe { convert::jsonb_text(datum) };
         match kind {
             ColumnKind::Request(RequestColumn::Payload) => values.0 = Some(Bytes::from(json())),

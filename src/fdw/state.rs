@@ -1,6 +1,7 @@
 //! Rust state hung on an executor node (`fdw_state`, `ri_FdwState`), freed
 //! when the node ends or, since PostgreSQL calls no end callback for a
 //! query that fails or is cancelled, when the query's memory context goes.
+//! Offers [`install`], [`get`] and [`release`].
 
 use std::ffi::c_void;
 use std::ptr;

@@ -4,6 +4,11 @@
 //! from their index (see [`Product`]); and the limit on how many one scan
 //! may make. Pure: it sees evaluated values and the table's options only
 //! (`executor` evaluates the conditions, `batch` invokes).
+//!
+//! Offers [`Compare`] (how a condition compares), [`Arg`] and [`Allowed`]
+//! (what an evaluated condition allows), [`plan_invocations`] (the
+//! [`Product`] of them), [`check_count`] (the limit), and [`Failure`] (the
+//! first bad request, see [`Product::first_failure`]).
 
 use std::collections::HashSet;
 
@@ -231,7 +236,7 @@ impl Product {
 
     /// The invocations in order (for a count already checked).
     #[cfg(test)]
-    pub(crate) fn iter(&self) -> impl Iterator<Item = PlannedInvocation<'_>> + '_ {
+    fn iter(&self) -> impl Iterator<Item = PlannedInvocation<'_>> + '_ {
         let count = usize::try_from(self.count()).unwrap_or(usize::MAX);
         (0..count).map(|i| self.get(i))
     }
@@ -287,7 +292,7 @@ impl Product {
 
 /// How a product's count reads in messages: its lists longer than one,
 /// e.g. "300 payloads x 300 contexts".
-pub(crate) fn factors(product: &Product) -> String {
+fn factors(product: &Product) -> String {
     let names = [
         "payloads",
         "qualifiers",
