@@ -114,7 +114,7 @@ unsafe fn add_scan_path(
             ptr::null_mut(),
             required_outer,
             ptr::null_mut(),
-            #[cfg(any(feature = "pg17", feature = "pg18"))]
+            #[cfg(feature = "pg18")]
             ptr::null_mut(),
             ptr::null_mut(),
         );
