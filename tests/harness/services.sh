@@ -127,7 +127,7 @@ start_stub() { # [--release]
   (cd "$LAMBDA_FDW_ROOT" && cargo build -q -p lambda_stub "$@")
   local profile=debug
   [[ "${1:-}" == "--release" ]] && profile=release
-  "$LAMBDA_FDW_ROOT/target/$profile/lambda_stub" "127.0.0.1:$STUB_PORT" "127.0.0.1:$BLACKHOLE_PORT" \
+  "${CARGO_TARGET_DIR:-$LAMBDA_FDW_ROOT/target}/$profile/lambda_stub" "127.0.0.1:$STUB_PORT" "127.0.0.1:$BLACKHOLE_PORT" \
     >"$WORK/stub.log" 2>&1 &
   STUB_PID=$!
   wait_http "http://127.0.0.1:$STUB_PORT/health" stub
