@@ -1,9 +1,46 @@
 //! Invocations that follow the transaction: queued in
-//! `lambda_fdw.invocations` inside the caller's transaction (`enqueue`, and
-//! INSERT into a foreign table), sent after COMMIT by a background worker
-//! (`worker`), which the commit wakes (`wake`).
+//! `lambda_fdw.invocations` inside the caller's transaction, sent after
+//! COMMIT by a background worker, which the commit wakes.
+//!
+//! What the queue offers the rest of the extension:
+//! - `enqueue`: `lambda_fdw.enqueue`, and [`enqueue::queue`] /
+//!   [`enqueue::check_queued`] / [`enqueue::Queued`] for INSERT into a
+//!   foreign table (fdw/modify.rs);
+//! - `wake`: the shared memory and commit callback that wake the worker
+//!   ([`wake::init_preloaded`], [`wake::preloaded`]);
+//! - `worker`: [`worker::register_launcher`], from `_PG_init`, and the
+//!   background workers' entry points (`lambda_fdw_launcher_main`,
+//!   `lambda_fdw_queue_main`, found by name).
+//!
+//! Inside, as pg_net splits worker.c from core.c, imports pointing down:
+//! - `worker`: the queue worker's lifecycle, its entry point and loop;
+//!   `launcher`: the launcher, which starts it;
+//! - `round`: one round in its transaction;
+//! - `send`: the calls in flight, on their own runtime;
+//! - `signing`: each claimed row's request and signing, checked again;
+//! - `sql`: the worker's statements on the queue table;
+//! - `outcome`: what happened to a row ([`retry::decide`] deciding
+//!   retries, as for every caller);
+//! - `transaction`: transactions that report instead of ending the worker;
+//! - `table`: the queue table as the extension made it, the pinned
+//!   search_path and the owner's identity;
+//! - `signals`, `state` (the row states of the CHECK constraint), `error`
+//!   (the worker's error type): leaves.
+//!
+//! [`retry::decide`]: lambda_fdw_core::retry::decide
+
+mod error;
+mod launcher;
+mod outcome;
+mod round;
+mod send;
+mod signals;
+mod signing;
+mod sql;
+mod state;
+mod table;
+mod transaction;
 
 pub(crate) mod enqueue;
-pub(crate) mod table;
 pub(crate) mod wake;
 pub(crate) mod worker;

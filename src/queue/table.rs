@@ -218,3 +218,75 @@ pub(crate) fn as_owner<R>(owner: Oid, f: impl FnOnce() -> R) -> R {
     let _restore = Restore(user, context);
     f()
 }
+
+/// In-database tests (`cargo pgrx test`) of the queue table's lookup, the
+/// pinned search_path and the owner's identity. Each runs in a transaction
+/// that is rolled back.
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use std::panic::AssertUnwindSafe;
+
+    use pgrx::prelude::*;
+
+    use super::super::transaction::in_subtransaction;
+    use super::*;
+    use crate::pg::catalog;
+
+    #[pg_test]
+    fn the_queue_table_is_the_extensions_own() {
+        let queue = queue_table().expect("the extension's queue table");
+        assert!(!queue.has_code_attached);
+        assert!(catalog::is_superuser(queue.owner));
+        Spi::run(
+            "CREATE FUNCTION public.nothing() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
+        )
+        .unwrap();
+        Spi::run(
+            "CREATE TRIGGER t AFTER UPDATE ON lambda_fdw.invocations FOR EACH STATEMENT EXECUTE FUNCTION public.nothing()",
+        )
+        .unwrap();
+        let queue = queue_table().unwrap();
+        assert!(queue.has_triggers && !queue.has_rules && queue.has_code_attached);
+        Spi::run("DROP TRIGGER t ON lambda_fdw.invocations").unwrap();
+        assert!(!queue_table().unwrap().has_code_attached);
+        // The same name outside the extension is not it.
+        Spi::run("ALTER TABLE lambda_fdw.invocations RENAME TO invocations_real").unwrap();
+        Spi::run("CREATE TABLE lambda_fdw.invocations (id bigint)").unwrap();
+        assert!(matches!(find(), Lookup::NotTheExtensions { .. }));
+        Spi::run("DROP TABLE lambda_fdw.invocations").unwrap();
+        assert_eq!(find(), Lookup::Missing);
+    }
+
+    #[pg_test]
+    fn the_search_path_is_pinned_and_restored() {
+        let path = || {
+            Spi::get_one::<String>("SELECT pg_catalog.current_setting('search_path')")
+                .unwrap()
+                .unwrap()
+        };
+        Spi::run("SET search_path = public").unwrap();
+        assert_eq!(with_pinned_search_path(path), "pg_catalog, pg_temp");
+        assert_eq!(path(), "public");
+        // An error inside: the rolled-back subtransaction restores it.
+        let failed =
+            in_subtransaction(|| with_pinned_search_path(|| Spi::run("SELECT 1/0").unwrap()));
+        assert_eq!(
+            failed.map_err(|e| e.to_string()),
+            Err("division by zero".into())
+        );
+        assert_eq!(path(), "public");
+        // A panic caught inside the same transaction: the guard restores it.
+        let caught = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            with_pinned_search_path(|| panic!("inside"))
+        }));
+        assert!(caught.is_err());
+        assert_eq!(path(), "public");
+        // As the owner, in a security-restricted operation.
+        let owner = queue_table().unwrap().owner;
+        // SAFETY: reads the backend's security context flags.
+        let restricted = || unsafe { pg_sys::InSecurityRestrictedOperation() };
+        assert!(as_owner(owner, restricted));
+        assert!(!restricted());
+    }
+}

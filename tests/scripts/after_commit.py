@@ -10,6 +10,7 @@ tests/harness/services.sh. Exits non-zero on the first failed check.
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,6 +30,9 @@ RUN = str(int(time.time()))  # keys are unique per run
 PG_LOG = os.path.join(os.environ.get("LAMBDA_FDW_WORK", "/tmp/lambda_fdw_work"), "postgres.log")
 # Owns the worker's database, and is no superuser.
 MALLORY = "queue_mallory"
+# The states a row goes through: the worker's RowState (src/queue/state.rs,
+# whose in-database test compares them with a fresh CREATE EXTENSION's).
+ROW_STATES = {"queued", "sending", "succeeded", "failed"}
 
 
 def check(what, ok, detail=""):
@@ -68,6 +72,14 @@ def stub_calls(conn, of, key):
 def worker_pid(conn):
     row = conn.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'lambda_fdw queue worker'").fetchone()
     return row[0] if row else None
+
+
+def row_states(conn):
+    """The states the queue table's CHECK constraint on `state` allows."""
+    definition = one(conn, "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c "
+                     "JOIN pg_attribute a ON a.attrelid = c.conrelid AND c.conkey = ARRAY[a.attnum] "
+                     "WHERE c.conrelid = 'lambda_fdw.invocations'::regclass AND c.contype = 'c' AND a.attname = 'state'")
+    return set(re.findall(r"'([^']*)'", definition or ""))
 
 
 def services(command):
@@ -115,6 +127,8 @@ def setup():
         conn.execute(sql)
     check("the queue worker runs for the new database", wait_until(conn, "SELECT count(*) = 1 FROM pg_stat_activity "
           "WHERE backend_type = 'lambda_fdw queue worker'", timeout=20))
+    states = row_states(conn)
+    check(f"the queue table's states are the worker's {sorted(states)}", states == ROW_STATES, states)
     return conn
 
 
@@ -221,6 +235,40 @@ def test_outcomes(conn):
     row = conn.execute("SELECT state, attempts, status_code, error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone()
     check("a missing function is failed after one attempt", row == (
         "failed", 1, 404, "lambda returned ResourceNotFoundException for no-such-function: Function not found: no-such-function"), row)
+
+
+def test_give_up(conn):
+    """The queue decides retries with the core's one decision
+    (lambda_fdw_core::retry::decide), as the queue words it: a retryable
+    failure is sent again up to max_attempts, then failed saying it gave
+    up; with max_attempts 1 it is failed after its one attempt with the
+    error as it came (its attempts column says 1), where a scan's error
+    says it gave up after 1 attempt."""
+    key = f"{RUN}-give-up"
+    i = one(conn, "SELECT lambda_fdw.enqueue('flaky', %s, 'us-west-2')",
+            [json.dumps({"key": key, "fail": 5, "status": 500})])
+    check("an invocation that keeps failing settles", settled(conn, [i]))
+    row = conn.execute("SELECT state, attempts, status_code, error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone()
+    check("a 500 is sent max_attempts (3) times, then failed saying it gave up", row == (
+        "failed", 3, 500, "lambda returned ServiceException for flaky: stub internal failure (gave up after 3 attempts)"), row)
+    check("it reached the function 3 times", stub_calls(conn, "flaky", key) == 3, stub_calls(conn, "flaky", key))
+    conn.execute("ALTER SERVER stub OPTIONS (SET max_attempts '1')")
+    try:
+        key = f"{RUN}-give-up-once"
+        i = one(conn, "SELECT lambda_fdw.enqueue('flaky', %s, 'us-west-2')",
+                [json.dumps({"key": key, "fail": 5, "status": 500})])
+        check("an invocation with max_attempts 1 settles", settled(conn, [i]))
+        row = conn.execute("SELECT state, attempts, status_code, error FROM lambda_fdw.invocations WHERE id = %s", [i]).fetchone()
+        check("with max_attempts 1 a 500 is failed after one attempt, as it came", row == (
+            "failed", 1, 500, "lambda returned ServiceException for flaky: stub internal failure"), row)
+        conn.execute("CREATE FOREIGN TABLE give_up_scan (payload jsonb, response jsonb) SERVER stub OPTIONS (function_name 'flaky')")
+        payload = json.dumps({"key": f"{RUN}-give-up-scan", "fail": 5, "status": 500})
+        e = error_of(conn, f"SELECT response FROM give_up_scan WHERE payload = '{payload}'")
+        check("where a scan with max_attempts 1 says it gave up after 1 attempt", e == (
+            "HV000", "lambda returned ServiceException for flaky: stub internal failure (gave up after 1 attempt)"), e)
+    finally:
+        conn.execute("DROP FOREIGN TABLE IF EXISTS give_up_scan")
+        conn.execute("ALTER SERVER stub OPTIONS (SET max_attempts '3')")
 
 
 def test_statistics(conn):
@@ -680,6 +728,9 @@ def test_old_extension(conn):
     with conn.transaction():
         conn.execute("DROP SCHEMA lambda_fdw CASCADE")
         conn.execute("ALTER EXTENSION lambda_fdw UPDATE")
+    states = row_states(conn)
+    check(f"after ALTER EXTENSION UPDATE from 0.1.0 the queue table's states are the worker's {sorted(states)}",
+          states == ROW_STATES, states)
     conn.execute(f"CREATE SERVER stub FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-west-2', endpoint_url '{STUB}')")
     conn.execute("CREATE USER MAPPING FOR CURRENT_USER SERVER stub OPTIONS (aws_access_key_id 'AKIDQUEUE', aws_secret_access_key 'queue-secret')")
     i = one(conn, "SELECT lambda_fdw.enqueue('echo', '{\"after\": \"update\"}', 'us-west-2')")
@@ -748,6 +799,7 @@ def main():
     test_trigger(conn)
     test_one_per_row(conn)
     test_outcomes(conn)
+    test_give_up(conn)
     test_statistics(conn)
     test_status_view(conn)
     test_dropped_mapping_and_roles(conn)

@@ -22,7 +22,7 @@ use crate::limits;
 use crate::measure::{CallLog, CallStats};
 pub use crate::outcome::InvokeOutcome;
 use crate::request::{InvocationType, InvokeRequest, LogType};
-use crate::retry;
+use crate::retry::{self, Decision, Retrier};
 
 fn sdk_invocation_type(t: InvocationType) -> SdkInvocationType {
     match t {
@@ -181,9 +181,10 @@ impl LambdaClient {
         .await
     }
 
-    /// Runs `once(attempt)` for attempts 1, 2, ... as `retry` allows, up
-    /// to `max_attempts`; returns the result and the attempts made. An
-    /// error after a retry, or a retryable one, says it gave up.
+    /// Runs `once(attempt)` for attempts 1, 2, ... as [`retry::decide`]
+    /// allows, up to `max_attempts`, sleeping between them; returns the
+    /// result and the attempts made. An error after a retry, or a retryable
+    /// one, says it gave up ([`Retrier::InProcess`]).
     async fn retrying<T, F, Fut>(&self, mut once: F) -> (CoreResult<T>, u32)
     where
         F: FnMut(u32) -> Fut,
@@ -193,23 +194,19 @@ impl LambdaClient {
         loop {
             match once(attempt).await {
                 Ok(value) => return (Ok(value), attempt),
-                Err((error, retry_after)) => {
-                    let retryable = retry::is_retryable(&error);
-                    if retryable && attempt < self.max_attempts {
+                Err((error, retry_after)) => match retry::decide(
+                    error,
+                    retry_after,
+                    attempt,
+                    self.max_attempts,
+                    Retrier::InProcess,
+                ) {
+                    Decision::Retry { after, .. } => {
                         attempt += 1;
-                        tokio::time::sleep(retry::delay_before(attempt, retry_after)).await;
-                        continue;
+                        tokio::time::sleep(after).await;
                     }
-                    let error = if retryable || attempt > 1 {
-                        CoreError::GaveUp {
-                            attempts: attempt,
-                            last: Box::new(error),
-                        }
-                    } else {
-                        error
-                    };
-                    return (Err(error), attempt);
-                }
+                    Decision::GiveUp(error) => return (Err(error), attempt),
+                },
             }
         }
     }
@@ -250,7 +247,8 @@ impl LambdaClient {
 
     /// Sends one invocation once, with no retry: the error comes with the
     /// server's Retry-After, for a caller that schedules its own retries
-    /// (the after-commit queue).
+    /// (the after-commit queue, deciding with [`retry::decide`] and
+    /// [`Retrier::Queue`]).
     pub async fn send_once(
         &self,
         req: &InvokeRequest,

@@ -6,6 +6,14 @@
 //! be running), client errors (400, 403, 404, 413, ...), function errors, and
 //! anything checked before sending. A retried synchronous call can run the
 //! function twice; `max_attempts = 1` turns retries off.
+//!
+//! [`decide`] is the one decision every caller makes after a failed attempt:
+//! the scan and `aws_lambda.invoke` (through [`LambdaClient::invoke`]), IMPORT
+//! FOREIGN SCHEMA's ListFunctions, and the after-commit queue's worker. Its
+//! [`Retrier`] says who retries, which is the one way the callers differ:
+//! how a final error is worded (see there).
+//!
+//! [`LambdaClient::invoke`]: crate::LambdaClient::invoke
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -64,6 +72,63 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     } else {
         None
     }
+}
+
+/// Who makes the next attempt, which decides how a final error is worded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retrier {
+    /// The call itself, sleeping between attempts, within one statement
+    /// (the scan, `aws_lambda.invoke`, ListFunctions): the statement's one
+    /// error says "(gave up after N attempts)" once a retry was made, and
+    /// for a retryable error also after the first (retries ran out at once,
+    /// or `max_attempts = 1` turned them off).
+    InProcess,
+    /// The queue's worker: each attempt is a round of its own, its count
+    /// kept in the row (`attempts`) and the wait written to its
+    /// `next_attempt_at`; the error recorded in the row says it gave up
+    /// only once a retry was made (a first attempt's error is recorded as
+    /// it came, the row's `attempts` saying 1).
+    Queue,
+}
+
+/// What to do after attempt `attempt` failed.
+#[derive(Debug)]
+pub enum Decision {
+    /// Make attempt `attempt + 1` after waiting `after`; `error` is what
+    /// this attempt got.
+    Retry { after: Duration, error: CoreError },
+    /// No more attempts: the error to report, saying it gave up as the
+    /// [`Retrier`] words it.
+    GiveUp(CoreError),
+}
+
+/// The one retry decision: attempt `attempt` (1, 2, ...) of at most
+/// `max_attempts` failed with `error`, the server asking for `retry_after`
+/// if it sent one. Retried while [`is_retryable`] and attempts are left,
+/// after [`delay_before`] the next one.
+pub fn decide(
+    error: CoreError,
+    retry_after: Option<Duration>,
+    attempt: u32,
+    max_attempts: u32,
+    retrier: Retrier,
+) -> Decision {
+    let retryable = is_retryable(&error);
+    if retryable && attempt < max_attempts {
+        return Decision::Retry {
+            after: delay_before(attempt + 1, retry_after),
+            error,
+        };
+    }
+    let gave_up = attempt > 1 || (retryable && retrier == Retrier::InProcess);
+    Decision::GiveUp(if gave_up {
+        CoreError::GaveUp {
+            attempts: attempt,
+            last: Box::new(error),
+        }
+    } else {
+        error
+    })
 }
 
 thread_local! {
@@ -154,6 +219,75 @@ mod tests {
         assert_eq!(parse_retry_after("3600"), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    fn given_up(d: Decision) -> String {
+        match d {
+            Decision::GiveUp(e) => e.to_string(),
+            Decision::Retry { .. } => panic!("retried"),
+        }
+    }
+
+    #[test]
+    fn a_retryable_error_is_retried_while_attempts_are_left() {
+        for retrier in [Retrier::InProcess, Retrier::Queue] {
+            let after = Some(Duration::from_secs(2));
+            match decide(
+                service(429, "TooManyRequestsException"),
+                after,
+                1,
+                3,
+                retrier,
+            ) {
+                Decision::Retry { after, error } => {
+                    assert_eq!(after, Duration::from_secs(2));
+                    assert_eq!(
+                        error.to_string(),
+                        "lambda returned TooManyRequestsException for f: m"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+            match decide(service(503, "ServiceException"), None, 2, 3, retrier) {
+                Decision::Retry { after, .. } => {
+                    assert!(
+                        after >= Duration::from_millis(100) && after <= Duration::from_millis(200)
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+            let last = decide(service(503, "ServiceException"), None, 3, 3, retrier);
+            assert_eq!(
+                given_up(last),
+                "lambda returned ServiceException for f: m (gave up after 3 attempts)"
+            );
+        }
+    }
+
+    #[test]
+    fn the_retriers_word_a_first_attempt_differently() {
+        let refused = || CoreError::Connect("Connection refused (os error 111)".into());
+        assert_eq!(
+            given_up(decide(refused(), None, 1, 1, Retrier::InProcess)),
+            "could not connect to lambda endpoint: Connection refused (os error 111) (gave up after 1 attempt)"
+        );
+        assert_eq!(
+            given_up(decide(refused(), None, 1, 1, Retrier::Queue)),
+            "could not connect to lambda endpoint: Connection refused (os error 111)"
+        );
+        // A final error: said as it came on the first attempt, as given up
+        // after a retry, by both.
+        for retrier in [Retrier::InProcess, Retrier::Queue] {
+            let missing = || service(404, "ResourceNotFoundException");
+            assert_eq!(
+                given_up(decide(missing(), None, 1, 3, retrier)),
+                "lambda returned ResourceNotFoundException for f: m"
+            );
+            assert_eq!(
+                given_up(decide(missing(), None, 2, 3, retrier)),
+                "lambda returned ResourceNotFoundException for f: m (gave up after 2 attempts)"
+            );
+        }
     }
 
     #[test]

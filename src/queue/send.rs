@@ -1,0 +1,286 @@
+//! Sending: the calls in flight, on a tokio runtime of their own beside
+//! the worker's main thread (which does the SQL). [`Sender::start`] hands
+//! claimed rows over, a dispatcher task starts them as slots free up, and
+//! [`Sender::wait`] collects their [`Outcome`]s and counts their statistics.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::FutureExt;
+use tokio::runtime::Runtime;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::stats;
+use lambda_fdw_core::{
+    block_on_until, client_for, sending_runtime, CallStats, ClientSettings, Interrupts,
+    InvokeRequest, LambdaClient,
+};
+
+use super::error::WorkerError;
+use super::outcome::{classify, Outcome, Owner};
+use super::signals::{latch_set, shutdown_requested, POLL};
+use super::signing::Ready;
+use super::state::RowState;
+use super::transaction::panic_message;
+
+/// Threads that run the calls (SigV4 signing and HTTP), beside the worker's
+/// main thread, which does the SQL.
+const SENDING_THREADS: usize = 2;
+
+/// A claimed row with its request and client, waiting for a free slot.
+struct ToSend {
+    id: i64,
+    attempts: i32,
+    max_attempts: i32,
+    request: InvokeRequest,
+    client: LambdaClient,
+    owner: Owner,
+}
+
+/// The calls in flight, on a runtime of their own: a dispatcher task starts
+/// handed-over rows as slots free up, so a slot is refilled the moment its
+/// call ends, whatever the worker's main thread is doing (its SQL).
+pub(crate) struct Sender {
+    runtime: Runtime,
+    jobs: mpsc::UnboundedSender<ToSend>,
+    outcomes: mpsc::UnboundedReceiver<Outcome>,
+    permits: Arc<Semaphore>,
+    /// `lambda_fdw.queue_concurrency`, as last followed.
+    pub(crate) slots: usize,
+    /// Rows handed over and not yet answered.
+    pub(crate) outstanding: usize,
+    /// Their ids.
+    handed: HashSet<i64>,
+    starts: Arc<Mutex<Starts>>,
+}
+
+/// Which handed-over rows the dispatcher has started (their request may
+/// have left), and whether it may start more: a row claimed ahead that
+/// never started is given its attempt back when the worker stops.
+#[derive(Default)]
+struct Starts {
+    stopped: bool,
+    started: HashSet<i64>,
+}
+
+fn lock_starts(starts: &Mutex<Starts>) -> std::sync::MutexGuard<'_, Starts> {
+    starts
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Sender {
+    pub(crate) fn new(slots: usize) -> Result<Self, WorkerError> {
+        let runtime = sending_runtime(SENDING_THREADS)?;
+        let (jobs, mut incoming) = mpsc::unbounded_channel::<ToSend>();
+        let (answers, outcomes) = mpsc::unbounded_channel();
+        let permits = Arc::new(Semaphore::new(slots));
+        let available = permits.clone();
+        let starts = Arc::new(Mutex::new(Starts::default()));
+        let starting = starts.clone();
+        runtime.spawn(async move {
+            while let Some(job) = incoming.recv().await {
+                let Ok(permit) = available.clone().acquire_owned().await else {
+                    break;
+                };
+                {
+                    let mut s = lock_starts(&starting);
+                    if s.stopped {
+                        // Stopping: nothing more starts; the row goes back.
+                        continue;
+                    }
+                    s.started.insert(job.id);
+                }
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let id = job.id;
+                    let call = async move {
+                        let display = &job.request.target.display;
+                        let started = Instant::now();
+                        let result = job.client.send_once(&job.request).await;
+                        let stats = CallStats::of(
+                            result.as_ref().map_err(|(e, _)| e),
+                            display.clone(),
+                            1,
+                            started.elapsed(),
+                            job.request.payload.len() as u64,
+                        );
+                        let mut outcome =
+                            classify(job.id, job.attempts, job.max_attempts, display, result);
+                        // Each attempt is one send; earlier ones were counted as retries.
+                        let stats = if outcome.state == RowState::Queued {
+                            stats.to_be_retried()
+                        } else {
+                            CallStats {
+                                retries: 0,
+                                ..stats
+                            }
+                        };
+                        outcome.measured = Some((job.owner, stats));
+                        outcome
+                    };
+                    // Every row handed over gets an outcome, even if the call
+                    // panics (then it may have been sent: it is not retried).
+                    let outcome =
+                        AssertUnwindSafe(call)
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|panic| {
+                                Outcome::failed(
+                                    id,
+                                    WorkerError::CallPanicked(panic_message(&*panic)).to_string(),
+                                )
+                            });
+                    let _ = answers.send(outcome);
+                    drop(permit);
+                });
+            }
+        });
+        Ok(Self {
+            runtime,
+            jobs,
+            outcomes,
+            permits,
+            slots,
+            outstanding: 0,
+            handed: HashSet::new(),
+            starts,
+        })
+    }
+
+    /// Stops starting calls; returns the rows handed over that never
+    /// started (no request of theirs left).
+    pub(crate) fn stop(&mut self) -> Vec<i64> {
+        let mut s = lock_starts(&self.starts);
+        s.stopped = true;
+        let mut unstarted: Vec<i64> = self
+            .handed
+            .iter()
+            .filter(|id| !s.started.contains(id))
+            .copied()
+            .collect();
+        unstarted.sort_unstable();
+        unstarted
+    }
+
+    /// Follows a change of `lambda_fdw.queue_concurrency`.
+    pub(crate) fn resize(&mut self, slots: usize) {
+        if slots > self.slots {
+            self.permits.add_permits(slots - self.slots);
+        } else if slots < self.slots {
+            let surplus = (self.slots - slots) as u32;
+            let permits = self.permits.clone();
+            // Taken as calls end, and never given back.
+            self.runtime.spawn(async move {
+                if let Ok(p) = permits.acquire_many_owned(surplus).await {
+                    p.forget();
+                }
+            });
+        }
+        self.slots = slots;
+    }
+
+    fn submit(&mut self, job: ToSend) {
+        let id = job.id;
+        if self.jobs.send(job).is_ok() {
+            self.outstanding += 1;
+            self.handed.insert(id);
+        }
+    }
+
+    /// Hands claimed rows over for sending; rows that cannot be sent are
+    /// failed into `finished`.
+    pub(crate) fn start(&mut self, ready: Vec<Ready>, finished: &mut Vec<Outcome>) {
+        // Clients are keyed by settings: rows of one server and mapping share one.
+        let mut clients: HashMap<ClientSettings, LambdaClient> = HashMap::new();
+        for r in ready {
+            let (request, settings, owner) = match r.prepared {
+                Ok(v) => v,
+                Err(e) => {
+                    finished.push(Outcome::failed(r.id, e.to_string()));
+                    continue;
+                }
+            };
+            let client = match clients.get(&settings) {
+                Some(client) => client.clone(),
+                None => {
+                    let made = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        client_for(&settings, &Interrupts::NONE).map_err(WorkerError::from)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        Err(WorkerError::PreparePanicked(panic_message(&*panic)))
+                    });
+                    match made {
+                        Ok(client) => clients.entry(settings).or_insert(client).clone(),
+                        Err(e) => {
+                            finished.push(Outcome::failed(r.id, e.to_string()));
+                            continue;
+                        }
+                    }
+                }
+            };
+            self.submit(ToSend {
+                id: r.id,
+                attempts: r.attempts,
+                max_attempts: r.max_attempts,
+                request,
+                client,
+                owner,
+            });
+        }
+    }
+
+    /// Waits for outcomes until the rows handed over run low (time to claim
+    /// more), a round's worth has finished, new work is signalled, shutdown
+    /// is asked for, or a second passes. Outcomes go straight into
+    /// `finished`, so none is lost when the wait is cut short.
+    pub(crate) fn wait(&mut self, finished: &mut Vec<Outcome>) {
+        let low = self.slots + self.slots / 2;
+        let slots = self.slots;
+        let seen = finished.len();
+        let (outcomes, outstanding) = (&mut self.outcomes, &mut self.outstanding);
+        let sink = &mut *finished;
+        let work = async move {
+            let deadline = tokio::time::Instant::now() + POLL;
+            let mut got = 0;
+            while *outstanding > 0 {
+                match tokio::time::timeout_at(deadline, outcomes.recv()).await {
+                    Ok(Some(outcome)) => {
+                        sink.push(outcome);
+                        *outstanding -= 1;
+                        got += 1;
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+                while let Ok(outcome) = outcomes.try_recv() {
+                    sink.push(outcome);
+                    *outstanding -= 1;
+                    got += 1;
+                }
+                if *outstanding < low || got >= slots {
+                    break;
+                }
+            }
+        };
+        let _ = block_on_until(work, || latch_set() || shutdown_requested());
+        for outcome in &mut finished[seen..] {
+            self.handed.remove(&outcome.id);
+            lock_starts(&self.starts).started.remove(&outcome.id);
+            if let Some((owner, stats)) = outcome.measured.take() {
+                let server = owner
+                    .server
+                    .as_ref()
+                    .map(|(oid, name)| (*oid, name.as_str()));
+                stats::record(
+                    &stats::Caller {
+                        role: owner.role,
+                        server,
+                    },
+                    std::slice::from_ref(&stats),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The per-row re-check: what each claimed row is sent as and signed with,
+//! resolved again inside the claim's transaction, as the role that queued
+//! it, as the path that queued it resolves a call (`route::region_route`
+//! for `lambda_fdw.enqueue`, `route::table_signing` for INSERT into a
+//! foreign table). A row whose role, route, server or mapping no longer
+//! checks out, or differs from what the row recorded, is failed unsent
+//! ([`NotSent`]). [`claim_ready`] claims rows and makes each [`Ready`].
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use pgrx::pg_sys::{self, Oid};
+use pgrx::prelude::*;
+
+use crate::pg::catalog;
+use crate::settings::route;
+use lambda_fdw_core::{parse_function_name, ClientSettings, InvocationType, InvokeRequest};
+
+use super::error::{NotSent, WorkerError};
+use super::outcome::Owner;
+use super::sql::{self, Claimed};
+use super::transaction::in_subtransaction;
+
+/// What signs a row: the settings, and its server (OID, name).
+#[derive(Clone)]
+struct Signing {
+    settings: ClientSettings,
+    server: Option<(Oid, String)>,
+}
+
+fn exists(cache: pg_sys::SysCacheIdentifier::Type, oid: Oid) -> bool {
+    // SAFETY: a syscache existence probe with one OID key.
+    unsafe {
+        pg_sys::SearchSysCacheExists(
+            cache as i32,
+            oid.into(),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+        )
+    }
+}
+
+/// How a server is named in errors: its name, or its OID once it is gone.
+fn server_label(server: Option<Oid>) -> String {
+    match server {
+        None => "no server".to_string(),
+        Some(oid) => match catalog::server_if_exists(oid) {
+            Ok(Some((s, _))) => format!("server \"{}\"", s.name),
+            _ => format!("server OID {}", oid.to_u32()),
+        },
+    }
+}
+
+/// Whether `role` may execute the extension's `lambda_fdw.enqueue` (the
+/// name, argument types and privilege function all schema-qualified; run
+/// with the round's pinned search_path).
+fn may_enqueue(role: Oid) -> Result<bool, WorkerError> {
+    Ok(Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.has_function_privilege($1::pg_catalog.oid, \
+           'lambda_fdw.enqueue(pg_catalog.text, pg_catalog.jsonb, pg_catalog.text, \
+            pg_catalog.text, pg_catalog.text, pg_catalog.jsonb)'::pg_catalog.regprocedure, 'EXECUTE')",
+        &[role.into()],
+    )?
+    .unwrap_or(false))
+}
+
+/// What signs a claimed row now, resolved again as the path that queued it
+/// resolves a call, as the role that queued it; or why it is not sent.
+fn signing_of(c: &Claimed) -> Result<Signing, WorkerError> {
+    if !exists(pg_sys::SysCacheIdentifier::AUTHOID, c.queued_by) {
+        return Err(NotSent::RoleGone { role: c.queued_by }.into());
+    }
+    if let Some(server) = c.server {
+        if !exists(pg_sys::SysCacheIdentifier::FOREIGNSERVEROID, server) {
+            return Err(NotSent::ServerGone { server }.into());
+        }
+    }
+    let signed = match c.foreign_table {
+        None => {
+            // Who may call: EXECUTE on enqueue, still (revoked from PUBLIC
+            // since 0.3.0; rows that 0.2.0 let anyone queue end here too).
+            if !may_enqueue(c.queued_by)? {
+                return Err(NotSent::NoExecute {
+                    role: catalog::role_name(c.queued_by),
+                }
+                .into());
+            }
+            route::region_route(&c.region, c.queued_by)?
+        }
+        Some(table) => {
+            let Some(server) = c.server else {
+                return Err(NotSent::TableWithoutServer { table }.into());
+            };
+            if !exists(pg_sys::SysCacheIdentifier::FOREIGNTABLEREL, table) {
+                return Err(NotSent::TableGone { table }.into());
+            }
+            // Who may call: INSERT on the foreign table, still.
+            if !catalog::has_table_insert(table, c.queued_by) {
+                return Err(NotSent::NoInsert {
+                    role: catalog::role_name(c.queued_by),
+                    table,
+                }
+                .into());
+            }
+            let table_route = route::table_route(table)?;
+            if table_route.server.oid != server {
+                return Err(NotSent::TableMoved {
+                    server: server_label(Some(server)),
+                }
+                .into());
+            }
+            route::table_signing(
+                &table_route.server,
+                &table_route.server_options,
+                c.queued_by,
+            )?
+        }
+    };
+    let now = signed.server.as_ref().map(|s| s.oid);
+    if now != c.server {
+        return Err(match (c.server, &signed.server) {
+            (Some(_), None) => NotSent::Unrouted {
+                server: server_label(c.server),
+                region: c.region.clone(),
+            },
+            (_, Some(s)) => NotSent::Rerouted {
+                server: server_label(c.server),
+                region: c.region.clone(),
+                now: s.name.clone(),
+            },
+            (None, None) => unreachable!("the servers differ"),
+        }
+        .into());
+    }
+    if signed.mapping != c.user_mapping {
+        let server = signed
+            .server
+            .as_ref()
+            .map_or_else(String::new, |s| s.name.clone());
+        return Err(match c.user_mapping {
+            Some(umid) if !exists(pg_sys::SysCacheIdentifier::USERMAPPINGOID, umid) => {
+                NotSent::MappingGone { server }
+            }
+            Some(_) => NotSent::MappingNoLongerApplies {
+                role: catalog::role_name(c.queued_by),
+                server,
+            },
+            None => NotSent::MappingNowApplies {
+                role: catalog::role_name(c.queued_by),
+                server,
+            },
+        }
+        .into());
+    }
+    let mut settings = signed.settings;
+    // The queue schedules its own retries, in the row.
+    settings.max_attempts = 1;
+    Ok(Signing {
+        settings,
+        server: signed.server.map(|s| (s.oid, s.name)),
+    })
+}
+
+/// The request of a claimed row, as it will be sent, or why it cannot be.
+fn request_of(c: &Claimed) -> Result<InvokeRequest, WorkerError> {
+    let target = parse_function_name(&c.function_name)
+        .and_then(|f| f.resolve(Some(&c.region), c.qualifier.as_deref(), None))?;
+    let invocation_type = InvocationType::parse(&c.invocation_type)?;
+    Ok(InvokeRequest::queued(
+        target,
+        invocation_type,
+        c.context.as_deref(),
+        c.id,
+        Bytes::from(c.payload.clone()),
+    )?)
+}
+
+/// A claimed row made ready to send (inside the claim's transaction, since
+/// it reads the catalogs), or why it cannot be sent.
+pub(crate) struct Ready {
+    pub(crate) id: i64,
+    pub(crate) attempts: i32,
+    pub(crate) max_attempts: i32,
+    /// Shared by the rows of one signing that failed its check.
+    pub(crate) prepared: Result<(InvokeRequest, ClientSettings, Owner), Rc<WorkerError>>,
+}
+
+/// Who signs a row: role, server, mapping, region, foreign table.
+type SigningKey = (Oid, Option<Oid>, Option<Oid>, String, Option<Oid>);
+
+/// Claims up to `limit` due rows (see `sql::claim`) and makes each ready.
+pub(crate) fn claim_ready(
+    limit: usize,
+    foreign_table_column: bool,
+) -> Result<Vec<Ready>, WorkerError> {
+    // Rows of one role, route and mapping share their signing: checked once
+    // a round, in a subtransaction, so that a catalog error fails those
+    // rows, not the round.
+    let mut signings: HashMap<SigningKey, Result<Signing, Rc<WorkerError>>> = HashMap::new();
+    Ok(sql::claim(limit, foreign_table_column)?
+        .into_iter()
+        .map(|c| {
+            let c = match c {
+                Ok(c) => c,
+                Err((id, e)) => {
+                    return Ready {
+                        id,
+                        attempts: 0,
+                        max_attempts: 0,
+                        prepared: Err(Rc::new(e)),
+                    }
+                }
+            };
+            let key = (
+                c.queued_by,
+                c.server,
+                c.user_mapping,
+                c.region.clone(),
+                c.foreign_table,
+            );
+            let signed = signings
+                .entry(key)
+                .or_insert_with(|| {
+                    in_subtransaction(|| signing_of(&c))
+                        .and_then(|r| r)
+                        .map_err(Rc::new)
+                })
+                .clone();
+            Ready {
+                id: c.id,
+                attempts: c.attempts,
+                max_attempts: c.max_attempts,
+                prepared: request_of(&c).map_err(Rc::new).and_then(|r| {
+                    signed.map(|s| {
+                        let owner = Owner {
+                            role: c.queued_by,
+                            server: s.server,
+                        };
+                        (r, s.settings, owner)
+                    })
+                }),
+            }
+        })
+        .collect())
+}
