@@ -34,9 +34,9 @@ pub extern "C-unwind" fn _PG_init() {
     let preloading = unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress };
     settings::guc::register(preloading);
     if preloading {
-        queue::wake::init_preloaded();
+        queue::init_preloaded();
         stats::init_preloaded();
-        queue::worker::register_launcher();
+        queue::register_launcher();
     }
 }
 

@@ -94,7 +94,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(waiting, Some(2));
-        assert!(!crate::queue::wake::preloaded());
+        assert!(!crate::queue::preloaded());
     }
 
     /// Without the preload nothing is counted: a call works, and reading

@@ -22,7 +22,7 @@ use super::columns::{slot_columns, ColumnKind, RequestColumn};
 use super::state;
 use crate::error::{raise, LambdaFdwError, Result};
 use crate::pg::convert;
-use crate::queue::enqueue::{check_queued, queue, Queued};
+use crate::queue::{check_queued, queue, Queued};
 use crate::settings::route::{self, TableRoute};
 use lambda_fdw_core::{InvocationType, InvokeRequest, LogType};
 

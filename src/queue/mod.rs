@@ -2,15 +2,15 @@
 //! `lambda_fdw.invocations` inside the caller's transaction, sent after
 //! COMMIT by a background worker, which the commit wakes.
 //!
-//! What the queue offers the rest of the extension:
-//! - `enqueue`: `lambda_fdw.enqueue`, and [`enqueue::queue`] /
-//!   [`enqueue::check_queued`] / [`enqueue::Queued`] for INSERT into a
-//!   foreign table (fdw/modify.rs);
-//! - `wake`: the shared memory and commit callback that wake the worker
-//!   ([`wake::init_preloaded`], [`wake::preloaded`]);
-//! - `worker`: [`worker::register_launcher`], from `_PG_init`, and the
-//!   background workers' entry points (`lambda_fdw_launcher_main`,
-//!   `lambda_fdw_queue_main`, found by name).
+//! What the queue offers the rest of the extension (all its modules are
+//! private):
+//! - `lambda_fdw.enqueue` (SQL), and [`queue`] / [`check_queued`] /
+//!   [`Queued`] for INSERT into a foreign table (fdw/modify.rs);
+//! - [`init_preloaded`] and [`preloaded`]: the shared memory and commit
+//!   callback that wake the worker;
+//! - [`register_launcher`], from `_PG_init`, and the background workers'
+//!   entry points (`lambda_fdw_launcher_main`, `lambda_fdw_queue_main`,
+//!   found by name).
 //!
 //! Inside, as pg_net splits worker.c from core.c, imports pointing down:
 //! - `worker`: the queue worker's lifecycle, its entry point and loop;
@@ -41,6 +41,12 @@ mod state;
 mod table;
 mod transaction;
 
-pub(crate) mod enqueue;
-pub(crate) mod wake;
-pub(crate) mod worker;
+mod enqueue;
+mod wake;
+mod worker;
+
+pub(crate) use enqueue::{check_queued, queue, Queued};
+pub(crate) use launcher::register_launcher;
+pub(crate) use wake::init_preloaded;
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) use wake::preloaded;

@@ -54,9 +54,6 @@ use super::signals::{reload_config_if_asked, shutdown_requested, POLL};
 use super::transaction::{in_transaction, log_unexpected};
 use super::wake;
 
-/// The path `_PG_init` (src/lib.rs) registers the launcher by.
-pub(crate) use super::launcher::register_launcher;
-
 /// How often finished rows past their retention are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
