@@ -156,21 +156,9 @@ pub(crate) fn classify(
 
 #[cfg(test)]
 mod unit {
-    use bytes::Bytes;
+    use lambda_fdw_core::outcome::answered as ok;
 
     use super::*;
-
-    /// A 200 from `$LATEST` with `payload`.
-    fn ok(function_error: Option<&str>, payload: &str) -> InvokeOutcome {
-        InvokeOutcome {
-            status_code: 200,
-            payload: Some(Bytes::copy_from_slice(payload.as_bytes())),
-            executed_version: Some("$LATEST".into()),
-            log_result: None,
-            function_error: function_error.map(str::to_string),
-            request_id: Some("req-1".into()),
-        }
-    }
 
     fn throttled() -> CoreError {
         CoreError::Service {

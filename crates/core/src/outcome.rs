@@ -51,8 +51,9 @@ impl InvokeOutcome {
     }
 }
 
-/// A 200 from `$LATEST` with `payload` and request id `req-1`, for unit tests.
-#[cfg(test)]
+/// A 200 from `$LATEST` with `payload` and request id `req-1`, for unit
+/// tests: this crate's, and the extension's (feature `test-support`).
+#[cfg(any(test, feature = "test-support"))]
 pub fn answered(function_error: Option<&str>, payload: &str) -> InvokeOutcome {
     InvokeOutcome {
         status_code: 200,
