@@ -22,6 +22,10 @@ pub(crate) static QUEUE_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32
 pub(crate) static QUEUE_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 pub(crate) static MAX_SCAN_INVOCATIONS: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_MAX_SCAN_INVOCATIONS);
+/// Default of lambda_fdw.stat_max_entries.
+pub(crate) const DEFAULT_STAT_MAX_ENTRIES: i32 = 1000;
+pub(crate) static STAT_MAX_ENTRIES: GucSetting<i32> =
+    GucSetting::<i32>::new(DEFAULT_STAT_MAX_ENTRIES);
 
 /// Defines the settings; `preloading`: the library is being loaded from
 /// shared_preload_libraries, the only time the worker's server-start
@@ -69,6 +73,18 @@ pub(crate) fn register(preloading: bool) {
             c"Database whose lambda_fdw.invocations the queue worker sends.",
             c"Read when the server starts; the worker waits for the database and the extension to exist.",
             &DATABASE_NAME,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+        // Sizes the statistics' shared table (src/stats), which exists only
+        // when preloaded.
+        GucRegistry::define_int_guc(
+            c"lambda_fdw.stat_max_entries",
+            c"Most (database, role, server, function) entries lambda_fdw.stat_invocations keeps.",
+            c"When it is full, the least recently used 5% are dropped to make room. Read when the server starts.",
+            &STAT_MAX_ENTRIES,
+            10,
+            1_000_000,
             GucContext::Postmaster,
             GucFlags::default(),
         );
@@ -152,4 +168,9 @@ pub(crate) fn queue_retention_s() -> i64 {
 /// Most invocations one foreign-table scan may make.
 pub(crate) fn max_scan_invocations() -> u64 {
     MAX_SCAN_INVOCATIONS.get().max(1) as u64
+}
+
+/// Most entries the statistics' shared table keeps.
+pub(crate) fn stat_max_entries() -> i64 {
+    i64::from(STAT_MAX_ENTRIES.get().max(1))
 }

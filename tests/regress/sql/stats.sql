@@ -96,9 +96,10 @@ SELECT function_name, calls, retries, function_errors FROM lambda_fdw.stat_invoc
  WHERE server = 'stat_stub' AND function_name IN ('echo', 'flaky', 'handled-error')
  ORDER BY function_name;
 
--- At most lambda_fdw.stat_max_entries entries: a new one evicts the least
--- recently used. 1,000 qualifiers fill the table; using v1 again makes v2
--- the least recent, so v1001 takes v2's place.
+-- At most lambda_fdw.stat_max_entries entries: a new key in a full table
+-- first evicts the least recently used 5% of the entries (here 50) at once.
+-- 1,000 qualifiers fill the table; using v1 again leaves v2..v51 the 50
+-- least recent, so v1001 evicts them and 951 entries are left.
 SHOW lambda_fdw.stat_max_entries;
 SELECT lambda_fdw.stat_invocations_reset();
 SELECT count(*) FROM generate_series(1, 1000) i,
@@ -107,13 +108,28 @@ SELECT count(*) FROM generate_series(1, 1000) i,
 SELECT count(*), sum(calls) FROM lambda_fdw.stat_invocations;
 SELECT status_code FROM aws_lambda.invoke('echo', '{}'::json, 'eu-west-3', qualifier => 'v1');
 SELECT status_code FROM aws_lambda.invoke('echo', '{}'::json, 'eu-west-3', qualifier => 'v1001');
-SELECT count(*),
-       count(*) FILTER (WHERE function_name = 'echo:v1') AS v1,
-       count(*) FILTER (WHERE function_name = 'echo:v2') AS v2,
-       count(*) FILTER (WHERE function_name = 'echo:v3') AS v3,
-       count(*) FILTER (WHERE function_name = 'echo:v1001') AS v1001,
-       max(calls) FILTER (WHERE function_name = 'echo:v1') AS v1_calls
+CREATE VIEW stat_qualifiers AS
+  SELECT count(*) AS entries, sum(calls) AS calls,
+         count(*) FILTER (WHERE function_name = 'echo:v1') AS v1,
+         max(calls) FILTER (WHERE function_name = 'echo:v1') AS v1_calls,
+         min(substr(function_name, 7)::int) FILTER (WHERE function_name <> 'echo:v1') AS oldest_kept,
+         max(substr(function_name, 7)::int) AS newest
+    FROM lambda_fdw.stat_invocations WHERE function_name LIKE 'echo:v%';
+SELECT * FROM stat_qualifiers;
+SELECT count(*) FILTER (WHERE function_name = 'echo:v2') AS v2,
+       count(*) FILTER (WHERE function_name = 'echo:v51') AS v51,
+       count(*) FILTER (WHERE function_name = 'echo:v52') AS v52,
+       count(*) FILTER (WHERE function_name = 'echo:v1001') AS v1001
   FROM lambda_fdw.stat_invocations;
+-- The next 49 new keys fill the table again without evicting; the one
+-- after them evicts the next 50 least recent (v52..v101).
+SELECT count(*) FROM generate_series(1002, 1050) i,
+  LATERAL aws_lambda.invoke('echo', '{}'::json, 'eu-west-3', qualifier => 'v' || i) r
+ WHERE r.status_code = 200;
+SELECT * FROM stat_qualifiers;
+SELECT status_code FROM aws_lambda.invoke('echo', '{}'::json, 'eu-west-3', qualifier => 'v1051');
+SELECT * FROM stat_qualifiers;
+DROP VIEW stat_qualifiers;
 
 -- What each role sees: its own rows; superusers and pg_read_all_stats, all.
 SELECT lambda_fdw.stat_invocations_reset();
