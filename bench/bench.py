@@ -1,39 +1,180 @@
 #!/usr/bin/env python3
-"""Measures lambda_fdw against the stub (see bench/run, which sets it all up).
+"""Measures lambda_fdw against the stub (bench/run sets it all up).
 
-Environment: PGHOST/PGPORT/PGUSER of the benchmark's PostgreSQL,
-LAMBDA_FDW_STUB_PORT, BENCH_N (calls per sequential measure, default 5000).
+Two modes:
+
+- one build (the default): the whole table (per-call cost against the raw
+  SDK and plpython3u + boto3, fan-out, memory, prepared statements, the
+  queue, the cost of the statistics);
+- OLD vs NEW (bench/run --baseline REV): the main figures (aws_lambda.invoke
+  per call, fan-out, queue throughput, statistics overhead) of a baseline
+  build and of this tree's build, side by side in alternating rounds of one
+  run, with each difference and its noise.
+
+How the sequential figures are taken, and why:
+
+- Every sequential figure comes from ROUNDS alternating rounds: in each
+  round every measured kind of call (aws_lambda.invoke on each server, the
+  raw SDK program, ...) runs one block of BLOCK calls, in an order rotated
+  from round to round. A ratio or a difference is taken round by round
+  (paired), so a change in the machine's speed during the run hits both
+  sides of it alike.
+- Placement is fixed (BENCH_LAYOUT). On a small virtual machine, where the
+  caller runs relative to the stub decides what a loopback call costs: on
+  this project's 2-vCPU machine a call whose caller shares a vCPU with the
+  stub took ~70 us, and ~130 us when they sat on different vCPUs (a wake-up
+  across vCPUs costs ~60 us of wall time, and ~40 us of the caller's own CPU
+  time). The scheduler picks the placement per process and keeps it, so
+  figures taken by different processes could differ by 2x for the same work:
+  that is what made the statistics comparison swing from -26 % to +73 %, and
+  a not-preloaded server beat the raw SDK. "same" (the default) pins the
+  stub, every measured backend and the SDK program to one CPU (BENCH_CPU,
+  default the last one) and this harness with its psql clients to the
+  others; "split" pins the stub apart from the callers; "free" pins nothing.
+- Every call is checked: each response must echo its request, the stub
+  must have counted exactly the calls sent under each block's key, and all
+  servers must give identical result rows; the AWS settings a call uses
+  must be the same on every server.
+- No figure is printed whose calls ran faster than their physical floor,
+  the raw SDK program doing the same call in the same rounds (in wall time
+  and in CPU time): a refusal line says so instead, and the run fails.
+
+Environment (bench/run sets the first three): BENCH_SERVERS (JSON:
+{"new": {"on": [host, port], "off": [host, port]}, "old": {...}}: each
+build's preloaded server and its not-preloaded twin), BENCH_STUB_PID,
+LAMBDA_FDW_STUB_PORT, BENCH_BASELINE (the OLD build's name), BENCH_ROUNDS
+(default 40), BENCH_BLOCK (calls per block, default 200), BENCH_N (calls of
+the other sequential measures, default 5000), BENCH_LAYOUT, BENCH_CPU.
 """
 import json
+import math
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 
 N = int(os.environ.get("BENCH_N", "5000"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "40"))
+BLOCK = int(os.environ.get("BENCH_BLOCK", "200"))
+LAYOUT = os.environ.get("BENCH_LAYOUT", "same")
 STUB = f"http://127.0.0.1:{os.environ.get('LAMBDA_FDW_STUB_PORT', '45661')}"
+STUB_PID = int(os.environ.get("BENCH_STUB_PID", "0"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SDK_BIN = os.path.join(ROOT, "target/release/bench_sdk")
 DB = "lambda_fdw_bench"
 FANOUT_PAYLOADS, FANOUT_CONCURRENCY, FANOUT_DELAY_MS = 200, 20, 20
 PAYLOAD_MB = 5
 DATA_ROWS, DATA_CONCURRENCY, DATA_DELAY_MS = 2000, 50, 20
 QUEUE_ROWS, QUEUE_CONCURRENCY, QUEUE_DELAY_MS, QUEUE_PROBES = 5000, 50, 20, 200
-STATS_PAIRS, STATS_CALLS = 200, 200
-# The second server of the statistics measure (not preloaded).
-NOT_PRELOADED = {"LAMBDA_FDW_WORK": "/tmp/lambda_fdw_bench_nopreload", "LAMBDA_FDW_PGPORT": "54317",
-                 "PGHOST": "/tmp/lambda_fdw_bench_nopreload/socket", "PGPORT": "54317"}
+FANOUT_ROUNDS, QUEUE_ROUNDS = 5, 3  # OLD vs NEW: paired rounds of each
+# Settings that pick the queue worker's database: they change no call.
+NOT_A_CALL_SETTING = {"lambda_fdw.database_name"}
 
+
+def fail(msg):
+    sys.exit("benchmark: " + msg)
+
+
+# --- placement ---------------------------------------------------------------
+
+def plan_placement():
+    cpus = sorted(os.sched_getaffinity(0))
+    if LAYOUT == "free" or len(cpus) < 2:
+        return None
+    if LAYOUT not in ("same", "split"):
+        fail(f"BENCH_LAYOUT must be same, split or free, not {LAYOUT}")
+    fixed = os.environ.get("BENCH_CPU")
+    if fixed is not None and int(fixed) not in cpus:
+        fail(f"BENCH_CPU {fixed} is not one of this process's CPUs {cpus}")
+    place = {"cpus": cpus, "fixed": fixed is not None}
+    place_on(place, int(fixed) if fixed is not None else cpus[-1])
+    return place
+
+
+def place_on(place, cpu):
+    """Callers on `cpu`; the stub there too ("same") or on another ("split")."""
+    rest = [c for c in place["cpus"] if c != cpu]
+    place["caller"] = cpu
+    place["stub"] = cpu if LAYOUT == "same" else rest[0]
+
+
+def cpu_busy():
+    with open("/proc/stat") as f:
+        out = {}
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *v = line.split()
+                v = [int(x) for x in v]
+                out[int(name[3:])] = (sum(v) - v[3] - v[4], sum(v))
+    return out
+
+
+def quietest_cpu(sample_s=0.025):
+    """The CPU least busy (with others' work: ours is idle between blocks)
+    over a short sample."""
+    a = cpu_busy()
+    time.sleep(sample_s)
+    b = cpu_busy()
+    share = {c: (b[c][0] - a[c][0]) / max(b[c][1] - a[c][1], 1) for c in PLACE["cpus"] if c in a and c in b}
+    return min(share, key=lambda c: (share[c], c != PLACE["caller"]))
+
+
+def place_block(kind):
+    """Before each block: unless BENCH_CPU fixes it, the quietest CPU takes
+    the block's caller and the stub (another machine's load on one CPU then
+    does not sit on our calls), and the placement is the layout's."""
+    if PLACE is None:
+        return
+    if not PLACE["fixed"]:
+        place_on(PLACE, quietest_cpu())
+    pin(STUB_PID, PLACE["stub"])
+    for pid in kind.pids():
+        pin(pid, PLACE["caller"])
+
+
+def pin(pid, cpu):
+    """Pins every thread of process `pid` to `cpu` (threads it starts later
+    inherit it from their creator)."""
+    if PLACE is None:
+        return
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), {cpu})
+        except ProcessLookupError:
+            pass
+
+
+def pin_caller_here():
+    """For the SDK program: runs in the child before exec."""
+    if PLACE is not None:
+        os.sched_setaffinity(0, {PLACE["caller"]})
+
+
+def describe_placement():
+    if PLACE is None:
+        return "placement: free (nothing pinned)"
+    where = (f"CPU {PLACE['caller']} (BENCH_CPU)" if PLACE["fixed"]
+             else "the quietest CPU before each block")
+    stub = "beside them" if LAYOUT == "same" else "on another CPU"
+    return f"placement: {LAYOUT}: each block's caller (a backend or the SDK program) on {where}, the stub {stub}"
+
+
+# --- servers and sessions ----------------------------------------------------
 
 class Session:
     """One psql process kept open: one backend, timed from outside."""
 
-    def __init__(self, env=None):
+    def __init__(self, server):
+        self.server = server
         self.p = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", DB],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, env=env)
+                                  stderr=subprocess.STDOUT, text=True, env=server.env)
         self.pid = int(self.run("SELECT pg_backend_pid();")[0])
+        if PLACE is not None:
+            pin(self.pid, PLACE["caller"])
 
     def run(self, sql):
         self.p.stdin.write(sql + "\n\\echo __DONE__\n")
@@ -42,12 +183,12 @@ class Session:
         while True:
             line = self.p.stdout.readline()
             if not line:
-                sys.exit("psql ended: " + "".join(lines))
+                fail("psql ended: " + "".join(lines))
             line = line.rstrip("\n")
             if line == "__DONE__":
                 return lines
             if line.startswith(("ERROR", "psql:")):
-                sys.exit("benchmark query failed: " + line)
+                fail(f"query failed on {self.server.name}: {line}")
             lines.append(line)
 
     def timed(self, sql):
@@ -55,16 +196,18 @@ class Session:
         out = self.run(sql)
         return time.perf_counter() - t0, out
 
-    def cpu_s(self):
-        """The backend's CPU time so far, in seconds (ns precision)."""
+    def sched(self):
+        """The backend's CPU time and its time waiting for a CPU so far, ns."""
         with open(f"/proc/{self.pid}/schedstat") as f:
-            return int(f.read().split()[0]) / 1e9
+            cpu, wait = f.read().split()[:2]
+        return int(cpu), int(wait)
 
-    def timed_cpu(self, sql):
-        """Wall time and the backend's CPU time of `sql`, in seconds."""
-        c0 = self.cpu_s()
-        secs, _ = self.timed(sql)
-        return secs, self.cpu_s() - c0
+    def timed_sched(self, sql):
+        """Wall seconds, output, CPU seconds, seconds waiting for a CPU."""
+        c0, w0 = self.sched()
+        secs, out = self.timed(sql)
+        c1, w1 = self.sched()
+        return secs, out, (c1 - c0) / 1e9, (w1 - w0) / 1e9
 
     def status(self, field):
         with open(f"/proc/{self.pid}/status") as f:
@@ -78,23 +221,37 @@ class Session:
         self.p.wait()
 
 
-def psql(sql, db=DB, env=None):
-    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql], check=True,
-                   env={**(env or os.environ), "PGOPTIONS": "-c client_min_messages=warning"})
+class Server:
+    def __init__(self, build, preloaded, host, port):
+        self.build, self.preloaded = build, preloaded
+        self.name = f"{build}/{'preloaded' if preloaded else 'not preloaded'}"
+        self.env = {**os.environ, "PGHOST": host, "PGPORT": str(port), "PGUSER": "postgres"}
+        self.conninfo = {"host": host, "port": port, "user": "postgres", "dbname": DB}
+
+    def psql(self, sql, db=DB):
+        subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql], check=True,
+                       env={**self.env, "PGOPTIONS": "-c client_min_messages=warning"})
+
+    def connect(self):
+        import psycopg
+        conn = psycopg.connect(**self.conninfo, autocommit=True)
+        if PLACE is not None:
+            pin(conn.info.backend_pid, PLACE["caller"])
+        return conn
 
 
-def setup():
-    psql(f"DROP DATABASE IF EXISTS {DB}", db="postgres")
-    psql(f"CREATE DATABASE {DB}", db="postgres")
-    for sql in SETUP:
-        psql(sql)
+def servers_from_env():
+    spec = json.loads(os.environ["BENCH_SERVERS"])
+    return {build: {kind == "on": Server(build, kind == "on", *where) for kind, where in pair.items()}
+            for build, pair in spec.items()}
 
 
-SETUP = [
+BASE_SETUP = [
     "CREATE EXTENSION lambda_fdw",
     f"CREATE SERVER stub FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-west-2', endpoint_url '{STUB}', max_attempts '1')",
     "CREATE USER MAPPING FOR CURRENT_USER SERVER stub OPTIONS (aws_access_key_id 'AKIDBENCH', aws_secret_access_key 'bench-secret')",
-    "CREATE EXTENSION plpython3u",
+]
+TABLES = [
     "CREATE FOREIGN TABLE echo (payload jsonb, response jsonb) SERVER stub OPTIONS (function_name 'echo')",
     f"CREATE FOREIGN TABLE delayed (payload jsonb, response jsonb) SERVER stub "
     f"OPTIONS (function_name 'slow-headers', max_concurrency '{FANOUT_CONCURRENCY}')",
@@ -102,6 +259,9 @@ SETUP = [
     f"OPTIONS (function_name 'slow-headers', max_concurrency '{DATA_CONCURRENCY}')",
     f"CREATE TABLE fan_docs AS SELECT jsonb_build_object('ms', {DATA_DELAY_MS}, 'i', i) AS doc "
     f"FROM generate_series(1, {DATA_ROWS}) i",
+]
+PLPYTHON = [
+    "CREATE EXTENSION plpython3u",
     # The DIY shim people write: boto3 from plpython3u, the client kept in GD.
     f"""CREATE FUNCTION py_invoke(payload text) RETURNS text LANGUAGE plpython3u AS $py$
 if 'lambda' not in GD:
@@ -115,55 +275,334 @@ $py$""",
 ]
 
 
+def setup(server, statements):
+    server.psql(f"DROP DATABASE IF EXISTS {DB}", db="postgres")
+    server.psql(f"CREATE DATABASE {DB}", db="postgres")
+    for sql in statements:
+        server.psql(sql)
+
+
+def call_settings(session):
+    """The settings of lambda_fdw and aws_lambda a call reads (the library
+    loaded first)."""
+    rows = session.run("SELECT name || '=' || setting FROM pg_settings "
+                       "WHERE name LIKE 'aws\\_lambda.%' OR name LIKE 'lambda\\_fdw.%' ORDER BY 1;")
+    return dict(r.split("=", 1) for r in rows)
+
+
+def check_same_settings(sessions):
+    seen = {s.server.name: call_settings(s) for s in sessions}
+    names = set.intersection(*(set(v) for v in seen.values())) - NOT_A_CALL_SETTING
+    first = next(iter(seen))
+    for name in sorted(names):
+        values = {srv: v[name] for srv, v in seen.items()}
+        if len(set(values.values())) > 1:
+            fail(f"servers differ in setting {name}: {values}")
+    for srv, v in seen.items():
+        extra = sorted(set(v) - names - NOT_A_CALL_SETTING)
+        if extra:
+            print(f"note: only {srv} has {', '.join(extra)} (defined by the preload)", file=sys.stderr)
+    return len(names), first
+
+
+# --- the stub -----------------------------------------------------------------
+
+def stub_calls(of, key):
+    """Calls the stub has seen for (function, key), and how long ago the last
+    one arrived, asked over HTTP directly (the stub checks no signature)."""
+    body = json.dumps({"of": of, "key": key}).encode()
+    req = urllib.request.Request(f"{STUB}/2015-03-31/functions/calls/invocations", data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        out = json.loads(resp.read())
+    return out["calls"], out["last_ms_ago"]
+
+
+# --- kinds of calls measured in rounds -----------------------------------------
+
 def invoke_loop(n):
     return (f"SELECT count(*) FROM generate_series(1, {n}) i, "
             f"LATERAL aws_lambda.invoke('echo', json_build_object('i', i), 'us-west-2') r "
             f"WHERE r.status_code = 200;")
 
 
-def main():
-    setup()
+def echo_block(n):
+    """n calls of aws_lambda.invoke('echo'), the raw SDK program's call;
+    counts the answers that echo their request."""
+    return (f"SELECT count(*) FROM generate_series(1, {n}) i, "
+            f"LATERAL aws_lambda.invoke('echo', json_build_object('i', i), 'us-west-2') r "
+            f"WHERE r.status_code = 200 AND r.payload::text = json_build_object('i', i)::text;")
+
+
+def counted_block(n, key):
+    """n calls to the stub's counted-echo under `key`; the row says how many
+    echoed their request and what the calls returned besides."""
+    return (f"SELECT count(*) || ' ' || count(*) FILTER (WHERE r.payload::text = "
+            f"json_build_object('i', i, 'key', '{key}')::text) || ' ' || string_agg(DISTINCT "
+            f"concat_ws('/', r.status_code, r.executed_version, r.log_result), ',') "
+            f"FROM generate_series(1, {n}) i, "
+            f"LATERAL aws_lambda.invoke('counted-echo', json_build_object('i', i, 'key', '{key}'), 'us-west-2') r;")
+
+
+class Kind:
+    """One kind of call measured in the rounds: wall, CPU and CPU-wait per
+    call of each block."""
+
+    def __init__(self, name, label):
+        self.name, self.label = name, label
+        self.wall, self.cpu, self.wait = [], [], []
+
+    def pids(self):
+        s = getattr(self, "s", None)
+        return [s.pid] if s is not None else []
+
+    def add(self, secs, cpu, wait, n):
+        self.wall.append(secs * 1e6 / n)
+        self.cpu.append(None if cpu is None else cpu * 1e6 / n)
+        self.wait.append(None if wait is None else wait * 1e6 / n)
+
+
+class EchoInvoke(Kind):
+    def __init__(self, session):
+        super().__init__(f"invoke[{session.server.build}]",
+                         f"aws_lambda.invoke ({session.server.name})")
+        self.s = session
+
+    def block(self, r, n):
+        secs, out, cpu, wait = self.s.timed_sched(echo_block(n))
+        if out != [str(n)]:
+            fail(f"{self.label}: {out} of {n} calls echoed their request")
+        self.add(secs, cpu, wait, n)
+
+
+class Counted(Kind):
+    """aws_lambda.invoke on a server, counted by the stub: the statistics
+    comparison's two sides (preloaded, not preloaded)."""
     results = {}
-    s = Session()
 
-    # 1. Per-call overhead: aws_lambda.invoke, N calls in one statement.
-    s.run(invoke_loop(200))
-    secs, out = s.timed(invoke_loop(N))
-    assert out == [str(N)], out
-    results["per_call_us"] = secs * 1e6 / N
+    def __init__(self, session):
+        srv = session.server
+        super().__init__(f"counted[{srv.build},{'on' if srv.preloaded else 'off'}]",
+                         f"aws_lambda.invoke, counted by the stub ({srv.name})")
+        self.s = session
+        # Keys of one length on every server: the same bytes sent.
+        self.prefix = srv.build[0] + ("p" if srv.preloaded else "n")
 
-    # ... and a foreign table, one payload per query.
-    queries = "\n".join(f"SELECT count(*) FROM echo WHERE payload = '{{\"i\": {i}}}';" for i in range(N))
-    s.run("\n".join(f"SELECT count(*) FROM echo WHERE payload = '{{\"i\": {i}}}';" for i in range(200)))
-    secs, out = s.timed(queries)
-    assert out == ["1"] * N, out[:3]
-    results["fdw_per_query_us"] = secs * 1e6 / N
+    def block(self, r, n):
+        key = f"{self.prefix}{r:05d}"
+        secs, out, cpu, wait = self.s.timed_sched(counted_block(n, key))
+        calls, _ = stub_calls("counted-echo", key)
+        if calls != n:
+            fail(f"{self.label}: the stub saw {calls} calls for {n} sent")
+        got = out[0].split(" ", 2) if out else out
+        if len(got) != 3 or got[0] != str(n) or got[1] != str(n):
+            fail(f"{self.label}: {out}: not every call echoed its request")
+        first = Counted.results.setdefault("row", (got[2], self.s.server.name))
+        if got[2] != first[0]:
+            fail(f"servers answered differently: {self.s.server.name} {got[2]!r}, {first[1]} {first[0]!r}")
+        self.add(secs, cpu, wait, n)
 
-    # The same N calls from a standalone program with aws-sdk-lambda.
-    sdk = subprocess.run([os.path.join(ROOT, "target/release/bench_sdk"), STUB, str(N)],
-                         capture_output=True, text=True, check=True).stdout.split()
-    results["sdk_per_call_us"] = float(sdk[1])
 
-    # 2. The DIY alternative: plpython3u + boto3.
-    py = ("SELECT count(*) FROM generate_series(1, {n}) i, "
-          "LATERAL py_invoke(json_build_object('i', i)::text) r WHERE r::json->>'i' = i::text;")
-    s.run(py.format(n=100))
-    secs, out = s.timed(py.format(n=N))
-    assert out == [str(N)], out
-    results["plpython_per_call_us"] = secs * 1e6 / N
+class Sdk(Kind):
+    """The raw SDK program (target/release/bench_sdk): the physical floor of
+    an aws_lambda.invoke('echo') call. Its CPU per call is the process's
+    CPU time less that of a run with no measured calls (its start-up and
+    50 warm-up calls)."""
 
-    # 3. Fan-out: 200 payloads, 20 ms each, 20 at a time.
+    def __init__(self):
+        super().__init__("sdk", "aws-sdk-lambda from Rust (raw SDK program)")
+        self.fixed = statistics.median(self.run(0)[1] for _ in range(5))
+
+    @staticmethod
+    def run(n):
+        p = subprocess.Popen([SDK_BIN, STUB, str(n)], stdout=subprocess.PIPE, text=True,
+                             preexec_fn=pin_caller_here)
+        out = p.stdout.read()
+        _, status, use = os.wait4(p.pid, 0)
+        if status != 0 or not out.startswith("sdk_per_call_us "):
+            fail(f"the SDK program failed ({status}): {out}")
+        return float(out.split()[1]), use.ru_utime + use.ru_stime
+
+    def block(self, r, n):
+        per_call_us, cpu = self.run(n)
+        self.wall.append(per_call_us)
+        self.cpu.append(max(cpu - self.fixed, 0.0) * 1e6 / n)
+        self.wait.append(None)
+
+
+class FdwQuery(Kind):
+    def __init__(self, session):
+        super().__init__("fdw", "foreign table, one payload a query")
+        self.s = session
+
+    def block(self, r, n):
+        q = "\n".join(f"SELECT count(*) FROM echo WHERE payload = '{{\"i\": {i}}}';" for i in range(n))
+        secs, out, cpu, wait = self.s.timed_sched(q)
+        if out != ["1"] * n:
+            fail(f"{self.label}: {out[:3]}")
+        self.add(secs, cpu, wait, n)
+
+
+class Plpython(Kind):
+    def __init__(self, session):
+        super().__init__("plpython", "plpython3u + boto3")
+        self.s = session
+
+    def block(self, r, n):
+        n = max(n // 2, 1)  # ~5 x slower a call: half as many
+        q = (f"SELECT count(*) FROM generate_series(1, {n}) i, "
+             f"LATERAL py_invoke(json_build_object('i', i)::text) r WHERE r::json->>'i' = i::text;")
+        secs, out, cpu, wait = self.s.timed_sched(q)
+        if out != [str(n)]:
+            fail(f"{self.label}: {out}")
+        self.add(secs, cpu, wait, n)
+
+
+def rounds(kinds, rounds=ROUNDS, n=BLOCK):
+    """Each round runs one block of every kind, in an order rotated from
+    round to round and reversed every other one, after one block each to
+    warm up (not counted)."""
+    for k in kinds:
+        place_block(k)
+        k.block(-1, n)
+        k.wall.clear(), k.cpu.clear(), k.wait.clear()
+    for r in range(rounds):
+        order = kinds[r % len(kinds):] + kinds[:r % len(kinds)]
+        if r % 2:
+            order.reverse()
+        for k in order:
+            place_block(k)
+            k.block(r, n)
+
+
+# --- statistics over rounds ----------------------------------------------------
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def median_ci(xs, level=0.95):
+    """A distribution-free confidence interval of the median (order
+    statistics of the sign test); the whole range when there are few."""
+    s = sorted(xs)
+    n = len(s)
+    k, acc = 0, 0.0
+    while True:  # largest k with P(Binomial(n, 1/2) < k) <= (1 - level) / 2
+        acc += math.comb(n, k) / 2 ** n
+        if acc > (1 - level) / 2:
+            break
+        k += 1
+    k = max(k, 0)
+    return s[min(k, n - 1)], s[max(n - 1 - k, 0)]
+
+
+def paired(a, b, op):
+    return [op(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+
+
+class Refusals:
+    """Figures not printed: their calls beat the raw SDK doing the same call."""
+
+    def __init__(self):
+        self.lines = []
+        self.names = set()
+
+    def floor(self, figure, sides, sdk):
+        """True when every side is at or above the floor, in wall time (the
+        median of the paired per-round ratios) and in CPU time."""
+        ok = True
+        for role, kind in sides:
+            ratio = med(paired(kind.wall, sdk.wall, lambda x, y: x / y))
+            cpu = [c for c in kind.cpu if c is not None]
+            sdk_cpu = med(sdk.cpu)
+            slow_cpu = cpu and med(cpu) < sdk_cpu
+            if ratio < 1.0 or slow_cpu:
+                ok = False
+                what = (f"{med(kind.wall):.1f} us a call (backend CPU {med(cpu):.1f} us)" if cpu
+                        else f"{med(kind.wall):.1f} us a call")
+                self.lines.append(
+                    f"REFUSED {figure}: its {role}, {kind.label}, took {what}, faster than its physical "
+                    f"floor, the raw SDK doing the same call ({med(sdk.wall):.1f} us, CPU {sdk_cpu:.1f} us; "
+                    f"paired ratio {ratio:.2f} over {len(sdk.wall)} rounds): the two sides did not do the "
+                    f"same work, so there is no figure")
+        if not ok:
+            self.names.add(figure)
+        return ok
+
+    def bound(self, figure, value, ideal, better_than_ideal):
+        """True unless `value` beats its ideal (an impossible figure)."""
+        if better_than_ideal(value, ideal):
+            self.names.add(figure)
+            self.lines.append(f"REFUSED {figure}: {value:.3f} beats its physical bound {ideal:.3f}")
+            return False
+        return True
+
+
+def stats_figures(on, off):
+    """What counting costs a call: the paired per-round difference in
+    backend CPU per call between the preloaded server (every call counted)
+    and its not-preloaded twin (nothing counted), as a share of a call's
+    wall time without counting."""
+    added = paired(on.cpu, off.cpu, lambda a, b: a - b)
+    call_us = med(off.wall)
+    pct = [a / call_us * 100 for a in added]
+    return {"stats_on_per_call_us": med(on.wall), "stats_off_per_call_us": call_us,
+            "stats_on_cpu_per_call_us": med(on.cpu), "stats_off_cpu_per_call_us": med(off.cpu),
+            "stats_on_cpu_wait_per_call_us": med(on.wait), "stats_off_cpu_wait_per_call_us": med(off.wait),
+            "stats_added_cpu_per_call_us": med(added), "stats_overhead_pct": med(pct),
+            "_stats_pct_rounds": pct}
+
+
+# --- one build: the whole table ------------------------------------------------
+
+def main_one(new_on, new_off):
+    setup(new_on, BASE_SETUP + TABLES + PLPYTHON)
+    setup(new_off, BASE_SETUP)
+    results = {}
+    s, off = Session(new_on), Session(new_off)
+
+    # 1. Sequential calls, in alternating rounds: aws_lambda.invoke, the raw
+    # SDK program, a foreign table, plpython3u + boto3, and the statistics'
+    # two sides (counted by the stub).
+    invoke = EchoInvoke(s)
+    sdk = Sdk()
+    on_k, off_k = Counted(s), Counted(off)
+    fdw, py = FdwQuery(s), Plpython(s)
+    rounds([invoke, sdk, fdw, py, on_k, off_k])
+    check_same_settings([s, off])
+    refused = Refusals()
+    results["per_call_us"] = med(invoke.wall)
+    results["per_call_cpu_us"] = med(invoke.cpu)
+    results["sdk_per_call_us"] = med(sdk.wall)
+    results["sdk_cpu_per_call_us"] = med(sdk.cpu)
+    results["fdw_per_query_us"] = med(fdw.wall)
+    results["plpython_per_call_us"] = med(py.wall)
+    ratios = paired(invoke.wall, sdk.wall, lambda a, b: a / b)
+    results["per_call_vs_sdk"] = med(ratios)
+    results["per_call_vs_sdk_ci"] = median_ci(ratios)
+    results["per_call_minus_sdk_us"] = med(paired(invoke.wall, sdk.wall, lambda a, b: a - b))
+    results["plpython_vs_per_call"] = med(paired(py.wall, invoke.wall, lambda a, b: a / b))
+    if not refused.floor("invoke / SDK", [("subject", invoke)], sdk):
+        refused.names.add("aws_lambda.invoke, per call")
+    results.update(stats_figures(on_k, off_k))
+    refused.floor("statistics overhead", [("baseline", off_k), ("subject", on_k)], sdk)
+    s.close()
+    off.close()
+
+    # 2. Fan-out: 200 payloads, 20 ms each, 20 at a time.
+    s = Session(new_on)
     payloads = ", ".join(f"'{{\"ms\": {FANOUT_DELAY_MS}, \"i\": {i}}}'" for i in range(FANOUT_PAYLOADS))
     fan = f"SELECT count(*) FROM delayed WHERE payload IN ({payloads});"
     results.update(fan_out(s, "fanout", fan, FANOUT_PAYLOADS, FANOUT_CONCURRENCY, FANOUT_DELAY_MS, 5))
 
-    # 3b. Fan-out over a table's rows: payload = ANY(ARRAY(SELECT ...)).
+    # 2b. Fan-out over a table's rows: payload = ANY(ARRAY(SELECT ...)).
     data = "SELECT count(*) FROM delayed_data WHERE payload = ANY(ARRAY(SELECT doc FROM fan_docs));"
     results.update(fan_out(s, "data_fanout", data, DATA_ROWS, DATA_CONCURRENCY, DATA_DELAY_MS, 3))
     s.close()
+    for name, ideal_key in (("fanout", "fanout_ideal_ms"), ("data_fanout", "data_fanout_ideal_ms")):
+        refused.bound(f"{name} efficiency", results[f"{name}_ms"], results[ideal_key], lambda v, i: v < i)
 
     # ... and its peak memory above the idle backend.
-    d = Session()
+    d = Session(new_on)
     d.run("SELECT count(*) FROM delayed_data WHERE payload = '{\"ms\": 0}';")
     idle = d.status("VmRSS")
     with open(f"/proc/{d.pid}/clear_refs", "w") as f:
@@ -172,13 +611,13 @@ def main():
     results["data_fanout_peak_rss_mb"] = d.status("VmHWM") - idle
     d.close()
 
-    # 3c. Prepared statements from an application (psycopg 3, server-side
+    # 3. Prepared statements from an application (psycopg 3, server-side
     # prepared, round trips included): a one-payload foreign-table query and
     # an aws_lambda.invoke call, N executions each.
-    results.update(prepared())
+    results.update(prepared(new_on))
 
     # 4. Memory: a fresh backend; RSS after 100 and after 1,100 calls.
-    m = Session()
+    m = Session(new_on)
     m.run(invoke_loop(100))
     rss_100 = m.status("VmRSS")
     m.run(invoke_loop(1000))
@@ -193,8 +632,8 @@ def main():
     # the statement costs PostgreSQL one detoasted copy; the result is
     # measured, not sent back.
     chars = PAYLOAD_MB * 1024 * 1024 - 9
-    psql(f"CREATE TABLE big AS SELECT ('{{\"k\": \"' || repeat('x', {chars}) || '\"}}')::json AS doc")
-    p = Session()
+    new_on.psql(f"CREATE TABLE big AS SELECT ('{{\"k\": \"' || repeat('x', {chars}) || '\"}}')::json AS doc")
+    p = Session(new_on)
     p.run(invoke_loop(1))
     p.run("SELECT count(*) FROM big;")
     idle = p.status("VmRSS")
@@ -209,14 +648,14 @@ def main():
     p.close()
 
     # 5. The after-commit queue.
-    results.update(queue())
+    results["queue_throughput_per_s"] = queue_throughput(new_on, "q")
+    results["queue_ideal_per_s"] = QUEUE_CONCURRENCY * 1000.0 / QUEUE_DELAY_MS
+    results["queue_efficiency"] = results["queue_throughput_per_s"] / results["queue_ideal_per_s"]
+    refused.bound("queue efficiency", results["queue_efficiency"], 1.0, lambda v, i: v > i)
+    results["queue_commit_to_send_ms"] = commit_to_send(new_on)
 
-    # 6. What counting every call in lambda_fdw.stat_invocations costs.
-    results.update(stats_overhead())
-
-    results["per_call_vs_sdk"] = results["per_call_us"] / results["sdk_per_call_us"]
-    results["plpython_vs_per_call"] = results["plpython_per_call_us"] / results["per_call_us"]
-    report(results)
+    report_one(results, refused)
+    return 3 if refused.names else 0
 
 
 def fan_out(s, name, sql, calls, concurrency, delay_ms, runs):
@@ -233,12 +672,11 @@ def fan_out(s, name, sql, calls, concurrency, delay_ms, runs):
             f"{name}_efficiency": ideal / median}
 
 
-def prepared(rounds=10):
+def prepared(server, rounds_=10):
     """Per-call time of prepared statements from an application: psycopg 3,
     server-side prepared, round trips included. The two statements run in
     alternating rounds of N / rounds executions, so that drift in the
     machine's speed hits both alike; the figures are the medians of the rounds."""
-    import psycopg
     from psycopg.types.json import Json, Jsonb
     statements = {
         "fdw_prepared_per_call_us": ("SELECT response FROM echo WHERE payload = %s", Jsonb),
@@ -246,12 +684,12 @@ def prepared(rounds=10):
             ("SELECT payload FROM aws_lambda.invoke('echo', %s::json, 'us-west-2')", Json),
     }
     per_round = {k: [] for k in statements}
-    n = max(N // rounds, 1)
-    with psycopg.connect(dbname=DB, autocommit=True) as conn:
+    n = max(N // rounds_, 1)
+    with server.connect() as conn:
         for sql, wrap in statements.values():
             for i in range(200):
                 conn.execute(sql, [wrap({"i": i})], prepare=True).fetchone()
-        for r in range(rounds):
+        for r in range(rounds_):
             order = list(statements.items())
             if r % 2:
                 order.reverse()
@@ -262,52 +700,60 @@ def prepared(rounds=10):
                     assert row[0] == {"i": i}, row
                 per_round[key].append((time.perf_counter() - t0) * 1e6 / n)
     out = {k: statistics.median(v) for k, v in per_round.items()}
-    out["fdw_vs_invoke_prepared"] = out["fdw_prepared_per_call_us"] / out["invoke_prepared_per_call_us"]
+    out["fdw_vs_invoke_prepared"] = statistics.median(
+        paired(per_round["fdw_prepared_per_call_us"], per_round["invoke_prepared_per_call_us"], lambda a, b: a / b))
     return out
 
 
-def stub_calls(of, key):
-    """Calls the stub has seen for (function, key), and how long ago the last
-    one arrived, asked over HTTP directly (the stub checks no signature)."""
-    import urllib.request
-    body = json.dumps({"of": of, "key": key}).encode()
-    req = urllib.request.Request(f"{STUB}/2015-03-31/functions/calls/invocations", data=body, method="POST")
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        out = json.loads(resp.read())
-    return out["calls"], out["last_ms_ago"]
+def wait_for_worker(conn, server):
+    deadline = time.time() + 30
+    while conn.execute("SELECT count(*) FROM pg_stat_activity "
+                       "WHERE backend_type = 'lambda_fdw queue worker'").fetchone()[0] == 0:
+        if time.time() > deadline:
+            fail(f"the queue worker of {server.name} did not start (is lambda_fdw preloaded?)")
+        time.sleep(0.1)
 
 
-def queue():
-    """The after-commit queue: throughput of one transaction's 5,000
-    invocations (each answered after 20 ms, 50 at a time), and the time from
-    COMMIT returning to the stub receiving a single queued invocation."""
-    import psycopg
-    psql(f"ALTER SYSTEM SET lambda_fdw.queue_concurrency = {QUEUE_CONCURRENCY}")
-    psql("SELECT pg_reload_conf()")
-    out = {}
-    with psycopg.connect(dbname=DB, autocommit=True) as conn:
+def prepare_queue(server):
+    server.psql(f"ALTER SYSTEM SET lambda_fdw.queue_concurrency = {QUEUE_CONCURRENCY}")
+    server.psql("SELECT pg_reload_conf()")
+    with server.connect() as conn:
+        wait_for_worker(conn, server)
+    time.sleep(1.5)  # the worker reads the new queue_concurrency at its next loop
+
+
+def queue_throughput(server, label):
+    """One round of the after-commit queue's throughput: one transaction's
+    QUEUE_ROWS invocations (each answered after 20 ms, 50 at a time), timed
+    from COMMIT until all have succeeded, in rows per second. The queue
+    table is emptied first, so every round starts alike."""
+    if not getattr(server, "queue_ready", False):
+        prepare_queue(server)
+        server.queue_ready = True
+    with server.connect() as conn:
         def scalar(sql, args=None):
             return conn.execute(sql, args).fetchone()[0]
-        deadline = time.time() + 30
-        while scalar("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'lambda_fdw queue worker'") == 0:
-            if time.time() > deadline:
-                sys.exit("benchmark: the queue worker did not start (is lambda_fdw preloaded?)")
-            time.sleep(0.1)
-        time.sleep(1.5)  # the worker reads the new queue_concurrency at its next loop
+        conn.execute("TRUNCATE lambda_fdw.invocations")
         with conn.transaction():
-            conn.execute("SELECT count(lambda_fdw.enqueue('sleep-echo', jsonb_build_object('ms', %s, 'key', 'q' || i), "
-                         "'us-west-2')) FROM generate_series(1, %s) i", [QUEUE_DELAY_MS, QUEUE_ROWS])
+            conn.execute("SELECT count(lambda_fdw.enqueue('sleep-echo', jsonb_build_object('ms', %s, 'key', %s || i), "
+                         "'us-west-2')) FROM generate_series(1, %s) i", [QUEUE_DELAY_MS, label, QUEUE_ROWS])
         t0 = time.perf_counter()
         while scalar("SELECT count(*) FROM lambda_fdw.invocations WHERE state = 'succeeded'") < QUEUE_ROWS:
             if time.perf_counter() - t0 > 120:
-                sys.exit("benchmark: the queue did not drain")
+                bad = scalar("SELECT string_agg(DISTINCT state, ',') FROM lambda_fdw.invocations")
+                fail(f"the queue of {server.name} did not drain ({bad})")
             time.sleep(0.025)  # each look scans the queue: not too often
         secs = time.perf_counter() - t0
-        ideal = QUEUE_CONCURRENCY * 1000.0 / QUEUE_DELAY_MS
-        out["queue_throughput_per_s"] = QUEUE_ROWS / secs
-        out["queue_ideal_per_s"] = ideal
-        out["queue_efficiency"] = QUEUE_ROWS / secs / ideal
-        waits = []
+        if scalar("SELECT count(*) FROM lambda_fdw.invocations") != QUEUE_ROWS:
+            fail(f"the queue of {server.name} holds other rows")
+    return QUEUE_ROWS / secs
+
+
+def commit_to_send(server):
+    """The median time from COMMIT returning to the stub receiving a single
+    queued invocation (the stub says how long ago it arrived)."""
+    waits = []
+    with server.connect() as conn:
         for i in range(QUEUE_PROBES):
             key = f"c2s-{i}"
             with conn.transaction():
@@ -320,75 +766,37 @@ def queue():
                     waits.append((asked - ago / 1000.0 - committed) * 1000.0)
                     break
                 if asked - committed > 5:
-                    sys.exit("benchmark: a queued invocation was not sent within 5 s")
+                    fail("a queued invocation was not sent within 5 s")
                 time.sleep(0.001)
-        out["queue_commit_to_send_ms"] = statistics.median(waits)
-    return out
+    return statistics.median(waits)
 
 
-def other_cluster(command):
-    """Starts or stops a second server, like the benchmark's but without
-    lambda_fdw preloaded (services.sh, LAMBDA_FDW_PRELOAD=0)."""
-    env = {**os.environ, **NOT_PRELOADED, "LAMBDA_FDW_PRELOAD": "0"}
-    subprocess.run(["bash", "-c", f"source '{ROOT}/tests/harness/services.sh' && {command}"], env=env, check=True)
+def fmt_or_refused(refused, figure, text):
+    return "REFUSED (see below)" if figure in refused.names else text
 
 
-def stats_overhead(pairs=STATS_PAIRS, n=STATS_CALLS):
-    """What counting costs a call: aws_lambda.invoke on the benchmark's
-    server (lambda_fdw preloaded: every call counted in shared memory) and
-    on a second server that does not preload it (nothing counted), same stub
-    and settings. The two alternate in blocks of `n` calls, `pairs` times,
-    so that the machine's drift hits both alike. Counting is CPU work in the
-    backend, so it is measured as the backend's CPU time (schedstat, ns),
-    which the stub's and the scheduler's jitter do not reach: the overhead is
-    the median paired difference in CPU per call, as a share of a call's
-    wall time without counting."""
-    other_cluster("start_postgres")
-    try:
-        other = {**os.environ, **NOT_PRELOADED}
-        psql(f"CREATE DATABASE {DB}", db="postgres", env=other)
-        for sql in SETUP[:3]:  # the extension, the server, the mapping
-            psql(sql, env=other)
-        on, off = Session(), Session(env=other)
-        for s in (on, off):
-            s.run(invoke_loop(200))
-        wall = {"on": [], "off": []}
-        cpu = {"on": [], "off": []}
-        for i in range(pairs):
-            for name, s in (("on", on), ("off", off)) if i % 2 == 0 else (("off", off), ("on", on)):
-                secs, cpu_secs = s.timed_cpu(invoke_loop(n))
-                wall[name].append(secs * 1e6 / n)
-                cpu[name].append(cpu_secs * 1e6 / n)
-        counted = on.run("SELECT sum(calls) FROM lambda_fdw.stat_invocations WHERE function_name = 'echo';")
-        assert int(counted[0]) >= 200 + pairs * n, counted
-        on.close()
-        off.close()
-    finally:
-        other_cluster("STARTED_PG=1 stop_postgres")
-    added_cpu_us = statistics.median(a - b for a, b in zip(cpu["on"], cpu["off"]))
-    call_us = statistics.median(wall["off"])
-    return {"stats_on_per_call_us": statistics.median(wall["on"]),
-            "stats_off_per_call_us": call_us,
-            "stats_on_cpu_per_call_us": statistics.median(cpu["on"]),
-            "stats_off_cpu_per_call_us": statistics.median(cpu["off"]),
-            "stats_added_cpu_per_call_us": added_cpu_us,
-            "stats_overhead_pct": added_cpu_us / call_us * 100}
-
-
-def report(r):
+def report_one(r, refused):
+    ci = r["per_call_vs_sdk_ci"]
+    rounds_note = f"{ROUNDS} rounds x {BLOCK}"
     targets = [
-        ("aws_lambda.invoke, per call", f"{r['per_call_us']:.1f} us", ""),
+        ("aws_lambda.invoke, per call",
+         fmt_or_refused(refused, "aws_lambda.invoke, per call", f"{r['per_call_us']:.1f} us"), ""),
+        ("  backend CPU per call", f"{r['per_call_cpu_us']:.1f} us", ""),
         ("foreign table, per query (one payload)", f"{r['fdw_per_query_us']:.1f} us", ""),
         ("aws-sdk-lambda from Rust, per call", f"{r['sdk_per_call_us']:.1f} us", ""),
+        ("  its CPU per call", f"{r['sdk_cpu_per_call_us']:.1f} us", ""),
         ("plpython3u + boto3, per call", f"{r['plpython_per_call_us']:.1f} us", ""),
-        ("invoke / SDK", f"{r['per_call_vs_sdk']:.2f}", "<= 1.3"),
+        ("invoke / SDK (paired median, 95% CI)",
+         fmt_or_refused(refused, "invoke / SDK", f"{r['per_call_vs_sdk']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]"), "<= 1.3"),
+        ("invoke - SDK, per call", f"{r['per_call_minus_sdk_us']:+.1f} us", ""),
         ("plpython / invoke", f"{r['plpython_vs_per_call']:.1f}", ">= 5"),
         (f"fan-out {FANOUT_PAYLOADS} x {FANOUT_DELAY_MS} ms at {FANOUT_CONCURRENCY}",
          f"{r['fanout_ms']:.0f} ms (ideal {r['fanout_ideal_ms']:.0f})", ""),
-        ("fan-out efficiency", f"{r['fanout_efficiency']:.2f}", ">= 0.85"),
+        ("fan-out efficiency", fmt_or_refused(refused, "fanout efficiency", f"{r['fanout_efficiency']:.2f}"), ">= 0.85"),
         (f"fan-out over {DATA_ROWS} rows x {DATA_DELAY_MS} ms at {DATA_CONCURRENCY}",
          f"{r['data_fanout_ms']:.0f} ms (ideal {r['data_fanout_ideal_ms']:.0f})", ""),
-        ("data fan-out efficiency", f"{r['data_fanout_efficiency']:.2f}", ">= 0.85"),
+        ("data fan-out efficiency",
+         fmt_or_refused(refused, "data_fanout efficiency", f"{r['data_fanout_efficiency']:.2f}"), ">= 0.85"),
         ("data fan-out peak RSS above idle", f"{r['data_fanout_peak_rss_mb']:.1f} MB", "< 50 MB"),
         ("foreign table, prepared, per call", f"{r['fdw_prepared_per_call_us']:.1f} us", ""),
         ("aws_lambda.invoke, prepared, per call", f"{r['invoke_prepared_per_call_us']:.1f} us", ""),
@@ -398,27 +806,176 @@ def report(r):
          f"<= {4 * r['payload_mb']:.0f} MB"),
         (f"queue: {QUEUE_ROWS} x {QUEUE_DELAY_MS} ms at {QUEUE_CONCURRENCY}",
          f"{r['queue_throughput_per_s']:.0f}/s (ideal {r['queue_ideal_per_s']:.0f})", ""),
-        ("queue efficiency", f"{r['queue_efficiency']:.2f}", ">= 0.8"),
+        ("queue efficiency", fmt_or_refused(refused, "queue efficiency", f"{r['queue_efficiency']:.2f}"), ">= 0.8"),
         ("queue: COMMIT to request sent, median", f"{r['queue_commit_to_send_ms']:.1f} ms", "<= 20 ms"),
         ("aws_lambda.invoke, counted / not preloaded",
          f"{r['stats_on_per_call_us']:.1f} / {r['stats_off_per_call_us']:.1f} us", ""),
         ("  backend CPU per call, counted / not",
          f"{r['stats_on_cpu_per_call_us']:.1f} / {r['stats_off_cpu_per_call_us']:.1f} us", ""),
+        ("  waiting for a CPU per call, counted / not",
+         f"{r['stats_on_cpu_wait_per_call_us']:.1f} / {r['stats_off_cpu_wait_per_call_us']:.1f} us", ""),
         ("  CPU added by counting, per call", f"{r['stats_added_cpu_per_call_us']:+.2f} us", ""),
-        ("statistics overhead, share of a call", f"{r['stats_overhead_pct']:+.2f} %", "<= 3 %"),
+        ("statistics overhead, share of a call (95% CI)",
+         fmt_or_refused(refused, "statistics overhead",
+                        "{:+.2f} % [{:+.2f}, {:+.2f}]".format(r["stats_overhead_pct"],
+                                                             *median_ci(r["_stats_pct_rounds"]))), "<= 3 %"),
     ]
-    print(f"lambda_fdw benchmark: N = {N}, {platform.machine()}, {os.cpu_count()} cores, "
-          f"{platform.platform()}")
-    print(f"{'measure':45} {'value':>26}  target")
+    print(f"lambda_fdw benchmark: N = {N}, sequential calls in {rounds_note}, {platform.machine()}, "
+          f"{os.cpu_count()} cores, {platform.platform()}")
+    print(describe_placement())
+    print(f"{'measure':46} {'value':>28}  target")
     for name, value, target in targets:
-        print(f"{name:45} {value:>26}  {target}")
+        print(f"{name:46} {value:>28}  {target}")
+    for line in refused.lines:
+        print(line)
     keys = ["per_call_us", "fdw_per_query_us", "sdk_per_call_us", "plpython_per_call_us",
             "fanout_efficiency", "rss_growth_mb_1000_calls", "peak_rss_mb_5mb_payload",
             "data_fanout_efficiency", "data_fanout_peak_rss_mb", "fdw_prepared_per_call_us",
             "invoke_prepared_per_call_us", "queue_throughput_per_s", "queue_commit_to_send_ms",
-            "stats_overhead_pct"]
-    print(json.dumps({k: round(r[k], 3) for k in keys}))
+            "stats_overhead_pct", "per_call_cpu_us", "sdk_cpu_per_call_us", "per_call_vs_sdk",
+            "stats_on_cpu_per_call_us", "stats_off_cpu_per_call_us"]
+    refused_keys = {"aws_lambda.invoke, per call": ["per_call_us"], "invoke / SDK": ["per_call_vs_sdk"],
+                    "statistics overhead": ["stats_overhead_pct"], "fanout efficiency": ["fanout_efficiency"],
+                    "data_fanout efficiency": ["data_fanout_efficiency"],
+                    "queue efficiency": ["queue_throughput_per_s"]}
+    out = {k: round(r[k], 3) for k in keys}
+    for name in refused.names:
+        for k in refused_keys.get(name, []):
+            out[k] = None
+    if refused.names:
+        out["refused"] = sorted(refused.names)
+    print(json.dumps(out))
+
+
+# --- OLD vs NEW -----------------------------------------------------------------
+
+def main_compare(servers, label):
+    old_on, old_off = servers["old"][True], servers["old"][False]
+    new_on, new_off = servers["new"][True], servers["new"][False]
+    for srv in (old_on, new_on):
+        setup(srv, BASE_SETUP + TABLES)
+    for srv in (old_off, new_off):
+        setup(srv, BASE_SETUP)
+    sess = {srv.name: Session(srv) for srv in (old_on, old_off, new_on, new_off)}
+    so, sof, sn, snf = (sess[x.name] for x in (old_on, old_off, new_on, new_off))
+    refused = Refusals()
+    t_start = time.perf_counter()
+
+    # 1. Sequential calls: each build's aws_lambda.invoke('echo'), each
+    # build's statistics sides (counted by the stub), and the raw SDK.
+    sdk = Sdk()
+    inv = {"old": EchoInvoke(so), "new": EchoInvoke(sn)}
+    cnt = {"old": (Counted(so), Counted(sof)), "new": (Counted(sn), Counted(snf))}
+    rounds([inv["old"], inv["new"], sdk, *cnt["old"], *cnt["new"]])
+    check_same_settings(list(sess.values()))
+    rows = []  # (figure, old series, new series, unit, kind of difference)
+
+    ok_inv = refused.floor("aws_lambda.invoke per call, old vs new",
+                           [("baseline", inv["old"]), ("subject", inv["new"])], sdk)
+    rows.append(("aws_lambda.invoke, per call (wall)", inv["old"].wall, inv["new"].wall, "us", ok_inv))
+    rows.append(("  backend CPU per call", inv["old"].cpu, inv["new"].cpu, "us", ok_inv))
+    for b in ("old", "new"):
+        refused.floor(f"invoke / SDK ({b})", [("subject", inv[b])], sdk)
+    ratio = {b: paired(inv[b].wall, sdk.wall, lambda a, c: a / c) for b in ("old", "new")}
+    rows.append(("invoke / SDK (paired per round)", ratio["old"], ratio["new"], "x",
+                 "invoke / SDK (old)" not in refused.names and "invoke / SDK (new)" not in refused.names))
+    ok_stats = refused.floor("statistics overhead, old vs new",
+                             [("baseline", cnt["old"][1]), ("subject", cnt["old"][0]),
+                              ("baseline", cnt["new"][1]), ("subject", cnt["new"][0])], sdk)
+    st = {b: stats_figures(*cnt[b]) for b in ("old", "new")}
+    rows.append(("statistics overhead, share of a call", st["old"]["_stats_pct_rounds"],
+                 st["new"]["_stats_pct_rounds"], "%", ok_stats))
+    rows.append(("  backend CPU per call, preloaded", cnt["old"][0].cpu, cnt["new"][0].cpu, "us", ok_stats))
+    rows.append(("  backend CPU per call, not preloaded", cnt["old"][1].cpu, cnt["new"][1].cpu, "us", ok_stats))
+    rows.append(("  wall per call, preloaded", cnt["old"][0].wall, cnt["new"][0].wall, "us", ok_stats))
+    rows.append(("  wall per call, not preloaded", cnt["old"][1].wall, cnt["new"][1].wall, "us", ok_stats))
+    t_calls = time.perf_counter() - t_start
+
+    # 2. Fan-out, both kinds, in alternating rounds.
+    payloads = ", ".join(f"'{{\"ms\": {FANOUT_DELAY_MS}, \"i\": {i}}}'" for i in range(FANOUT_PAYLOADS))
+    fan = f"SELECT count(*) FROM delayed WHERE payload IN ({payloads});"
+    data = "SELECT count(*) FROM delayed_data WHERE payload = ANY(ARRAY(SELECT doc FROM fan_docs));"
+    for sql, calls, name, ideal_ms in (
+            (fan, FANOUT_PAYLOADS, f"fan-out {FANOUT_PAYLOADS} x {FANOUT_DELAY_MS} ms at {FANOUT_CONCURRENCY}",
+             FANOUT_PAYLOADS / FANOUT_CONCURRENCY * FANOUT_DELAY_MS),
+            (data, DATA_ROWS, f"fan-out over {DATA_ROWS} rows x {DATA_DELAY_MS} ms at {DATA_CONCURRENCY}",
+             DATA_ROWS / DATA_CONCURRENCY * DATA_DELAY_MS)):
+        times = {"old": [], "new": []}
+        for s in (so, sn):
+            s.run(sql)
+        for r in range(FANOUT_ROUNDS):
+            for b, s in ((("old", so), ("new", sn)) if r % 2 == 0 else (("new", sn), ("old", so))):
+                secs, out = s.timed(sql)
+                if out != [str(calls)]:
+                    fail(f"{name} on {s.server.name}: {out}")
+                times[b].append(secs * 1000)
+        ok = all(refused.bound(f"{name} ({b})", med(times[b]), ideal_ms, lambda v, i: v < i) for b in times)
+        rows.append((f"{name} (ideal {ideal_ms:.0f} ms)", times["old"], times["new"], "ms", ok))
+    t_fan = time.perf_counter() - t_start - t_calls
+
+    # 3. The queue's throughput, in alternating rounds.
+    tput = {"old": [], "new": []}
+    for r in range(QUEUE_ROUNDS):
+        for b, srv in ((("old", old_on), ("new", new_on)) if r % 2 == 0 else (("new", new_on), ("old", old_on))):
+            tput[b].append(queue_throughput(srv, f"{b}{r}-"))
+    ideal = QUEUE_CONCURRENCY * 1000.0 / QUEUE_DELAY_MS
+    ok = all(refused.bound(f"queue throughput ({b})", med(tput[b]), ideal, lambda v, i: v > i) for b in tput)
+    rows.append((f"queue: {QUEUE_ROWS} x {QUEUE_DELAY_MS} ms at {QUEUE_CONCURRENCY} (ideal {ideal:.0f}/s)",
+                 tput["old"], tput["new"], "/s", ok))
+    t_queue = time.perf_counter() - t_start - t_calls - t_fan
+    for s in sess.values():
+        s.close()
+
+    report_compare(rows, refused, label, sdk, {"calls": t_calls, "fan-out": t_fan, "queue": t_queue})
+    return 3 if refused.names else 0
+
+
+def report_compare(rows, refused, label, sdk, secs):
+    print(f"lambda_fdw benchmark, OLD = {label} vs NEW = this tree: {platform.machine()}, {os.cpu_count()} cores, "
+          f"{platform.platform()}")
+    print(describe_placement())
+    print(f"sequential calls: {ROUNDS} alternating rounds x {BLOCK} calls; fan-out: {FANOUT_ROUNDS} rounds; "
+          f"queue: {QUEUE_ROUNDS} rounds; the raw SDK (floor): {med(sdk.wall):.1f} us a call, CPU "
+          f"{med(sdk.cpu):.1f} us")
+    print("difference = NEW - OLD, the median of the per-round paired differences, with its 95% CI "
+          "and the per-round min..max; 'within noise' when the CI holds 0")
+    head = f"{'measure':58} {'old':>10} {'new':>10} {'new - old':>11} {'95% CI':>19} {'rounds min..max':>21}"
+    print(head)
+    out = {}
+    for name, old, new, unit, ok in rows:
+        if not ok:
+            print(f"{name:58} {'REFUSED (see below)':>32}")
+            out[name] = None
+            continue
+        diffs = paired(new, old, lambda a, b: a - b)
+        lo, hi = median_ci(diffs)
+        d = med(diffs)
+        verdict = "within noise" if lo <= 0 <= hi else ("higher" if d > 0 else "lower")
+        rel = f" ({d / med(old) * 100:+.1f} %)" if unit not in ("%",) and med(old) else ""
+        print(f"{name:58} {med(old):>10.2f} {med(new):>10.2f} {d:>+11.2f} [{lo:>+8.2f}, {hi:>+8.2f}] "
+              f"{min(diffs):>+9.2f}..{max(diffs):<+9.2f} {unit}{rel} {verdict}")
+        out[name] = {"old": round(med(old), 3), "new": round(med(new), 3), "diff": round(d, 3),
+                     "ci": [round(lo, 3), round(hi, 3)], "min": round(min(diffs), 3), "max": round(max(diffs), 3)}
+    for line in refused.lines:
+        print(line)
+    print("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()))
+    if refused.names:
+        out["refused"] = sorted(refused.names)
+    print(json.dumps(out))
+
+
+def main():
+    global PLACE
+    PLACE = plan_placement()
+    if PLACE is not None:
+        if not STUB_PID:
+            fail("BENCH_STUB_PID is needed to place the stub (or BENCH_LAYOUT=free)")
+        pin(STUB_PID, PLACE["stub"])
+    servers = servers_from_env()
+    if "old" in servers:
+        return main_compare(servers, os.environ.get("BENCH_BASELINE", "baseline"))
+    return main_one(servers["new"][True], servers["new"][False])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
