@@ -23,14 +23,14 @@ How the sequential figures are taken, and why:
   caller runs relative to the stub decides what a loopback call costs: on
   this project's 2-vCPU machine a call whose caller shares a vCPU with the
   stub took ~70 us, and ~130 us when they sat on different vCPUs (a wake-up
-  across vCPUs costs ~60 us of wall time, and ~40 us of the caller's own CPU
-  time). The scheduler picks the placement per process and keeps it, so
-  figures taken by different processes could differ by 2x for the same work:
-  that is what made the statistics comparison swing from -26 % to +73 %, and
-  a not-preloaded server beat the raw SDK. "same" (the default) pins the
-  stub, every measured backend and the SDK program to one CPU (BENCH_CPU,
-  default the last one) and this harness with its psql clients to the
-  others; "split" pins the stub apart from the callers; "free" pins nothing.
+  across vCPUs costs ~60 us of wall time, ~40 us of it as the caller's own
+  CPU time). The scheduler picks the placement per process and keeps it, so
+  figures taken by different processes could differ by 2x for the same
+  work: that is what made the statistics comparison swing from -26 % to
+  +73 %, and a not-preloaded server beat the raw SDK. "same" (the default)
+  puts each block's caller (a backend, or the SDK program) and the stub on
+  one CPU, the quietest one just before the block (or BENCH_CPU); "split"
+  puts the stub on another CPU than the caller; "free" pins nothing.
 - Every call is checked: each response must echo its request, the stub
   must have counted exactly the calls sent under each block's key, and all
   servers must give identical result rows; the AWS settings a call uses
@@ -43,7 +43,7 @@ Environment (bench/run sets the first three): BENCH_SERVERS (JSON:
 {"new": {"on": [host, port], "off": [host, port]}, "old": {...}}: each
 build's preloaded server and its not-preloaded twin), BENCH_STUB_PID,
 LAMBDA_FDW_STUB_PORT, BENCH_BASELINE (the OLD build's name), BENCH_ROUNDS
-(default 40), BENCH_BLOCK (calls per block, default 200), BENCH_N (calls of
+(default 60), BENCH_BLOCK (calls per block, default 200), BENCH_N (calls of
 the other sequential measures, default 5000), BENCH_LAYOUT, BENCH_CPU.
 """
 import json
@@ -57,8 +57,9 @@ import time
 import urllib.request
 
 N = int(os.environ.get("BENCH_N", "5000"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "40"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "60"))
 BLOCK = int(os.environ.get("BENCH_BLOCK", "200"))
+ROTATE = int(os.environ.get("BENCH_ROTATE", "10"))
 LAYOUT = os.environ.get("BENCH_LAYOUT", "same")
 STUB = f"http://127.0.0.1:{os.environ.get('LAMBDA_FDW_STUB_PORT', '45661')}"
 STUB_PID = int(os.environ.get("BENCH_STUB_PID", "0"))
@@ -69,7 +70,7 @@ FANOUT_PAYLOADS, FANOUT_CONCURRENCY, FANOUT_DELAY_MS = 200, 20, 20
 PAYLOAD_MB = 5
 DATA_ROWS, DATA_CONCURRENCY, DATA_DELAY_MS = 2000, 50, 20
 QUEUE_ROWS, QUEUE_CONCURRENCY, QUEUE_DELAY_MS, QUEUE_PROBES = 5000, 50, 20, 200
-FANOUT_ROUNDS, QUEUE_ROUNDS = 5, 3  # OLD vs NEW: paired rounds of each
+FANOUT_ROUNDS, QUEUE_ROUNDS = 6, 6  # OLD vs NEW: paired rounds of each
 # Settings that pick the queue worker's database: they change no call.
 NOT_A_CALL_SETTING = {"lambda_fdw.database_name"}
 
@@ -221,6 +222,23 @@ class Session:
         self.p.wait()
 
 
+class Backend:
+    """A server's measured backend, replaced by a new one every ROTATE
+    rounds: one process's luck (its memory layout, the CPU caches it got)
+    then becomes part of the rounds' noise instead of a bias of the run."""
+
+    def __init__(self, server):
+        self.server = server
+        self.s = Session(server)
+
+    def reopen(self):
+        self.s.close()
+        self.s = Session(self.server)
+
+    def close(self):
+        self.s.close()
+
+
 class Server:
     def __init__(self, build, preloaded, host, port):
         self.build, self.preloaded = build, preloaded
@@ -351,9 +369,18 @@ class Kind:
         self.name, self.label = name, label
         self.wall, self.cpu, self.wait = [], [], []
 
+    b = None  # the Backend measured, if any
+
+    @property
+    def s(self):
+        return self.b.s
+
     def pids(self):
-        s = getattr(self, "s", None)
-        return [s.pid] if s is not None else []
+        return [self.b.s.pid] if self.b is not None else []
+
+    def drop_last(self):
+        for xs in (self.wall, self.cpu, self.wait):
+            xs.pop()
 
     def add(self, secs, cpu, wait, n):
         self.wall.append(secs * 1e6 / n)
@@ -362,10 +389,10 @@ class Kind:
 
 
 class EchoInvoke(Kind):
-    def __init__(self, session):
-        super().__init__(f"invoke[{session.server.build}]",
-                         f"aws_lambda.invoke ({session.server.name})")
-        self.s = session
+    def __init__(self, backend):
+        super().__init__(f"invoke[{backend.server.build}]",
+                         f"aws_lambda.invoke ({backend.server.name})")
+        self.b = backend
 
     def block(self, r, n):
         secs, out, cpu, wait = self.s.timed_sched(echo_block(n))
@@ -379,11 +406,11 @@ class Counted(Kind):
     comparison's two sides (preloaded, not preloaded)."""
     results = {}
 
-    def __init__(self, session):
-        srv = session.server
+    def __init__(self, backend):
+        srv = backend.server
         super().__init__(f"counted[{srv.build},{'on' if srv.preloaded else 'off'}]",
                          f"aws_lambda.invoke, counted by the stub ({srv.name})")
-        self.s = session
+        self.b = backend
         # Keys of one length on every server: the same bytes sent.
         self.prefix = srv.build[0] + ("p" if srv.preloaded else "n")
 
@@ -430,9 +457,9 @@ class Sdk(Kind):
 
 
 class FdwQuery(Kind):
-    def __init__(self, session):
+    def __init__(self, backend):
         super().__init__("fdw", "foreign table, one payload a query")
-        self.s = session
+        self.b = backend
 
     def block(self, r, n):
         q = "\n".join(f"SELECT count(*) FROM echo WHERE payload = '{{\"i\": {i}}}';" for i in range(n))
@@ -443,9 +470,9 @@ class FdwQuery(Kind):
 
 
 class Plpython(Kind):
-    def __init__(self, session):
+    def __init__(self, backend):
         super().__init__("plpython", "plpython3u + boto3")
-        self.s = session
+        self.b = backend
 
     def block(self, r, n):
         n = max(n // 2, 1)  # ~5 x slower a call: half as many
@@ -459,13 +486,26 @@ class Plpython(Kind):
 
 def rounds(kinds, rounds=ROUNDS, n=BLOCK):
     """Each round runs one block of every kind, in an order rotated from
-    round to round and reversed every other one, after one block each to
-    warm up (not counted)."""
-    for k in kinds:
-        place_block(k)
-        k.block(-1, n)
-        k.wall.clear(), k.cpu.clear(), k.wait.clear()
+    round to round and reversed every other one. Every ROTATE rounds each
+    measured backend is replaced by a new one; each backend's first block of
+    every kind only warms up (not counted; its calls have their own keys)."""
+    backends = list({id(k.b): k.b for k in kinds if k.b is not None}.values())
+    warm_ups = 0
+
+    def warm_up():
+        nonlocal warm_ups
+        warm_ups += 1
+        for k in kinds:
+            place_block(k)
+            k.block(-warm_ups, n)
+            k.drop_last()
+
+    warm_up()
     for r in range(rounds):
+        if r and ROTATE and r % ROTATE == 0:
+            for b in backends:
+                b.reopen()
+            warm_up()
         order = kinds[r % len(kinds):] + kinds[:r % len(kinds)]
         if r % 2:
             order.reverse()
@@ -481,18 +521,18 @@ def med(xs):
 
 
 def median_ci(xs, level=0.95):
-    """A distribution-free confidence interval of the median (order
-    statistics of the sign test); the whole range when there are few."""
+    """A distribution-free confidence interval of the median: the k-th
+    smallest and k-th largest values, k the largest with
+    P(Binomial(n, 1/2) <= k - 1) <= (1 - level) / 2 (the sign test's); the
+    whole range when there are too few values for that."""
     s = sorted(xs)
     n = len(s)
-    k, acc = 0, 0.0
-    while True:  # largest k with P(Binomial(n, 1/2) < k) <= (1 - level) / 2
-        acc += math.comb(n, k) / 2 ** n
-        if acc > (1 - level) / 2:
-            break
+    k, below = 0, 0.0  # below = P(B <= k - 1)
+    while k < n and below + math.comb(n, k) / 2 ** n <= (1 - level) / 2:
+        below += math.comb(n, k) / 2 ** n
         k += 1
-    k = max(k, 0)
-    return s[min(k, n - 1)], s[max(n - 1 - k, 0)]
+    k = max(k, 1)
+    return s[k - 1], s[n - k]
 
 
 def paired(a, b, op):
@@ -558,7 +598,7 @@ def main_one(new_on, new_off):
     setup(new_on, BASE_SETUP + TABLES + PLPYTHON)
     setup(new_off, BASE_SETUP)
     results = {}
-    s, off = Session(new_on), Session(new_off)
+    s, off = Backend(new_on), Backend(new_off)
 
     # 1. Sequential calls, in alternating rounds: aws_lambda.invoke, the raw
     # SDK program, a foreign table, plpython3u + boto3, and the statistics'
@@ -568,7 +608,7 @@ def main_one(new_on, new_off):
     on_k, off_k = Counted(s), Counted(off)
     fdw, py = FdwQuery(s), Plpython(s)
     rounds([invoke, sdk, fdw, py, on_k, off_k])
-    check_same_settings([s, off])
+    check_same_settings([s.s, off.s])
     refused = Refusals()
     results["per_call_us"] = med(invoke.wall)
     results["per_call_cpu_us"] = med(invoke.cpu)
@@ -856,7 +896,7 @@ def main_compare(servers, label):
         setup(srv, BASE_SETUP + TABLES)
     for srv in (old_off, new_off):
         setup(srv, BASE_SETUP)
-    sess = {srv.name: Session(srv) for srv in (old_on, old_off, new_on, new_off)}
+    sess = {srv.name: Backend(srv) for srv in (old_on, old_off, new_on, new_off)}
     so, sof, sn, snf = (sess[x.name] for x in (old_on, old_off, new_on, new_off))
     refused = Refusals()
     t_start = time.perf_counter()
@@ -867,7 +907,7 @@ def main_compare(servers, label):
     inv = {"old": EchoInvoke(so), "new": EchoInvoke(sn)}
     cnt = {"old": (Counted(so), Counted(sof)), "new": (Counted(sn), Counted(snf))}
     rounds([inv["old"], inv["new"], sdk, *cnt["old"], *cnt["new"]])
-    check_same_settings(list(sess.values()))
+    check_same_settings([b.s for b in sess.values()])
     rows = []  # (figure, old series, new series, unit, kind of difference)
 
     ok_inv = refused.floor("aws_lambda.invoke per call, old vs new",
@@ -901,10 +941,11 @@ def main_compare(servers, label):
             (data, DATA_ROWS, f"fan-out over {DATA_ROWS} rows x {DATA_DELAY_MS} ms at {DATA_CONCURRENCY}",
              DATA_ROWS / DATA_CONCURRENCY * DATA_DELAY_MS)):
         times = {"old": [], "new": []}
-        for s in (so, sn):
-            s.run(sql)
+        for b in (so, sn):
+            b.s.run(sql)
         for r in range(FANOUT_ROUNDS):
-            for b, s in ((("old", so), ("new", sn)) if r % 2 == 0 else (("new", sn), ("old", so))):
+            for b, be in ((("old", so), ("new", sn)) if r % 2 == 0 else (("new", sn), ("old", so))):
+                s = be.s
                 secs, out = s.timed(sql)
                 if out != [str(calls)]:
                     fail(f"{name} on {s.server.name}: {out}")
