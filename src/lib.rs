@@ -24,7 +24,7 @@ pgrx::extension_sql_file!(
     name = "lambda_fdw_objects",
     finalize
 );
-pgrx::extension_sql_file!("../sql/aws_lambda.sql", name = "aws_lambda_api");
+pgrx::extension_sql_file!("../sql/rds_api.sql", name = "aws_lambda_api");
 pgrx::extension_sql_file!("../sql/queue.sql", name = "queue");
 pgrx::extension_sql_file!("../sql/stats.sql", name = "stats", requires = ["queue"]);
 

@@ -1,5 +1,5 @@
 //! The Amazon RDS for PostgreSQL API: `aws_lambda.invoke` (four overloads)
-//! over the same invocation core as the foreign tables. `sql/aws_lambda.sql`
+//! over the same invocation core as the foreign tables. `sql/rds_api.sql`
 //! declares the functions with RDS's exact signatures; the C entry points
 //! below read the arguments, invoke, and build the OUT record, and errors
 //! are worded as RDS words them.
@@ -216,7 +216,7 @@ unsafe fn payload_arg(fcinfo: pg_sys::FunctionCallInfo, n: usize, jsonb: bool) -
 /// # Safety
 /// `fcinfo` is a live call of the overload `o` describes.
 unsafe fn read_args(fcinfo: pg_sys::FunctionCallInfo, o: Overload) -> Result<InvokeArgs> {
-    // SAFETY: argument positions follow the declarations in sql/aws_lambda.sql.
+    // SAFETY: argument positions follow the declarations in sql/rds_api.sql.
     unsafe {
         if o.composite {
             let (function_name, region) = match pgrx::fcinfo::pg_getarg_datum(fcinfo, 0) {
@@ -317,7 +317,7 @@ macro_rules! entry_point {
         #[pg_guard]
         pub unsafe extern "C-unwind" fn $name(fcinfo: pg_sys::FunctionCallInfo) -> Datum {
             // SAFETY: PostgreSQL calls this with a valid fcinfo for the
-            // declaration in sql/aws_lambda.sql.
+            // declaration in sql/rds_api.sql.
             unsafe {
                 invoke_entry(
                     fcinfo,

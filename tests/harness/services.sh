@@ -47,9 +47,19 @@ install_extension() { # [--release]
   (cd "$LAMBDA_FDW_ROOT" && cargo pgrx install --sudo --pg-config "$PG_CONFIG" "$@" >"$WORK/install.log" 2>&1) \
     || { tail -50 "$WORK/install.log"; return 1; }
   # cargo pgrx installs the current version's script and the update scripts
-  # (sql/lambda_fdw--<from>--<to>.sql); the earlier versions' install
-  # scripts, kept as released, go beside them for tests/upgrade.py.
+  # (sql/lambda_fdw--<from>--<to>.sql); the RDS extension names (their
+  # control files and scripts) go beside them, as the packages hold them.
   local dir
+  dir="$("$PG_CONFIG" --sharedir)/extension"
+  install -m 644 "$LAMBDA_FDW_ROOT"/aws_commons.control "$LAMBDA_FDW_ROOT"/aws_lambda.control \
+    "$LAMBDA_FDW_ROOT"/sql/aws_commons--*.sql "$LAMBDA_FDW_ROOT"/sql/aws_lambda--*.sql "$dir/"
+  install_test_scripts
+}
+
+# The earlier versions' install scripts, kept as released (sql/), for
+# tests/scripts/upgrade.py; they are the tests', not the packages'.
+install_test_scripts() {
+  local dir script
   dir="$("$PG_CONFIG" --sharedir)/extension"
   for script in "$LAMBDA_FDW_ROOT"/sql/lambda_fdw--*.sql; do
     [[ $(basename "$script") == *--*--* ]] || install -m 644 "$script" "$dir/"
