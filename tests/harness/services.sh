@@ -47,12 +47,13 @@ install_extension() { # [--release]
   (cd "$LAMBDA_FDW_ROOT" && cargo pgrx install --sudo --pg-config "$PG_CONFIG" "$@" >"$WORK/install.log" 2>&1) \
     || { tail -50 "$WORK/install.log"; return 1; }
   # cargo pgrx installs the current version's script and the update scripts
-  # (sql/lambda_fdw--<from>--<to>.sql); the RDS extension names (their
-  # control files and scripts) go beside them, as the packages hold them.
+  # (sql/lambda_fdw--<from>--<to>.sql); the RDS extension names (rds_names/:
+  # their control files and scripts) go beside them, as the packages hold
+  # them. (They cannot sit beside lambda_fdw.control: cargo pgrx takes the
+  # first control file it finds in the package's directory.)
   local dir
   dir="$("$PG_CONFIG" --sharedir)/extension"
-  install -m 644 "$LAMBDA_FDW_ROOT"/aws_commons.control "$LAMBDA_FDW_ROOT"/aws_lambda.control \
-    "$LAMBDA_FDW_ROOT"/sql/aws_commons--*.sql "$LAMBDA_FDW_ROOT"/sql/aws_lambda--*.sql "$dir/"
+  install -m 644 "$LAMBDA_FDW_ROOT"/rds_names/* "$dir/"
   install_test_scripts
 }
 
