@@ -53,7 +53,7 @@ install_extension() { # [--release]
   # first control file it finds in the package's directory.)
   local dir
   dir="$("$PG_CONFIG" --sharedir)/extension"
-  install -m 644 "$LAMBDA_FDW_ROOT"/rds_names/* "$dir/"
+  install -m 644 "$LAMBDA_FDW_ROOT"/rds_names/*.control "$LAMBDA_FDW_ROOT"/rds_names/*.sql "$dir/"
   install_test_scripts
 }
 
