@@ -304,7 +304,7 @@ def main():
     admin.execute(f"CREATE ROLE {ROLE}")
 
     versions = earlier_versions()
-    check("earlier versions kept in sql/", versions, ["0.1.0", "0.2.0"])
+    check("earlier versions kept in sql/", versions, ["0.1.0", "0.2.0", "0.3.0"])
     available = [r[0] for r in admin.execute(
         "SELECT version FROM pg_available_extension_versions WHERE name = 'lambda_fdw' ORDER BY version")]
     default = one(admin, "SELECT default_version FROM pg_available_extensions WHERE name = 'lambda_fdw'")
