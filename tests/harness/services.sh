@@ -57,14 +57,26 @@ install_extension() { # [--release]
   install_test_scripts
 }
 
-# The earlier versions' install scripts, kept as released (sql/), for
-# tests/scripts/upgrade.py; they are the tests', not the packages'.
-install_test_scripts() {
-  local dir script
-  dir="$("$PG_CONFIG" --sharedir)/extension"
+# The tests' own extension files, which no package holds: the earlier
+# versions' install scripts, kept as released (sql/), for
+# tests/scripts/upgrade.py, and the fixture extension that requires
+# aws_lambda (tests/fixtures/extensions/), for tests/scripts/names.py.
+test_scripts() {
+  local script
   for script in "$LAMBDA_FDW_ROOT"/sql/lambda_fdw--*.sql; do
-    [[ $(basename "$script") == *--*--* ]] || install -m 644 "$script" "$dir/"
+    [[ $(basename "$script") == *--*--* ]] || echo "$script"
   done
+  ls "$LAMBDA_FDW_ROOT"/tests/fixtures/extensions/*
+}
+install_test_scripts() {
+  local dir
+  dir="$("$PG_CONFIG" --sharedir)/extension"
+  test_scripts | xargs -I{} install -m 644 {} "$dir/"
+}
+remove_test_scripts() {
+  local dir
+  dir="$("$PG_CONFIG" --sharedir)/extension"
+  test_scripts | xargs -n1 basename | sed "s#^#$dir/#" | xargs rm -f
 }
 
 start_postgres() {

@@ -60,6 +60,26 @@ fi
 passed=$(grep -cE '^(test| ) *[a-z_]+ +\.\.\. ok|^ok +[0-9]+ +- +[a-z_]+' "$WORK/pg_regress.log" || true)
 failed=$(( ${#SUITES[@]} - passed ))
 
+# The RDS suites again, unchanged, in a database installed the RDS way: by
+# CREATE EXTENSION aws_lambda CASCADE, not CREATE EXTENSION lambda_fdw.
+RDS_SUITES=(rds_signatures rds_compat rds_guide)
+part "RDS suites by the names" "the RDS suites in a database made by CREATE EXTENSION aws_lambda CASCADE: ${RDS_SUITES[*]}"
+rm -rf "$WORK/regress_names" && mkdir -p "$WORK/regress_names" && chown postgres "$WORK/regress_names"
+psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS lambda_fdw_by_names" \
+  -c "CREATE DATABASE lambda_fdw_by_names"
+psql -X -q -v ON_ERROR_STOP=1 -d lambda_fdw_by_names -c "SET client_min_messages = warning" \
+  -c "CREATE EXTENSION aws_lambda CASCADE"
+names_status=0
+"$(dirname "$(dirname "$("$PG_CONFIG" --pgxs)")")/test/regress/pg_regress" \
+  --bindir="$PG_BIN" --host="$PGHOST" --port="$PGPORT" --user=postgres --use-existing --dbname=lambda_fdw_by_names \
+  --inputdir=tests/regress --outputdir="$WORK/regress_names" "${RDS_SUITES[@]}" | tee "$WORK/pg_regress_names.log" \
+  || names_status=${PIPESTATUS[0]}
+if [[ $names_status -ne 0 && -f "$WORK/regress_names/regression.diffs" ]]; then
+  cat "$WORK/regress_names/regression.diffs"
+fi
+if [[ $names_status -eq 0 ]]; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
+psql -X -q -d postgres -c "DROP DATABASE lambda_fdw_by_names"
+
 part drivers "drivers: asyncpg and psycopg 3, prepared statements and generic plans"
 if "$VENV/bin/python" tests/scripts/drivers.py; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
 
@@ -84,6 +104,13 @@ else
   failed=$((failed + 1)); status=1
 fi
 
+part names "names: CREATE and DROP EXTENSION aws_commons and aws_lambda, requires, pg_dump and pg_restore"
+if LAMBDA_FDW_MINISTACK_PORT="$MINISTACK_PORT" "$VENV/bin/python" tests/scripts/names.py; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); status=1
+fi
+
 part security "security: issue 18's attacks and rules, as the roles involved would try them"
 if LAMBDA_FDW_WORK="$WORK" LAMBDA_FDW_MINISTACK_PORT="$MINISTACK_PORT" LAMBDA_FDW_STUB_PORT="$STUB_PORT" \
    LAMBDA_FDW_QUEUE_DB="$QUEUE_DB" "$VENV/bin/python" tests/scripts/security.py; then
@@ -94,7 +121,7 @@ fi
 
 part secrets "secrets: the planted credentials appear in no result and no server log line"
 if grep -l -e 'PLANTED-SECRET-5e1f' -e 'PLANTED-TOKEN-77aa' -e 'AKIDPLANTEDKEY' \
-     "$WORK/postgres.log" "$WORK/regress/results/"*.out; then
+     "$WORK/postgres.log" "$WORK/regress/results/"*.out "$WORK/regress_names/results/"*.out; then
   log "a planted secret leaked into the files above"
   failed=$((failed + 1)); status=1
 else

@@ -12,16 +12,20 @@ queue worker's database ($LAMBDA_FDW_QUEUE_DB):
   3. ALTER EXTENSION lambda_fdw UPDATE;
   4. the catalog of the extension's objects (pg_describe_object of every
      pg_depend member, with definitions, signatures, grants, initial
-     privileges and comments) equals that of a fresh CREATE EXTENSION in
-     another database, line for line;
-  5. the user's objects are as they were, the foreign table still invokes
+     privileges and comments; catalog.py) equals that of a fresh
+     CREATE EXTENSION lambda_fdw in another database, line for line;
+  5. CREATE EXTENSION aws_lambda CASCADE adds the RDS names, and the three
+     extensions' catalog equals that of a fresh CREATE EXTENSION aws_lambda
+     CASCADE in a third database (the other way of installing);
+  6. the user's objects are as they were, the foreign table still invokes
      (as the granted role too), and what the new version added works: the
      worker sends an INSERT queued after the update, statistics count.
+A fresh install through the names has exactly lambda_fdw's objects, and the
+names own none.
 
 Needs the suite's cluster (library preloaded) and ministack.
 Exits non-zero after printing every failed check.
 """
-import difflib
 import glob
 import json
 import os
@@ -31,11 +35,15 @@ import time
 import psycopg
 from psycopg.rows import tuple_row
 
+from catalog import EXTENSION, MEMBERS, USER_OBJECTS, same_lines, snapshot
 from pgcheck import one, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UPGRADED = os.environ.get("LAMBDA_FDW_QUEUE_DB", "lambda_fdw_queue")
 FRESH = "lambda_fdw_upgrade_fresh"
+FRESH_NAMES = "lambda_fdw_upgrade_fresh_names"
+OURS = ["lambda_fdw"]
+ALL = ["lambda_fdw", "aws_commons", "aws_lambda"]
 MINISTACK = f"http://127.0.0.1:{os.environ.get('LAMBDA_FDW_MINISTACK_PORT', '45660')}"
 ROLE = "upgrade_reader"
 
@@ -51,136 +59,6 @@ def check(what, got, want):
 
 def connect(db):
     return psycopg.connect(dbname=db, autocommit=True, row_factory=tuple_row)
-
-
-# Every object of the extension, one line each, in a form that does not
-# depend on OIDs: what it is, its definition, its ACL and initial privileges,
-# its comment. Objects that belong to a member without being members
-# themselves (columns, identity sequences, constraints, indexes, policies,
-# triggers, composite attributes) are part of their owner's line.
-MEMBERS = r"""
-WITH m AS (
-  SELECT d.classid, d.objid, d.objsubid
-    FROM pg_catalog.pg_depend d
-    JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
-   WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
-     AND d.deptype = 'e' AND e.extname = 'lambda_fdw'
-)
-SELECT pg_catalog.pg_describe_object(m.classid, m.objid, m.objsubid) AS object,
-       CASE m.classid
-       WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN
-         (SELECT pg_catalog.pg_get_functiondef(p.oid) || ' owner=' || p.proowner::regrole
-                 || ' acl=' || coalesce(p.proacl::text, 'default')
-            FROM pg_catalog.pg_proc p WHERE p.oid = m.objid)
-       WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN
-         (SELECT 'relkind=' || c.relkind::text || ' persistence=' || c.relpersistence::text
-                 || ' owner=' || c.relowner::regrole
-                 || ' acl=' || coalesce(c.relacl::text, 'default')
-                 || ' rls=' || c.relrowsecurity || '/' || c.relforcerowsecurity
-                 || ' options=' || coalesce(c.reloptions::text, '{}')
-                 || E'\n  columns: ' || coalesce((
-                      SELECT string_agg(a.attname || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod)
-                               || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
-                               || coalesce(' default ' || pg_catalog.pg_get_expr(ad.adbin, ad.adrelid), '')
-                               || CASE a.attidentity WHEN '' THEN '' ELSE ' identity ' || a.attidentity::text || (
-                                    SELECT ' sequence(' || concat_ws(' ', s.seqtypid::regtype, s.seqstart, s.seqincrement,
-                                                                     s.seqmax, s.seqmin, s.seqcache, s.seqcycle) || ')'
-                                      FROM pg_catalog.pg_sequence s
-                                     WHERE s.seqrelid = pg_catalog.pg_get_serial_sequence(
-                                             c.oid::regclass::text, a.attname)::regclass) END
-                               || coalesce(' acl=' || a.attacl::text, '')
-                               || coalesce(' comment=' || pg_catalog.col_description(a.attrelid, a.attnum), ''),
-                             ', ' ORDER BY a.attnum)
-                        FROM pg_catalog.pg_attribute a
-                        LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '')
-                 || E'\n  constraints: ' || coalesce((
-                      SELECT string_agg(co.conname || ' ' || pg_catalog.pg_get_constraintdef(co.oid), ', ' ORDER BY co.conname)
-                        FROM pg_catalog.pg_constraint co WHERE co.conrelid = c.oid), '')
-                 || E'\n  indexes: ' || coalesce((
-                      SELECT string_agg(pg_catalog.pg_get_indexdef(i.indexrelid), ', ' ORDER BY 1)
-                        FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid), '')
-                 || E'\n  policies: ' || coalesce((
-                      SELECT string_agg(po.polname || ' cmd=' || po.polcmd::text || ' permissive=' || po.polpermissive
-                               || ' roles=' || po.polroles::regrole[]::text
-                               || ' using=' || coalesce(pg_catalog.pg_get_expr(po.polqual, po.polrelid), '')
-                               || ' check=' || coalesce(pg_catalog.pg_get_expr(po.polwithcheck, po.polrelid), ''),
-                             ', ' ORDER BY po.polname)
-                        FROM pg_catalog.pg_policy po WHERE po.polrelid = c.oid), '')
-                 || E'\n  triggers: ' || coalesce((
-                      SELECT string_agg(pg_catalog.pg_get_triggerdef(t.oid), ', ' ORDER BY t.tgname)
-                        FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal), '')
-                 || CASE WHEN c.relkind = 'v' THEN E'\n  view: ' || pg_catalog.pg_get_viewdef(c.oid, true) ELSE '' END
-                 || CASE WHEN c.relkind = 'S' THEN (
-                      SELECT E'\n  sequence: ' || concat_ws(' ', s.seqtypid::regtype, s.seqstart, s.seqincrement,
-                                                            s.seqmax, s.seqmin, s.seqcache, s.seqcycle)
-                        FROM pg_catalog.pg_sequence s WHERE s.seqrelid = c.oid) ELSE '' END
-            FROM pg_catalog.pg_class c WHERE c.oid = m.objid)
-       WHEN 'pg_catalog.pg_type'::pg_catalog.regclass THEN
-         (SELECT 'typtype=' || t.typtype::text || ' owner=' || t.typowner::regrole
-                 || ' acl=' || coalesce(t.typacl::text, 'default')
-                 || ' attributes: ' || coalesce((
-                      SELECT string_agg(a.attname || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum)
-                        FROM pg_catalog.pg_attribute a
-                       WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped), '')
-            FROM pg_catalog.pg_type t WHERE t.oid = m.objid)
-       WHEN 'pg_catalog.pg_namespace'::pg_catalog.regclass THEN
-         (SELECT 'owner=' || n.nspowner::regrole || ' acl=' || coalesce(n.nspacl::text, 'default')
-            FROM pg_catalog.pg_namespace n WHERE n.oid = m.objid)
-       WHEN 'pg_catalog.pg_foreign_data_wrapper'::pg_catalog.regclass THEN
-         (SELECT 'handler=' || w.fdwhandler::regprocedure || ' validator=' || w.fdwvalidator::regprocedure
-                 || ' owner=' || w.fdwowner::regrole
-                 || ' acl=' || coalesce(w.fdwacl::text, 'default') || ' options=' || coalesce(w.fdwoptions::text, '{}')
-            FROM pg_catalog.pg_foreign_data_wrapper w WHERE w.oid = m.objid)
-       WHEN 'pg_catalog.pg_event_trigger'::pg_catalog.regclass THEN
-         (SELECT 'event=' || et.evtevent || ' function=' || et.evtfoid::regprocedure
-                 || ' enabled=' || et.evtenabled::text || ' tags=' || coalesce(et.evttags::text, '{}')
-                 || ' owner=' || et.evtowner::regrole
-            FROM pg_catalog.pg_event_trigger et WHERE et.oid = m.objid)
-       ELSE 'no details for catalog ' || m.classid::regclass::text
-       END AS definition,
-       (SELECT i.privtype::text || ' ' || i.initprivs::text FROM pg_catalog.pg_init_privs i
-         WHERE i.objoid = m.objid AND i.classoid = m.classid AND i.objsubid = m.objsubid) AS init_privs,
-       pg_catalog.obj_description(m.objid, (SELECT relname FROM pg_catalog.pg_class WHERE oid = m.classid)) AS comment
-  FROM m
- ORDER BY 1
-"""
-
-# The extension's own row, config tables by name.
-EXTENSION = """
-SELECT e.extversion, e.extrelocatable, e.extnamespace::regnamespace::text,
-       (SELECT array_agg(c::regclass::text ORDER BY c::regclass::text) FROM unnest(e.extconfig) c),
-       e.extcondition
-  FROM pg_catalog.pg_extension e WHERE e.extname = 'lambda_fdw'
-"""
-
-# The user's objects that depend on the extension, as they should survive
-# an update.
-USER_OBJECTS = """
-SELECT s.srvname, s.srvoptions::text, s.srvacl::text, pg_catalog.obj_description(s.oid, 'pg_foreign_server'),
-       (SELECT array_agg(um.usename || ' ' || um.umoptions::text ORDER BY um.usename)
-          FROM pg_catalog.pg_user_mappings um WHERE um.srvid = s.oid),
-       (SELECT array_agg(c.oid::regclass || ' ' || ft.ftoptions::text || ' ' || coalesce(c.relacl::text, '')
-                         || ' ' || coalesce(pg_catalog.obj_description(c.oid, 'pg_class'), '')
-                         ORDER BY c.relname)
-          FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid
-         WHERE ft.ftserver = s.oid)
-  FROM pg_catalog.pg_foreign_server s ORDER BY s.srvname
-"""
-
-
-def snapshot(conn, sql):
-    return [" | ".join("NULL" if v is None else str(v) for v in row) for row in conn.execute(sql).fetchall()]
-
-
-def same_lines(what, got, want):
-    if got == want:
-        check(what, True, True)
-        return
-    diff = "\n".join(difflib.unified_diff("\n".join(want).splitlines(), "\n".join(got).splitlines(),
-                                         "fresh install", "after update", lineterm=""))
-    print(diff, flush=True)
-    check(what, f"{len(diff.splitlines())} lines of difference (above)", "no difference")
 
 
 def earlier_versions():
@@ -226,12 +104,14 @@ def invokes(conn, label):
         conn.execute("RESET ROLE")
 
 
-def upgrade_from(admin, version, fresh_members, fresh_extension):
+def upgrade_from(admin, version, fresh):
     recreate(admin, UPGRADED)
     conn = connect(UPGRADED)
     in_use(conn, version)
     check(f"{version}: installed", one(conn, "SELECT extversion FROM pg_extension WHERE extname = 'lambda_fdw'"), version)
     users_before = snapshot(conn, USER_OBJECTS)
+    check(f"{version}: the RDS names are not installed",
+          one(conn, "SELECT count(*) FROM pg_extension WHERE extname IN ('aws_commons', 'aws_lambda')"), 0)
 
     invokes(conn, f"{version} SQL, new library")
     if version == "0.1.0":
@@ -262,11 +142,16 @@ def upgrade_from(admin, version, fresh_members, fresh_extension):
     check(f"{version}: updated to the default version",
           one(conn, "SELECT extversion FROM pg_extension WHERE extname = 'lambda_fdw'"),
           one(conn, "SELECT default_version FROM pg_available_extensions WHERE name = 'lambda_fdw'"))
-    same_lines(f"{version} updated: the extension's objects equal a fresh install",
-               snapshot(conn, MEMBERS), fresh_members)
-    same_lines(f"{version} updated: the extension's row equals a fresh install",
-               snapshot(conn, EXTENSION), fresh_extension)
-    same_lines(f"{version} updated: the server, mappings, table, grants and comments are unchanged",
+    same_lines(check, f"{version} updated: the extension's objects equal a fresh install",
+               snapshot(conn, MEMBERS, [OURS]), fresh["members"])
+    same_lines(check, f"{version} updated: the extension's row equals a fresh install",
+               snapshot(conn, EXTENSION, [OURS]), fresh["extension"])
+    conn.execute("CREATE EXTENSION aws_lambda CASCADE")
+    same_lines(check, f"{version} updated, then the RDS names: the objects equal a fresh CREATE EXTENSION aws_lambda CASCADE",
+               snapshot(conn, MEMBERS, [ALL]), fresh["names_members"], ("fresh install by the names", "after update"))
+    same_lines(check, f"{version} updated, then the RDS names: the extensions' rows equal a fresh install by the names",
+               snapshot(conn, EXTENSION, [ALL]), fresh["names_extension"], ("fresh install by the names", "after update"))
+    same_lines(check, f"{version} updated: the server, mappings, table, grants and comments are unchanged",
                snapshot(conn, USER_OBJECTS), users_before)
 
     invokes(conn, f"{version} updated")
@@ -293,8 +178,10 @@ def upgrade_from(admin, version, fresh_members, fresh_extension):
           [("postgres", "ms", 5, 5)])
 
     conn.execute("DROP EXTENSION lambda_fdw CASCADE")
-    check(f"{version} updated: DROP EXTENSION leaves none of its schemas",
+    check(f"{version} updated: DROP EXTENSION lambda_fdw CASCADE leaves none of its schemas",
           one(conn, "SELECT count(*) FROM pg_namespace WHERE nspname IN ('lambda_fdw', 'aws_lambda', 'aws_commons')"), 0)
+    check(f"{version} updated: DROP EXTENSION lambda_fdw CASCADE drops the RDS names too",
+          one(conn, "SELECT count(*) FROM pg_extension WHERE extname IN ('lambda_fdw', 'aws_commons', 'aws_lambda')"), 0)
     conn.close()
 
 
@@ -314,19 +201,33 @@ def main():
               one(admin, "SELECT path FROM pg_extension_update_paths('lambda_fdw') WHERE source = %s AND target = %s",
                   [v, default]) is not None, True)
 
+    # Both ways of installing the new version, each in a new database.
+    fresh = {}
     recreate(admin, FRESH)
-    with connect(FRESH) as fresh:
-        fresh.execute("CREATE EXTENSION lambda_fdw")
-        fresh_members = snapshot(fresh, MEMBERS)
-        fresh_extension = snapshot(fresh, EXTENSION)
+    with connect(FRESH) as conn:
+        conn.execute("CREATE EXTENSION lambda_fdw")
+        fresh["members"] = snapshot(conn, MEMBERS, [OURS])
+        fresh["extension"] = snapshot(conn, EXTENSION, [OURS])
+    recreate(admin, FRESH_NAMES)
+    with connect(FRESH_NAMES) as conn:
+        conn.execute("CREATE EXTENSION aws_lambda CASCADE")
+        fresh["names_members"] = snapshot(conn, MEMBERS, [ALL])
+        fresh["names_extension"] = snapshot(conn, EXTENSION, [ALL])
+        same_lines(check, "a fresh install by the names has exactly lambda_fdw's objects, all lambda_fdw's",
+                   snapshot(conn, MEMBERS, [ALL]), snapshot(conn, MEMBERS, [OURS]),
+                   ("lambda_fdw's members", "every member of the three"))
+        same_lines(check, "a fresh install by the names has lambda_fdw's objects of a fresh CREATE EXTENSION lambda_fdw",
+                   snapshot(conn, MEMBERS, [OURS]), fresh["members"],
+                   ("CREATE EXTENSION lambda_fdw", "CREATE EXTENSION aws_lambda CASCADE"))
     check("the catalog query describes every member of a fresh install",
-          [line for line in fresh_members if "no details for catalog" in line], [])
-    print(f"upgrade: a fresh install has {len(fresh_members)} member objects", flush=True)
+          [line for line in fresh["members"] if "no details for catalog" in line], [])
+    print(f"upgrade: a fresh install has {len(fresh['members'])} member objects", flush=True)
 
     for v in versions:
-        upgrade_from(admin, v, fresh_members, fresh_extension)
+        upgrade_from(admin, v, fresh)
 
     admin.execute(f"DROP DATABASE {FRESH} WITH (FORCE)")
+    admin.execute(f"DROP DATABASE {FRESH_NAMES} WITH (FORCE)")
     admin.execute(f"DROP ROLE {ROLE}")
     if failures:
         print(f"upgrade: {len(failures)} failed: {failures}", flush=True)
