@@ -54,7 +54,6 @@ install_extension() { # [--release]
   local dir
   dir="$("$PG_CONFIG" --sharedir)/extension"
   install -m 644 "$LAMBDA_FDW_ROOT"/rds_names/*.control "$LAMBDA_FDW_ROOT"/rds_names/*.sql "$dir/"
-  install_test_scripts
 }
 
 # The tests' own extension files, which no package holds: the earlier

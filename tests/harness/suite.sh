@@ -32,6 +32,7 @@ cargo pgrx test "pg$PG_VERSION" --runas postgres --pgdata "$WORK/pgrx/data"
 
 part "install and cluster" "installing lambda_fdw and starting the cluster"
 install_extension
+install_test_scripts
 start_postgres
 
 SUITES=(fdw_options fdw_invoke fdw_data rds_signatures rds_compat rds_guide reliability bad_input secrets stats import)
