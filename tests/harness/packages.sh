@@ -31,15 +31,15 @@ pkg_extdir() { echo "$("$PG_CONFIG" --sharedir)/extension"; }
 
 # The names share/extension must hold, from the repository (not from a
 # package): the control file, this version's script, the update scripts, the
-# RDS names. The old install scripts (sql/lambda_fdw--<v>.sql) are not among
+# RDS names (rds_names/). The old install scripts (sql/lambda_fdw--<v>.sql) are not among
 # them.
 pkg_expected_ext_files() {
   local f
   {
     echo lambda_fdw.control
     echo "lambda_fdw--$(pkg_version).sql"
-    for f in "$LAMBDA_FDW_ROOT"/sql/lambda_fdw--*--*.sql "$LAMBDA_FDW_ROOT"/sql/aws_commons--*.sql \
-             "$LAMBDA_FDW_ROOT"/sql/aws_lambda--*.sql; do basename "$f"; done
+    for f in "$LAMBDA_FDW_ROOT"/sql/lambda_fdw--*--*.sql "$LAMBDA_FDW_ROOT"/rds_names/aws_commons--*.sql \
+             "$LAMBDA_FDW_ROOT"/rds_names/aws_lambda--*.sql; do basename "$f"; done
     echo aws_commons.control
     echo aws_lambda.control
   } | sort
@@ -240,15 +240,16 @@ pkg_check_other_library() {
 # PostgreSQL's texts, found by trying (they differ between versions).
 pkg_other_library_error() { # path, other major
   case "$PG_VERSION" in
-    15|16) printf 'psql:<stdin>:1: ERROR:  incompatible library "%s": version mismatch\nDETAIL:  Server is version %s, library is version %s.' "$1" "$PG_VERSION" "$2" ;;
-    18) printf 'psql:<stdin>:1: ERROR:  incompatible library "%s": version mismatch\nDETAIL:  Server is version %s, library is version %s.' "$1" "$PG_VERSION" "$2" ;;
+    15|16) printf 'ERROR:  incompatible library "%s": version mismatch\nDETAIL:  Server is version %s, library is version %s.' "$1" "$PG_VERSION" "$2" ;;
+    18) printf 'ERROR:  incompatible library "%s": version mismatch\nDETAIL:  Server is version %s, library is version %s.' "$1" "$PG_VERSION" "$2" ;;
   esac
 }
 pkg_not_available_error() {
   local dir; dir="$(pkg_extdir)"
   case "$PG_VERSION" in
-    15|16) printf 'ERROR:  could not open extension control file "%s/lambda_fdw.control": No such file or directory' "$dir" ;;
-    18) printf 'ERROR:  extension "lambda_fdw" is not available\nDETAIL:  Could not open extension control file "%s/lambda_fdw.control": No such file or directory.\nHINT:  The extension must first be installed on the system where PostgreSQL is running.' "$dir" ;;
+    15|16) printf 'ERROR:  extension "lambda_fdw" is not available\nDETAIL:  Could not open extension control file "%s/lambda_fdw.control": No such file or directory.\nHINT:  The extension must first be installed on the system where PostgreSQL is running.' "$dir" ;;
+    # 18 looks along extension_control_path, and names no file.
+    18) printf 'ERROR:  extension "lambda_fdw" is not available\nHINT:  The extension must first be installed on the system where PostgreSQL is running.' ;;
   esac
 }
 
