@@ -308,7 +308,7 @@ pkg_check_deb_depends() {
   rm -rf "$root" && mkdir -p "$root/var/lib/dpkg/info" "$root/var/lib/dpkg/updates" "$root/var/lib/dpkg/triggers"
   : >"$root/var/lib/dpkg/status"; : >"$root/var/lib/dpkg/available"
   got="$(dpkg --root="$root" --force-script-chrootless -i "$PKG_DIR/$(pkg_deb_name)" 2>&1)"; rc=$?
-  if [[ $rc == 1 && $got == *"dependency problems prevent configuration of postgresql-15-lambda-fdw:"*" postgresql-15-lambda-fdw depends on postgresql-15; however:"*"  Package postgresql-15 is not installed."* ]]; then
+  if [[ $rc == 1 && $got == *"dependency problems prevent configuration of postgresql-15-lambda-fdw:"*" postgresql-15-lambda-fdw depends on postgresql-15; however:"*"  Package postgresql-15 is not installed."*"dpkg: error processing package postgresql-15-lambda-fdw (--install):"*" dependency problems - leaving unconfigured"* ]]; then
     pkg_ok "dpkg -i without postgresql-15: dpkg's dependency problems, not configured"
   else
     pkg_fail "dpkg -i without postgresql-15" "exit $rc: $got"
@@ -327,7 +327,7 @@ pkg_check_preinst() {
   got="$(dpkg -i "$PKG_DIR/$(pkg_deb_name)" 2>&1)"; rc=$?
   want="postgresql-15-lambda-fdw: refusing to install lambda_fdw $(pkg_version): lambda_fdw (version 0.1.0) is already installed for PostgreSQL 15 by no package (a build from source or an unpacked archive?). Files no package owns: $extdir/lambda_fdw.control
 postgresql-15-lambda-fdw: remove those files (with the tool that installed them), then install this package again."
-  if [[ $rc == 1 && $got == *"$want"* ]]; then
+  if [[ $rc == 1 && $got == *"$want"*"new postgresql-15-lambda-fdw package pre-installation script subprocess returned error exit status 1"* ]]; then
     pkg_ok "dpkg -i over a stray lambda_fdw.control of 0.1.0: the preinst refuses"
   else
     pkg_fail "dpkg -i over a stray lambda_fdw.control of 0.1.0" "exit $rc: $got"
