@@ -217,7 +217,9 @@ pkg_check_cluster() {
 }
 
 # A library built for another major, LOADed from a scratch directory:
-# PostgreSQL refuses it itself.
+# PostgreSQL refuses it itself. It never gets as far as the magic block's
+# "incompatible library ...: version mismatch": PostgreSQL dlopens with
+# RTLD_NOW, and each major's library needs a symbol the other server lacks.
 pkg_check_other_library() {
   local other got want so
   for other in 16 18 15; do
@@ -235,15 +237,23 @@ pkg_check_other_library() {
   got="$(pkg_psql postgres -v VERBOSITY=default -c "LOAD '$so'")"
   want="$(pkg_other_library_error "$so" "$other")"
   pkg_expect "LOAD of PostgreSQL $other's library: PostgreSQL's own refusal" "$want" "$got"
+  got="$(pkg_psql pkg_queue -c "SELECT response FROM echo WHERE payload = '{\"after\":1}'")"
+  pkg_expect "the server still invokes after refusing it" '{"after": 1}' "$got"
 }
 
-# PostgreSQL's texts, found by trying (they differ between versions).
+# PostgreSQL's texts, found by trying (the symbol the server lacks differs
+# between versions).
 pkg_other_library_error() { # path, other major
-  case "$PG_VERSION" in
-    15|16) printf 'ERROR:  incompatible library "%s": version mismatch\nDETAIL:  Server is version %s, library is version %s.' "$1" "$PG_VERSION" "$2" ;;
-    18) printf 'ERROR:  incompatible library "%s": version mismatch\nDETAIL:  Server is version %s, library is version %s.' "$1" "$PG_VERSION" "$2" ;;
+  local symbol
+  case "$PG_VERSION/$2" in
+    15/16|15/18) symbol=ExecGetResultRelCheckAsUser ;;
+    16/15|18/15) symbol=pg_foreign_server_aclcheck ;;
+    16/18) symbol=pqsignal_be ;;
+    18/16) symbol=pqsignal ;;
   esac
+  printf 'ERROR:  could not load library "%s": %s: undefined symbol: %s' "$1" "$1" "$symbol"
 }
+
 pkg_not_available_error() {
   local dir; dir="$(pkg_extdir)"
   case "$PG_VERSION" in
