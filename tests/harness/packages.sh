@@ -78,7 +78,12 @@ pkg_unpack() { # [major]
 }
 
 install_package() {
-  local top
+  local top want
+  case "$PG_VERSION" in 15) want="$(pkg_deb_name)" ;; *) want="$(pkg_tar_name)" ;; esac
+  if [[ ! -f $PKG_DIR/$want ]]; then
+    log "no $PKG_DIR/$want: build it first (LAMBDA_FDW_PG=$PG_VERSION bash packaging/build)"
+    return 1
+  fi
   pkg_uninstall || return 1
   case "$PG_VERSION" in
     15)
