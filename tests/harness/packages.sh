@@ -10,7 +10,10 @@
 #                     stopped (ministack and the stub still running): a fresh
 #                     cluster without cargo or rustc on PATH, bad input, and
 #                     removal. One line per check; non-zero if any failed.
-# The packages are read from ${CARGO_TARGET_DIR:-<repo>/target}/packages.
+# The packages are read from ${CARGO_TARGET_DIR:-<repo>/target}/packages
+# (LAMBDA_FDW_PKG_DIR); check_package's cluster listens on a socket in
+# $WORK/package-check, port 54316 (LAMBDA_FDW_PKG_PGPORT). check_package
+# leaves lambda_fdw removed: install_package again to use it after.
 
 PKG_DIR="${LAMBDA_FDW_PKG_DIR:-${CARGO_TARGET_DIR:-$LAMBDA_FDW_ROOT/target}/packages}"
 PKG_PGPORT="${LAMBDA_FDW_PKG_PGPORT:-54316}"
