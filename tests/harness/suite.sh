@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Every test against one PostgreSQL major version (LAMBDA_FDW_PG_VERSION,
-# 15, 16 or 18): in-database tests, the SQL regression suite, the drivers,
-# aborts, load, after-commit, upgrade, security and secrets checks, with
-# ministack and the stub. tests/run calls it once per version, after
-# tests/harness/setup.sh.
+# 15, 16 or 18): in-database tests; then, against the version's release
+# package installed as a user installs it, the SQL regression suite, the
+# RDS suites by the names, the drivers, aborts, load, after-commit, upgrade,
+# names, security and secrets checks, with ministack and the stub; last, the
+# package's own checks, which remove it. tests/run calls it once per
+# version, after tests/harness/setup.sh and packaging/build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export AWS_EC2_METADATA_DISABLED=true
 
 source tests/harness/services.sh
+source tests/harness/packages.sh
 trap stop_services EXIT
 mkdir -p "$WORK"
 
@@ -30,9 +33,11 @@ rm -rf "$WORK/pgrx" && mkdir -p "$WORK/pgrx" && chown postgres "$WORK/pgrx"
 export LAMBDA_FDW_MINISTACK_PORT="$MINISTACK_PORT"
 cargo pgrx test "pg$PG_VERSION" --runas postgres --pgdata "$WORK/pgrx/data"
 
-part "install and cluster" "installing lambda_fdw and starting the cluster"
-install_extension
-install_test_scripts
+# From here on, the tests run against the release package (packaging/build)
+# installed as a user installs it; the old install scripts and the fixture
+# extension are added beside it (install_test_scripts).
+part "install and cluster" "installing lambda_fdw's package and starting the cluster"
+install_package
 start_postgres
 
 SUITES=(fdw_options fdw_invoke fdw_data rds_signatures rds_compat rds_guide reliability bad_input secrets stats import)
@@ -128,6 +133,11 @@ if grep -l -e 'PLANTED-SECRET-5e1f' -e 'PLANTED-TOKEN-77aa' -e 'AKIDPLANTEDKEY' 
 else
   passed=$((passed + 1))
 fi
+
+part package "package: without cargo or rustc, a fresh cluster, bad input, and removal"
+stop_postgres
+remove_test_scripts
+if check_package; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
 
 part ""
 echo "times on PostgreSQL $PG_VERSION: $(IFS=,; echo "${times[*]}" | sed 's/,/, /g')"
