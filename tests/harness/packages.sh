@@ -369,10 +369,9 @@ pkg_check_removal() { # top
   while read -r f; do [[ -e $f ]] && left+=" $f"; done < <(pkg_installed_files "$top")
   [[ $PG_VERSION == 15 && -e /usr/share/doc/postgresql-15-lambda-fdw/copyright ]] && left+=" /usr/share/doc/postgresql-15-lambda-fdw/copyright"
   pkg_expect "$what leaves none of the package's files" "" "$left"
-  # The test-only old install scripts, so that nothing of lambda_fdw is left.
-  for f in "$LAMBDA_FDW_ROOT"/sql/lambda_fdw--*.sql; do
-    [[ $(basename "$f") == *--*--* ]] || rm -f "$(pkg_extdir)/$(basename "$f")"
-  done
+  # The tests' own files (old install scripts, the fixture extension), so
+  # that nothing of lambda_fdw is left.
+  remove_test_scripts
   got="$(cd "$(pkg_extdir)" && ls -d lambda_fdw* aws_commons* aws_lambda* 2>/dev/null; cd "$(pkg_libdir)" && ls -d lambda_fdw* 2>/dev/null)"
   pkg_expect "nothing of lambda_fdw left in pkglibdir and sharedir/extension" "" "$got"
 }
