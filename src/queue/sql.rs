@@ -17,7 +17,7 @@ use pgrx::prelude::*;
 use super::error::WorkerError;
 use super::outcome::Outcome;
 use super::state::RowState;
-use super::transaction::{in_subtransaction, panic_message};
+use super::transaction::{self, in_subtransaction, panic_message};
 
 /// Rows a previous worker left `sending` (it stopped, was killed, or the
 /// server crashed, while they were in flight): sent again while they have
@@ -50,8 +50,10 @@ const UNSTARTED: &str = "UPDATE lambda_fdw.invocations SET state = 'queued', \
 /// Claims due rows with attempts left, counting the attempt: committed
 /// before any of them is sent. `{foreign_table}` is the column, or NULL
 /// for a table whose SQL predates it (0.2.0, before ALTER EXTENSION UPDATE).
+/// Each row also gives the transaction that wrote the version claimed
+/// (`xmin`, column 14), which [`claim`] waits for.
 const CLAIM: &str = "WITH due AS ( \
-       SELECT id FROM lambda_fdw.invocations \
+       SELECT id, xmin AS written_by FROM lambda_fdw.invocations \
         WHERE state OPERATOR(pg_catalog.=) 'queued' \
           AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() \
           AND attempts OPERATOR(pg_catalog.<) max_attempts \
@@ -61,7 +63,8 @@ const CLAIM: &str = "WITH due AS ( \
        FROM due WHERE i.id OPERATOR(pg_catalog.=) due.id \
      RETURNING i.id, i.queued_by::pg_catalog.oid, i.function_name, i.region, i.qualifier, \
                i.invocation_type, i.payload::pg_catalog.text, i.context::pg_catalog.text, \
-               i.server, i.user_mapping, i.attempts, i.max_attempts, {foreign_table}";
+               i.server, i.user_mapping, i.attempts, i.max_attempts, {foreign_table}, \
+               due.written_by::pg_catalog.text::pg_catalog.int8";
 
 /// Writes outcomes back, to rows still `sending` only: a row recorded once
 /// is never recorded (or sent) again.
@@ -148,7 +151,10 @@ pub(crate) struct Claimed {
 pub(crate) type ClaimedRow = Result<Claimed, (i64, WorkerError)>;
 
 /// Runs [`CLAIM`] for up to `limit` rows, in id order; `foreign_table_column`:
-/// the table has it.
+/// the table has it. Before returning, it waits until the transactions that
+/// queued the rows have finished committing (see
+/// [`transaction::after_writers`]), so the checks made on the rows next see
+/// every catalog change those transactions made.
 pub(crate) fn claim(
     limit: usize,
     foreign_table_column: bool,
@@ -161,11 +167,16 @@ pub(crate) fn claim(
             "NULL::pg_catalog.oid"
         },
     );
-    Spi::connect_mut(|client| {
+    let (out, writers) = Spi::connect_mut(|client| -> Result<_, WorkerError> {
         let rows = client.update(&sql, None, &[(limit as i64).into()])?;
         let mut out = Vec::new();
+        let mut writers = Vec::new();
         for row in rows {
             let id = row.get::<i64>(1)?.unwrap_or_default();
+            // An xid is 32 bits: its text always fits.
+            if let Some(xid) = row.get::<i64>(14)?.and_then(|x| u32::try_from(x).ok()) {
+                writers.push(xid);
+            }
             // A value Rust cannot take (text that is not UTF-8 in a database
             // of another encoding panics in pgrx) fails this row only.
             let read =
@@ -207,8 +218,10 @@ pub(crate) fn claim(
             Ok(c) => c.id,
             Err((id, _)) => *id,
         });
-        Ok(out)
-    })
+        Ok((out, writers))
+    })?;
+    transaction::after_writers(writers);
+    Ok(out)
 }
 
 /// One RECORD statement for `outcomes`.

@@ -126,3 +126,48 @@ pub(crate) fn log_unexpected(what: &'static str, e: &WorkerError) {
         log!("lambda_fdw queue worker: could not {what}: {e}; trying again");
     }
 }
+
+/// Waits until each transaction in `xids` (the writers of rows just
+/// claimed) has finished committing, then takes the catalog changes that
+/// committed meanwhile. A transaction's rows are visible from the moment it
+/// is marked committed, but it sends its catalog invalidations only later in
+/// its commit, and it wakes the worker in between (wake.rs): a role's
+/// privilege revoked in the transaction that queued the row could still be
+/// read from this backend's caches. Each transaction holds the lock on its
+/// own id until after its invalidations are sent, so taking that lock
+/// (XactLockTableWait) waits for exactly that; for a transaction long
+/// finished it returns at once. Our own transaction's id (a row put back in
+/// this round) and the frozen and bootstrap ids are skipped.
+pub(crate) fn after_writers(mut xids: Vec<u32>) {
+    xids.sort_unstable();
+    xids.dedup();
+    let mut waited = false;
+    for xid in xids {
+        let xid = pg_sys::TransactionId::from(xid);
+        if xid < pg_sys::FirstNormalTransactionId {
+            continue;
+        }
+        // SAFETY: inside a transaction; a transaction id is a plain value.
+        if unsafe { pg_sys::TransactionIdIsCurrentTransactionId(xid) } {
+            continue;
+        }
+        // SAFETY: inside a transaction; no relation or tuple is named, so
+        // no error context is pushed (XLTW_None). The transaction is
+        // committed (its row was visible), so the wait is at most the end of
+        // its commit.
+        unsafe {
+            pg_sys::XactLockTableWait(
+                xid,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                pg_sys::XLTW_Oper::XLTW_None,
+            )
+        };
+        waited = true;
+    }
+    if waited {
+        // SAFETY: inside a transaction: reads the invalidation messages
+        // sent so far and drops the cache entries they name.
+        unsafe { pg_sys::AcceptInvalidationMessages() };
+    }
+}
