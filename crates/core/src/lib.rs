@@ -15,7 +15,11 @@
 //! - [`CallLog`]/[`CallStats`]: what each call cost, for statistics;
 //! - [`CoreError`]: every way a call can fail, with its SQLSTATE-free
 //!   classification.
+//! - [`batch`]: many rows per invocation: cutting rows into batches, the
+//!   request of each batch format and the check of its reply (issue 21; not
+//!   used by the extension yet).
 
+pub mod batch;
 pub mod client;
 pub mod error;
 pub mod fanout;
