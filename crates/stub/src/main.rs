@@ -39,10 +39,16 @@
 //! - `whoami`: a 200 `{"access_key_id": ..., "payload": ...}`: the access
 //!   key id of the request's SigV4 `Authorization` header
 //!   (`Credential=AKID/...`), null when it is unsigned, and the payload.
+//! - `batch-<format>` (lambda_fdw, redshift, bigquery, snowflake), and
+//!   its fault variants: a function of that batch format echoing each row's
+//!   arguments (after STUB_DELAY_MS), counting calls per name (key `batch`);
+//!   see batch.rs.
 //! - anything else: 404 ResourceNotFoundException.
 //!
 //! `GET /health` answers 200. The optional second address is a listener
 //! whose accept queue is kept full, so connecting to it times out.
+
+mod batch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -485,11 +491,27 @@ async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response
                 json!({"access_key_id": access_key_id, "payload": payload}),
             )
         }
-        other => Response::aws_error(
-            404,
-            "ResourceNotFoundException",
-            &format!("Function not found: {other}"),
-        ),
+        other => match batch::answer(other, &req.body) {
+            Some(answer) => {
+                drop(count(counters, other, "batch"));
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                match answer {
+                    batch::Answer::Json(body) => Response::json(status, body),
+                    batch::Answer::TooLarge => Response::aws_error(
+                        413,
+                        "RequestTooLargeException",
+                        "Request must be smaller than 6291456 bytes for the InvokeFunction operation",
+                    ),
+                }
+            }
+            None => Response::aws_error(
+                404,
+                "ResourceNotFoundException",
+                &format!("Function not found: {other}"),
+            ),
+        },
     };
     if (status == 202 || status == 204) && (name == "echo" || name == "inspect") {
         resp.body.clear();

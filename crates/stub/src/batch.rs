@@ -1,0 +1,80 @@
+//! The batch-format functions, written as a function author would write
+//! them, independently of the extension's own encoder: each reads its
+//! format's request and echoes every row's arguments (lambda_fdw's format:
+//! every payload) as that row's result, in order. `batch-<format>` answers
+//! correctly; a suffix picks a fault for the tests:
+//! - `-short`: one result fewer than rows;
+//! - `-bad`: no results array (lambda_fdw's format: an object);
+//! - `-failed`: Redshift's `success: false` with `error_msg`, BigQuery's
+//!   `errorMessage` (the other formats: as `-bad`);
+//! - `-string`: Redshift's reply as a JSON string (as `json.dumps` makes it);
+//! - `-renumbered`: Snowflake's row numbers off by one;
+//! - `-small`: 413 RequestTooLargeException for a request over 2,048 bytes,
+//!   else the correct answer.
+
+use serde_json::{json, Value};
+
+/// How a batch function answers: a status and a JSON body, or a 413.
+pub(crate) enum Answer {
+    Json(Value),
+    TooLarge,
+}
+
+/// The answer of the batch function `name` (`batch-<format>[-<fault>]`) to
+/// `body`, or None if `name` is not one.
+pub(crate) fn answer(name: &str, body: &[u8]) -> Option<Answer> {
+    let rest = name.strip_prefix("batch-")?;
+    let (format, fault) = match rest.split_once('-') {
+        Some((f, fault)) => (f, fault),
+        None => (rest, ""),
+    };
+    if !matches!(format, "lambda_fdw" | "redshift" | "bigquery" | "snowflake") {
+        return None;
+    }
+    if fault == "small" && body.len() > 2048 {
+        return Some(Answer::TooLarge);
+    }
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let mut rows: Vec<Value> = match format {
+        "lambda_fdw" => request.as_array().cloned().unwrap_or_default(),
+        "redshift" => request["arguments"].as_array().cloned().unwrap_or_default(),
+        "bigquery" => request["calls"].as_array().cloned().unwrap_or_default(),
+        // [row_number, arg, ...]: the arguments after the number.
+        _ => request["data"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        Value::Array(r.as_array().map(|a| a[1..].to_vec()).unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    if fault == "short" {
+        rows.pop();
+    }
+    let n = rows.len();
+    let reply = match (format, fault) {
+        ("redshift", "failed") => {
+            json!({"success": false, "error_msg": "the stub failed this batch"})
+        }
+        ("bigquery", "failed") => json!({"errorMessage": "the stub failed this batch"}),
+        ("lambda_fdw", "bad" | "failed") => json!({"results": rows}),
+        ("redshift", "bad") => json!({"success": true, "num_records": n}),
+        ("bigquery", "bad") => json!({"reply": rows}),
+        ("snowflake", "bad" | "failed") => json!({"rows": rows}),
+        ("lambda_fdw", _) => Value::Array(rows),
+        ("redshift", "string") => {
+            Value::String(json!({"success": true, "num_records": n, "results": rows}).to_string())
+        }
+        ("redshift", _) => json!({"success": true, "num_records": n, "results": rows}),
+        ("bigquery", _) => json!({"replies": rows}),
+        _ => {
+            let offset = usize::from(fault == "renumbered");
+            json!({"data": rows.into_iter().enumerate()
+                .map(|(i, r)| json!([i + offset, r])).collect::<Vec<_>>()})
+        }
+    };
+    Some(Answer::Json(reply))
+}
