@@ -11,5 +11,10 @@ pub(crate) const MAX_ATTEMPTS_LIMIT: u32 = 10;
 /// `max_concurrency`, and the setting `lambda_fdw.queue_concurrency`.
 pub(crate) const MAX_CONCURRENCY_LIMIT: usize = 1000;
 
+/// Most rows per invocation: the table option `batch_size` (Redshift's
+/// own batches are bounded by bytes, 5 MB, not rows; 10,000 rows of a
+/// 6 MB request leave each row about 600 bytes).
+pub(crate) const MAX_BATCH_SIZE: usize = 10_000;
+
 /// Default of `lambda_fdw.max_scan_invocations`.
 pub(crate) const DEFAULT_MAX_SCAN_INVOCATIONS: i32 = 10_000;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use lambda_fdw_core::batch::BatchFormat;
 use lambda_fdw_core::error::CoreError;
 use lambda_fdw_core::name::{
     parse_function_name, validate_qualifier, validate_region, FunctionRef,
@@ -10,7 +11,7 @@ use lambda_fdw_core::name::{
 use lambda_fdw_core::request::{InvocationType, LogType};
 use lambda_fdw_core::settings::{AssumeRole, CredentialSource};
 
-use super::limits::{MAX_ATTEMPTS_LIMIT, MAX_CONCURRENCY_LIMIT, MAX_TIMEOUT_MS};
+use super::limits::{MAX_ATTEMPTS_LIMIT, MAX_BATCH_SIZE, MAX_CONCURRENCY_LIMIT, MAX_TIMEOUT_MS};
 use crate::error::OptionError;
 
 /// The catalog an option list belongs to.
@@ -70,11 +71,19 @@ pub(crate) const TABLE_OPTIONS: &[&str] = &[
     "log_type",
     "max_concurrency",
     "function_errors",
+    "batch_size",
+    "batch_format",
 ];
 /// IMPORT FOREIGN SCHEMA: `prefix` names the tables, the others are set on
 /// every table made.
-pub(crate) const IMPORT_OPTIONS: &[&str] =
-    &["qualifier", "function_errors", "max_concurrency", "prefix"];
+pub(crate) const IMPORT_OPTIONS: &[&str] = &[
+    "qualifier",
+    "function_errors",
+    "max_concurrency",
+    "batch_size",
+    "batch_format",
+    "prefix",
+];
 
 type Result<T> = std::result::Result<T, OptionError>;
 
@@ -319,9 +328,25 @@ pub(crate) struct TableOptions {
     pub log_type: LogType,
     pub max_concurrency: Option<usize>,
     pub function_errors: FunctionErrors,
+    /// Rows per invocation (`batch_size`, default 1).
+    pub batch_size: usize,
+    /// The request's format (`batch_format`): None sends each payload as
+    /// the request, as before batching; a table with `batch_size` over 1 and
+    /// no format uses lambda_fdw's. Set alone, a format sends batches of one
+    /// row, so a warehouse's function can serve a table that does not batch.
+    pub batch_format: Option<BatchFormat>,
 }
 
 impl TableOptions {
+    /// The format batches are sent in, if the table batches at all.
+    pub(crate) fn batching(&self) -> Option<BatchFormat> {
+        match (self.batch_format, self.batch_size) {
+            (Some(f), _) => Some(f),
+            (None, n) if n > 1 => Some(BatchFormat::LambdaFdw),
+            (None, _) => None,
+        }
+    }
+
     /// Checks the function name against the region of the table's server
     /// (a full ARN must name that region) and the table's qualifier.
     pub(crate) fn check_region(&self, server_region: &str) -> std::result::Result<(), CoreError> {
@@ -364,6 +389,16 @@ impl TableOptions {
             Some("return") => FunctionErrors::Return,
             Some(v) => return Err(invalid("function_errors", v, "raise or return")),
         };
+        let batch_format = match map.get("batch_format") {
+            None => None,
+            Some(v) => Some(BatchFormat::parse(v).ok_or_else(|| {
+                invalid(
+                    "batch_format",
+                    v,
+                    "lambda_fdw, redshift, bigquery or snowflake",
+                )
+            })?),
+        };
         Ok(Self {
             function,
             function_name: name.clone(),
@@ -372,6 +407,8 @@ impl TableOptions {
             log_type,
             max_concurrency: int_option(map, "max_concurrency", 1, MAX_CONCURRENCY_LIMIT)?,
             function_errors,
+            batch_size: int_option(map, "batch_size", 1, MAX_BATCH_SIZE)?.unwrap_or(1),
+            batch_format,
         })
     }
 }
@@ -749,6 +786,58 @@ mod tests {
                 "{k}={v}"
             );
         }
+    }
+
+    #[test]
+    fn batch_options() {
+        let plain = TableOptions::parse(&map(&[("function_name", "f")])).unwrap();
+        assert_eq!(
+            (plain.batch_size, plain.batch_format, plain.batching()),
+            (1, None, None)
+        );
+        let sized =
+            TableOptions::parse(&map(&[("function_name", "f"), ("batch_size", "500")])).unwrap();
+        assert_eq!(sized.batching(), Some(BatchFormat::LambdaFdw));
+        let one = TableOptions::parse(&map(&[
+            ("function_name", "f"),
+            ("batch_format", "redshift"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (one.batch_size, one.batching()),
+            (1, Some(BatchFormat::Redshift))
+        );
+        for (k, v, expected) in [
+            ("batch_size", "0", "expected an integer from 1 to 10000"),
+            ("batch_size", "10001", "expected an integer from 1 to 10000"),
+            (
+                "batch_format",
+                "Redshift",
+                "expected lambda_fdw, redshift, bigquery or snowflake",
+            ),
+        ] {
+            let e = TableOptions::parse(&map(&[("function_name", "f"), (k, v)])).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("invalid value for option \"{k}\": \"{v}\"")
+            );
+            assert!(
+                matches!(&e, OptionError::InvalidValue { detail, .. } if detail == expected),
+                "{k}={v}: {e:?}"
+            );
+        }
+        // IMPORT FOREIGN SCHEMA takes them and sets them on every table.
+        let import =
+            ImportOptions::parse(&map(&[("batch_size", "100"), ("batch_format", "bigquery")]))
+                .unwrap();
+        assert_eq!(
+            import.table_options,
+            vec![
+                ("batch_size", "100".to_string()),
+                ("batch_format", "bigquery".to_string())
+            ]
+        );
+        assert!(ImportOptions::parse(&map(&[("batch_format", "csv")])).is_err());
     }
 
     #[test]
