@@ -18,35 +18,17 @@
 PKG_DIR="${LAMBDA_FDW_PKG_DIR:-${CARGO_TARGET_DIR:-$LAMBDA_FDW_ROOT/target}/packages}"
 PKG_PGPORT="${LAMBDA_FDW_PKG_PGPORT:-54316}"
 
-# [workspace.package] version of the root Cargo.toml.
-pkg_version() {
-  awk '
-    /^\[/ { section = $0; next }
-    section == "[workspace.package]" && /^version[[:space:]]*=/ {
-      sub(/^version[[:space:]]*=[[:space:]]*"/, ""); sub(/".*$/, ""); print; exit
-    }' "$LAMBDA_FDW_ROOT/Cargo.toml"
-}
+# The version and the package's file list, as packaging/build decides them.
+source "$LAMBDA_FDW_ROOT/packaging/files.sh"
+pkg_version() { lambda_fdw_version "$LAMBDA_FDW_ROOT"; }
 pkg_deb_name() { echo "postgresql-15-lambda-fdw_$(pkg_version)_amd64.deb"; }
 pkg_tar_top() { echo "lambda_fdw-$(pkg_version)-pg${1:-$PG_VERSION}"; }
 pkg_tar_name() { echo "$(pkg_tar_top "${1:-}")-linux-x86_64.tar.gz"; }
 pkg_libdir() { "$PG_CONFIG" --pkglibdir; }
 pkg_extdir() { echo "$("$PG_CONFIG" --sharedir)/extension"; }
 
-# The names share/extension must hold, from the repository (not from a
-# package): the control file, this version's script, the update scripts, the
-# RDS names (rds_names/). The old install scripts (sql/lambda_fdw--<v>.sql) are not among
-# them.
-pkg_expected_ext_files() {
-  local f
-  {
-    echo lambda_fdw.control
-    echo "lambda_fdw--$(pkg_version).sql"
-    for f in "$LAMBDA_FDW_ROOT"/sql/lambda_fdw--*--*.sql "$LAMBDA_FDW_ROOT"/rds_names/aws_commons--*.sql \
-             "$LAMBDA_FDW_ROOT"/rds_names/aws_lambda--*.sql; do basename "$f"; done
-    echo aws_commons.control
-    echo aws_lambda.control
-  } | sort
-}
+# The names share/extension must hold (packaging/files.sh), sorted.
+pkg_expected_ext_files() { package_ext_files "$LAMBDA_FDW_ROOT" "$(pkg_version)" | sort; }
 
 # The lines of the unpacked archive's README that start (indented by four
 # spaces) with the given command: "cp " installs, "rm -f" and "cd " remove.
@@ -100,7 +82,7 @@ install_package() {
       (cd "$top" && sh -e -c "$(pkg_readme_lines README 'cp ')") || return 1
       ;;
   esac
-  # The earlier versions' install scripts, for tests/scripts/upgrade.py only.
+  # The tests' own extension files (old install scripts, the fixture).
   install_test_scripts
 }
 
@@ -126,10 +108,7 @@ pkg_start_cluster() { # extra postgres options
   chown postgres "$PKG_CHECK" "$PKG_CHECK/socket"
   sudo -u postgres env -i PATH=/usr/bin:/bin LANG=C.UTF-8 "$PG_BIN/initdb" -D "$PKG_CHECK/data" -A trust -U postgres \
     >"$PKG_CHECK/initdb.log" 2>&1 || { cat "$PKG_CHECK/initdb.log"; return 1; }
-  sudo -u postgres env -i PATH=/usr/bin:/bin LANG=C.UTF-8 AWS_EC2_METADATA_DISABLED=true \
-    AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent \
-    "$PG_BIN/pg_ctl" -D "$PKG_CHECK/data" -l "$PKG_CHECK/postgres.log" -w \
-    -o "-k $PKG_CHECK/socket -p $PKG_PGPORT -c listen_addresses='' -c lc_messages=C $*" start >/dev/null \
+  pg_ctl_start "$PKG_CHECK/data" "$PKG_CHECK/socket" "$PKG_PGPORT" "$PKG_CHECK/postgres.log" "$*" \
     || { tail -20 "$PKG_CHECK/postgres.log"; return 1; }
 }
 pkg_stop_cluster() {

@@ -105,11 +105,18 @@ pg_queue_options() {
 # instance-metadata probe, no credentials or config files from whoever runs
 # the tests, no default region.
 pg_start_cluster() {
+  pg_ctl_start "$WORK/pgdata" "$PGHOST" "$PGPORT" "$WORK/postgres.log" "$(pg_queue_options)"
+}
+
+# pg_ctl_start DATADIR SOCKETDIR PORT LOG OPTIONS: starts a cluster as
+# postgres in that clean environment, on a Unix socket only, with the
+# postgres command-line OPTIONS (the package checks start theirs with it).
+pg_ctl_start() {
   sudo -u postgres env -i PATH=/usr/bin:/bin LANG=C.UTF-8 \
     AWS_EC2_METADATA_DISABLED=true \
     AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent \
-    "$PG_BIN/pg_ctl" -D "$WORK/pgdata" -l "$WORK/postgres.log" -w \
-    -o "-k $PGHOST -p $PGPORT -c listen_addresses='' -c lc_messages=C $(pg_queue_options)" start >/dev/null
+    "$PG_BIN/pg_ctl" -D "$1" -l "$4" -w \
+    -o "-k $2 -p $3 -c listen_addresses='' -c lc_messages=C $5" start >/dev/null
 }
 
 # Stops the cluster (fast, or the mode given) and starts it again.

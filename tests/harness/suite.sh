@@ -52,38 +52,41 @@ if [[ $PG_VERSION == 16 && ! -f "$("$PG_CONFIG" --sharedir)/extension/dblink.con
   skipped=" (reliability not run: this PostgreSQL has no dblink)"
   log "reliability is not run: PostgreSQL $PG_VERSION here has no dblink, which it needs"
 fi
+# regress OUTDIR [pg_regress options and suites...]: pg_regress of
+# tests/regress against the suite's cluster, its output in OUTDIR and
+# OUTDIR.log; prints the diffs if it fails, and returns its status.
+regress() {
+  local out=$1 rc=0; shift
+  rm -rf "$out" && mkdir -p "$out" && chown postgres "$out"
+  "$(dirname "$(dirname "$("$PG_CONFIG" --pgxs)")")/test/regress/pg_regress" \
+    --bindir="$PG_BIN" --host="$PGHOST" --port="$PGPORT" --user=postgres \
+    --inputdir=tests/regress --outputdir="$out" "$@" | tee "$out.log" || rc=${PIPESTATUS[0]}
+  if [[ $rc -ne 0 && -f "$out/regression.diffs" ]]; then
+    cat "$out/regression.diffs"
+  fi
+  return "$rc"
+}
+
 part "regression suite" "SQL regression suite: ${SUITES[*]}"
-rm -rf "$WORK/regress" && mkdir -p "$WORK/regress" && chown postgres "$WORK/regress"
 status=0
-"$(dirname "$(dirname "$("$PG_CONFIG" --pgxs)")")/test/regress/pg_regress" \
-  --bindir="$PG_BIN" --host="$PGHOST" --port="$PGPORT" --user=postgres \
-  --inputdir=tests/regress --outputdir="$WORK/regress" "${SUITES[@]}" | tee "$WORK/pg_regress.log" \
-  || status=${PIPESTATUS[0]}
-if [[ $status -ne 0 && -f "$WORK/regress/regression.diffs" ]]; then
-  cat "$WORK/regress/regression.diffs"
-fi
+regress "$WORK/regress" "${SUITES[@]}" || status=$?
 # pg_regress 15 prints "test name ... ok"; 18 prints TAP, "ok 1 - name".
-passed=$(grep -cE '^(test| ) *[a-z_]+ +\.\.\. ok|^ok +[0-9]+ +- +[a-z_]+' "$WORK/pg_regress.log" || true)
+passed=$(grep -cE '^(test| ) *[a-z_]+ +\.\.\. ok|^ok +[0-9]+ +- +[a-z_]+' "$WORK/regress.log" || true)
 failed=$(( ${#SUITES[@]} - passed ))
 
 # The RDS suites again, unchanged, in a database installed the RDS way: by
 # CREATE EXTENSION aws_lambda CASCADE, not CREATE EXTENSION lambda_fdw.
 RDS_SUITES=(rds_signatures rds_compat rds_guide)
 part "RDS suites by the names" "the RDS suites in a database made by CREATE EXTENSION aws_lambda CASCADE: ${RDS_SUITES[*]}"
-rm -rf "$WORK/regress_names" && mkdir -p "$WORK/regress_names" && chown postgres "$WORK/regress_names"
 psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS lambda_fdw_by_names" \
   -c "CREATE DATABASE lambda_fdw_by_names"
 psql -X -q -v ON_ERROR_STOP=1 -d lambda_fdw_by_names -c "SET client_min_messages = warning" \
   -c "CREATE EXTENSION aws_lambda CASCADE"
-names_status=0
-"$(dirname "$(dirname "$("$PG_CONFIG" --pgxs)")")/test/regress/pg_regress" \
-  --bindir="$PG_BIN" --host="$PGHOST" --port="$PGPORT" --user=postgres --use-existing --dbname=lambda_fdw_by_names \
-  --inputdir=tests/regress --outputdir="$WORK/regress_names" "${RDS_SUITES[@]}" | tee "$WORK/pg_regress_names.log" \
-  || names_status=${PIPESTATUS[0]}
-if [[ $names_status -ne 0 && -f "$WORK/regress_names/regression.diffs" ]]; then
-  cat "$WORK/regress_names/regression.diffs"
+if regress "$WORK/regress_names" --use-existing --dbname=lambda_fdw_by_names "${RDS_SUITES[@]}"; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); status=1
 fi
-if [[ $names_status -eq 0 ]]; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
 psql -X -q -d postgres -c "DROP DATABASE lambda_fdw_by_names"
 
 part drivers "drivers: asyncpg and psycopg 3, prepared statements and generic plans"

@@ -23,14 +23,13 @@ import json
 import re
 import os
 import subprocess
-import sys
 import tempfile
 
 import psycopg
 from psycopg.rows import tuple_row
 
 from catalog import EXTENSION, MEMBERS, USER_OBJECTS, same_lines, snapshot
-from pgcheck import error_parts, one
+from pgcheck import Checks, error_parts, one
 
 MINISTACK = f"http://127.0.0.1:{os.environ.get('LAMBDA_FDW_MINISTACK_PORT', '45660')}"
 ALL = ["lambda_fdw", "aws_commons", "aws_lambda"]
@@ -44,14 +43,8 @@ INVOKE = ["aws_lambda.invoke(text, json, text, text, text, json, varchar)",
           "aws_lambda.invoke(text, jsonb, text, text, text, jsonb, varchar)",
           "aws_lambda.invoke(aws_commons._lambda_function_arn_1, jsonb, text, text, jsonb, varchar)"]
 
-failures = []
-
-
-def check(what, got, want):
-    ok = got == want
-    print(f"names: {what}: {'ok' if ok else f'FAILED: got {got!r}, want {want!r}'}", flush=True)
-    if not ok:
-        failures.append(what)
+checks = Checks("names")
+check = checks.check
 
 
 class Session:
@@ -301,10 +294,7 @@ def main():
         admin.run(f"DROP DATABASE {db} WITH (FORCE)")
     admin.run(f"DROP ROLE {ROLE}")
     admin.close()
-    if failures:
-        print(f"names: {len(failures)} failed: {failures}", flush=True)
-        sys.exit(1)
-    print("names: all checks passed", flush=True)
+    checks.finish()
 
 
 if __name__ == "__main__":

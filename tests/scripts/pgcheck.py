@@ -1,4 +1,6 @@
-"""Query helpers shared by the scripted tests (after_commit.py, upgrade.py)."""
+"""Query helpers shared by the scripted tests (after_commit.py, upgrade.py,
+names.py), and Checks, the check-and-report of upgrade.py and names.py."""
+import sys
 import time
 
 import psycopg
@@ -47,3 +49,25 @@ def wait_until(conn, sql, args=None, timeout=30.0):
             return True
         time.sleep(0.05)
     return False
+
+
+class Checks:
+    """Checks that go on after a failure: one line each, `<prefix>: <what>:
+    ok` or `FAILED: got ..., want ...`; `finish` says which failed and exits
+    non-zero if any did."""
+
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.failures = []
+
+    def check(self, what, got, want):
+        ok = got == want
+        print(f"{self.prefix}: {what}: {'ok' if ok else f'FAILED: got {got!r}, want {want!r}'}", flush=True)
+        if not ok:
+            self.failures.append(what)
+
+    def finish(self):
+        if self.failures:
+            print(f"{self.prefix}: {len(self.failures)} failed: {self.failures}", flush=True)
+            sys.exit(1)
+        print(f"{self.prefix}: all checks passed", flush=True)

@@ -29,14 +29,13 @@ Exits non-zero after printing every failed check.
 import glob
 import json
 import os
-import sys
 import time
 
 import psycopg
 from psycopg.rows import tuple_row
 
 from catalog import EXTENSION, MEMBERS, USER_OBJECTS, same_lines, snapshot
-from pgcheck import one, wait_until
+from pgcheck import Checks, one, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UPGRADED = os.environ.get("LAMBDA_FDW_QUEUE_DB", "lambda_fdw_queue")
@@ -47,14 +46,8 @@ ALL = ["lambda_fdw", "aws_commons", "aws_lambda"]
 MINISTACK = f"http://127.0.0.1:{os.environ.get('LAMBDA_FDW_MINISTACK_PORT', '45660')}"
 ROLE = "upgrade_reader"
 
-failures = []
-
-
-def check(what, got, want):
-    ok = got == want
-    print(f"upgrade: {what}: {'ok' if ok else f'FAILED: got {got!r}, want {want!r}'}", flush=True)
-    if not ok:
-        failures.append(what)
+checks = Checks("upgrade")
+check = checks.check
 
 
 def connect(db):
@@ -229,10 +222,7 @@ def main():
     admin.execute(f"DROP DATABASE {FRESH} WITH (FORCE)")
     admin.execute(f"DROP DATABASE {FRESH_NAMES} WITH (FORCE)")
     admin.execute(f"DROP ROLE {ROLE}")
-    if failures:
-        print(f"upgrade: {len(failures)} failed: {failures}", flush=True)
-        sys.exit(1)
-    print("upgrade: all checks passed", flush=True)
+    checks.finish()
 
 
 if __name__ == "__main__":
