@@ -17,7 +17,11 @@
 use std::fmt::Write as _;
 use std::ops::Range;
 
+use bytes::Bytes;
 use serde_json::Value;
+
+use crate::error::CoreError;
+use crate::outcome::InvokeOutcome;
 
 /// The batch formats: lambda_fdw's own, and those of the warehouses whose
 /// Lambda functions can serve PostgreSQL as they are.
@@ -157,6 +161,60 @@ pub enum Cut {
     TooLarge { row: usize, bytes: usize },
 }
 
+/// How batches are cut, row by row: at most `batch_size` rows, and a
+/// request body of at most `limit` bytes. Lazy: a scan cuts each batch when
+/// its call is about to start, so a `LIMIT` cuts only what it sends.
+#[derive(Debug, Clone)]
+pub struct Cutter {
+    format: BatchFormat,
+    batch_size: usize,
+    limit: usize,
+    /// The body without rows, with room for the largest row count.
+    overhead: usize,
+}
+
+impl Cutter {
+    /// Cuts batches of `format` whose metadata is at most as long as
+    /// `meta`'s (give the longest request id the batches will carry).
+    pub fn new(format: BatchFormat, meta: &BatchMeta, batch_size: usize, limit: usize) -> Self {
+        Self {
+            format,
+            batch_size: batch_size.max(1),
+            limit,
+            overhead: encode(format, meta, &[] as &[&str]).len() + decimal_len(usize::MAX),
+        }
+    }
+
+    /// The size of the request that carries `payload` alone: a row whose
+    /// one-row batch is over the limit can never be sent.
+    pub fn alone(&self, payload: &str) -> usize {
+        self.overhead + row_bytes(self.format, 0, payload)
+    }
+
+    /// The batch that starts at row `start` of rows `start..end`, given
+    /// each row's payload by `payload(row)`.
+    pub fn next<'a>(&self, start: usize, end: usize, payload: impl Fn(usize) -> &'a str) -> Cut {
+        let alone = self.alone(payload(start));
+        if alone > self.limit {
+            return Cut::TooLarge {
+                row: start,
+                bytes: alone,
+            };
+        }
+        let mut bytes = alone;
+        let mut row = start + 1;
+        while row < end && row - start < self.batch_size {
+            let added = row_bytes(self.format, row - start, payload(row));
+            if bytes + added > self.limit {
+                break;
+            }
+            bytes += added;
+            row += 1;
+        }
+        Cut::Rows(start..row)
+    }
+}
+
 /// Cuts `payloads` into batches of at most `batch_size` rows whose request
 /// body of `format`, with `meta`, is at most `limit` bytes, in order.
 pub fn cut(
@@ -166,35 +224,16 @@ pub fn cut(
     batch_size: usize,
     limit: usize,
 ) -> Vec<Cut> {
-    let batch_size = batch_size.max(1);
-    // The body without rows, with room for the largest row count.
-    let overhead = encode(format, meta, &[]).len() + decimal_len(usize::MAX);
+    let cutter = Cutter::new(format, meta, batch_size, limit);
     let mut cuts = Vec::new();
     let mut start = 0;
-    let mut bytes = overhead;
-    for (i, payload) in payloads.iter().enumerate() {
-        let added = row_bytes(format, i - start, payload);
-        if overhead + added > limit {
-            if start < i {
-                cuts.push(Cut::Rows(start..i));
-            }
-            cuts.push(Cut::TooLarge {
-                row: i,
-                bytes: overhead + added,
-            });
-            start = i + 1;
-            bytes = overhead;
-            continue;
-        }
-        if i > start && (i - start == batch_size || bytes + added > limit) {
-            cuts.push(Cut::Rows(start..i));
-            start = i;
-            bytes = overhead;
-        }
-        bytes += row_bytes(format, i - start, payload);
-    }
-    if start < payloads.len() {
-        cuts.push(Cut::Rows(start..payloads.len()));
+    while start < payloads.len() {
+        let cut = cutter.next(start, payloads.len(), |i| payloads[i]);
+        start = match &cut {
+            Cut::Rows(rows) => rows.end,
+            Cut::TooLarge { row, .. } => row + 1,
+        };
+        cuts.push(cut);
     }
     cuts
 }
@@ -206,15 +245,16 @@ fn quoted(s: &str) -> String {
 
 /// The request body of a batch of `payloads` (each a JSON text) in
 /// `format`.
-pub fn encode(format: BatchFormat, meta: &BatchMeta, payloads: &[&str]) -> String {
-    let mut body = String::with_capacity(256 + payloads.iter().map(|p| p.len() + 8).sum::<usize>());
+pub fn encode<P: AsRef<str>>(format: BatchFormat, meta: &BatchMeta, payloads: &[P]) -> String {
+    let mut body =
+        String::with_capacity(256 + payloads.iter().map(|p| p.as_ref().len() + 8).sum::<usize>());
     let rows = |body: &mut String| {
         body.push('[');
         for (i, payload) in payloads.iter().enumerate() {
             if i > 0 {
                 body.push(',');
             }
-            push_row(body, format, i, payload);
+            push_row(body, format, i, payload.as_ref());
         }
         body.push(']');
     };
@@ -269,13 +309,13 @@ pub enum ReplyError {
         format: &'static str,
         field: &'static str,
     },
-    #[error("the {format} reply has {got} results for {sent} rows")]
+    #[error("the {format} reply has {} for {}", counted(*.got, "result"), counted(*.sent, "row"))]
     WrongCount {
         format: &'static str,
         sent: usize,
         got: usize,
     },
-    #[error("the {format} reply says num_records {got} for {sent} rows")]
+    #[error("the {format} reply says num_records {got} for {}", counted(*.sent, "row"))]
     WrongNumRecords {
         format: &'static str,
         sent: usize,
@@ -294,6 +334,117 @@ pub enum ReplyError {
         format: &'static str,
         message: String,
     },
+}
+
+/// "1 row", "2 rows".
+fn counted(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// The `function_error` of the rows of a batch whose reply cannot be
+/// their results (a wrong count, a missing array, a wrong row number):
+/// their response is `{"errorMessage": ..., "errorType": "BadBatchReply"}`.
+pub const BAD_REPLY: &str = "BadBatchReply";
+
+/// The `errorType` of the rows of a batch the function said failed
+/// (Redshift's `success: false`, BigQuery's `errorMessage`); their
+/// `function_error` is `Handled`, as for a function that returned an error.
+pub const BATCH_FAILED: &str = "BatchFailed";
+
+/// Each row's outcome from its batch's: the one rule for the scan and the
+/// queue. A function error (or an answer with no body, as `Event` and
+/// `DryRun` get) is every row's; a reply that decodes gives each row its
+/// result; a reply that says the batch failed, or that cannot be trusted,
+/// makes every row a function error saying why (see [`BAD_REPLY`] and
+/// [`BATCH_FAILED`]), so `function_errors` decides whether it is raised.
+pub fn split(format: BatchFormat, outcome: InvokeOutcome, sent: usize) -> Vec<InvokeOutcome> {
+    let body = match &outcome.payload {
+        Some(body) if outcome.function_error.is_none() && outcome.status_code == 200 => body,
+        _ => return vec![outcome; sent],
+    };
+    let row = |payload: Option<Bytes>, function_error: Option<String>| InvokeOutcome {
+        status_code: outcome.status_code,
+        payload,
+        executed_version: outcome.executed_version.clone(),
+        log_result: outcome.log_result.clone(),
+        function_error,
+        request_id: outcome.request_id.clone(),
+    };
+    match decode(format, body, sent) {
+        Ok(results) => results
+            .into_iter()
+            .map(|r| row(Some(Bytes::from(r.to_string())), None))
+            .collect(),
+        Err(e) => {
+            let (kind, error_type, message) = match e {
+                ReplyError::Failed { message, .. } => ("Handled", BATCH_FAILED, message),
+                other => (BAD_REPLY, BAD_REPLY, other.to_string()),
+            };
+            let payload = serde_json::json!({"errorMessage": message, "errorType": error_type});
+            let failed = row(
+                Some(Bytes::from(payload.to_string())),
+                Some(kind.to_owned()),
+            );
+            vec![failed; sent]
+        }
+    }
+}
+
+/// Whether Lambda refused a request as too large (413
+/// `RequestTooLargeException`): a batch of more than one row is then sent
+/// again as two halves.
+pub fn too_large(error: &CoreError) -> bool {
+    let error = match error {
+        CoreError::GaveUp { last, .. } => last,
+        other => other,
+    };
+    matches!(error, CoreError::Service { status: 413, .. })
+}
+
+/// Sends `rows` as one batch with `send(rows, part)`, and each half of a
+/// batch Lambda refuses as too large ([`too_large`]) again, in order,
+/// until a refused batch is one row (that row's error, and the batch's).
+/// `part` numbers the requests sent (0 for the first), for request ids.
+/// Not recursive, so the future is `Send` when `send`'s is.
+pub async fn send_halving<E, F, Fut>(
+    rows: Range<usize>,
+    mut send: F,
+    too_large: impl Fn(&E) -> bool,
+) -> Result<Vec<InvokeOutcome>, E>
+where
+    F: FnMut(Range<usize>, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<InvokeOutcome>, E>>,
+{
+    let mut answered = Vec::with_capacity(rows.len());
+    // The ranges still to send, the next one last.
+    let mut left = vec![rows];
+    let mut part = 0;
+    while let Some(range) = left.pop() {
+        match send(range.clone(), part).await {
+            Ok(outcomes) => answered.extend(outcomes),
+            Err(e) if range.len() > 1 && too_large(&e) => {
+                let middle = range.start + range.len() / 2;
+                left.push(middle..range.end);
+                left.push(range.start..middle);
+            }
+            Err(e) => return Err(e),
+        }
+        part += 1;
+    }
+    Ok(answered)
+}
+
+/// The request id of part `part` of a batch whose first request has `id`.
+pub fn part_id(id: &str, part: usize) -> String {
+    if part == 0 {
+        id.to_owned()
+    } else {
+        format!("{id}.{part}")
+    }
 }
 
 /// The results of a batch of `sent` rows from its reply `body`, one per row
@@ -620,7 +771,7 @@ mod tests {
         );
         assert_eq!(
             err(BatchFormat::BigQuery, r#"{"replies": [1]}"#, 2),
-            "the bigquery reply has 1 results for 2 rows"
+            "the bigquery reply has 1 result for 2 rows"
         );
         assert_eq!(
             err(
@@ -640,7 +791,74 @@ mod tests {
         );
         assert_eq!(
             err(BatchFormat::Snowflake, r#"{"data": [[0, "a"]]}"#, 2),
-            "the snowflake reply has 1 results for 2 rows"
+            "the snowflake reply has 1 result for 2 rows"
         );
+    }
+
+    #[test]
+    fn a_batch_outcome_becomes_each_rows() {
+        use crate::outcome::answered;
+        let rows = split(
+            BatchFormat::BigQuery,
+            answered(None, r#"{"replies": [1, "b"]}"#),
+            2,
+        );
+        let payloads: Vec<_> = rows.iter().map(|r| r.payload.clone().unwrap()).collect();
+        assert_eq!(payloads, vec![Bytes::from("1"), Bytes::from("\"b\"")]);
+        assert!(rows
+            .iter()
+            .all(|r| r.function_error.is_none() && r.request_id.as_deref() == Some("req-1")));
+        let failed = split(
+            BatchFormat::BigQuery,
+            answered(None, r#"{"errorMessage": "quota"}"#),
+            2,
+        );
+        assert_eq!(failed.len(), 2);
+        let e = failed[1]
+            .clone()
+            .raise_function_error("f")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "lambda function f returned error \"Handled\": quota");
+        let short = split(BatchFormat::LambdaFdw, answered(None, "[1]"), 3);
+        let e = short[0]
+            .clone()
+            .raise_function_error("f")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "lambda function f returned error \"BadBatchReply\": the lambda_fdw reply has 1 result for 3 rows");
+        let raised = split(BatchFormat::Redshift, answered(Some("Unhandled"), "{}"), 2);
+        assert!(raised
+            .iter()
+            .all(|r| r.function_error.as_deref() == Some("Unhandled")));
+        let mut event = answered(None, "");
+        event.status_code = 202;
+        event.payload = None;
+        assert_eq!(
+            split(BatchFormat::Snowflake, event.clone(), 2),
+            vec![event.clone(), event]
+        );
+    }
+
+    #[test]
+    fn a_cutter_cuts_lazily_what_cut_cuts() {
+        let many: Vec<String> = (0..300)
+            .map(|i| format!("[{i}, \"{}\"]", "y".repeat(i % 17)))
+            .collect();
+        for f in BatchFormat::ALL {
+            let c = Cutter::new(f, &meta(), 50, 900);
+            let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+            let all = cut(f, &meta(), &refs, 50, 900);
+            let mut start = 0;
+            for want in all {
+                let got = c.next(start, refs.len(), |i| refs[i]);
+                assert_eq!(got, want);
+                start = match got {
+                    Cut::Rows(r) => r.end,
+                    Cut::TooLarge { row, .. } => row + 1,
+                };
+            }
+            assert!(c.alone("1") >= encode(f, &meta(), &["1"]).len());
+        }
     }
 }

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::error::Error as StdError;
 use std::future::Future;
+use std::ops::Range;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use futures::stream::{LocalBoxStream, StreamExt};
 use futures::TryFutureExt;
 
+use crate::batch::{self, BatchFormat, BatchMeta};
 use crate::client::LambdaClient;
 use crate::error::{CoreError, CoreResult};
 use crate::fanout;
@@ -148,19 +150,72 @@ impl LambdaClient {
     /// SDK, so a large payload is freed once sent rather than held while the
     /// response comes back.
     pub async fn invoke(&self, req: InvokeRequest, log: &CallLog) -> CoreResult<InvokeOutcome> {
+        self.invoke_rows(req, 1, log).await
+    }
+
+    /// [`LambdaClient::invoke`] of a request that carries `rows` rows.
+    async fn invoke_rows(
+        &self,
+        req: InvokeRequest,
+        rows: u64,
+        log: &CallLog,
+    ) -> CoreResult<InvokeOutcome> {
         let _running = log.start();
         let started = std::time::Instant::now();
         let bytes_sent = req.payload.len() as u64;
         let display = req.target.display.clone();
         let (result, attempts) = self.invoke_with_retries(req).await;
-        log.finish(CallStats::of(
-            result.as_ref(),
-            display,
-            attempts,
-            started.elapsed(),
-            bytes_sent,
-        ));
+        log.finish(
+            CallStats::of(
+                result.as_ref(),
+                display,
+                attempts,
+                started.elapsed(),
+                bytes_sent,
+            )
+            .with_rows(rows),
+        );
         result
+    }
+
+    /// Sends `rows` (each a payload's JSON text) as batches of `format`,
+    /// each request otherwise `shared` (its payload unused), and gives
+    /// each row its outcome (see [`batch::split`]). A batch Lambda refuses
+    /// as too large is sent again as two halves (see
+    /// [`batch::send_halving`]); each request carries `meta`, with a
+    /// request id of its own.
+    pub async fn invoke_batch(
+        &self,
+        format: BatchFormat,
+        meta: &BatchMeta,
+        shared: &InvokeRequest,
+        rows: &[Bytes],
+        log: &CallLog,
+    ) -> CoreResult<Vec<InvokeOutcome>> {
+        let texts = rows
+            .iter()
+            .map(|r| std::str::from_utf8(r))
+            .collect::<Result<Vec<&str>, _>>()
+            .map_err(|_| CoreError::Other {
+                function: shared.target.display.clone(),
+                message: "a payload is not UTF-8".into(),
+            })?;
+        let send = |range: Range<usize>, part: usize| {
+            let meta = BatchMeta {
+                request_id: batch::part_id(&meta.request_id, part),
+                ..meta.clone()
+            };
+            let body = batch::encode(format, &meta, &texts[range.clone()]);
+            let req = InvokeRequest {
+                payload: Bytes::from(body),
+                ..shared.clone()
+            };
+            async move {
+                let outcome = self.invoke_rows(req, range.len() as u64, log).await?;
+                Ok(batch::split(format, outcome, range.len()))
+            }
+        };
+        batch::send_halving(0..rows.len(), send, batch::too_large).await
     }
 
     /// The result, and the number of attempts made.

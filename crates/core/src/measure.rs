@@ -74,6 +74,8 @@ pub struct CallStats {
     pub bytes_sent: u64,
     /// The response payload's size.
     pub bytes_received: u64,
+    /// The rows the call carried: 1, or a batch's rows.
+    pub rows: u64,
     /// Why it failed, as the error message says it (no secrets: messages
     /// never carry any).
     pub error: Option<String>,
@@ -113,8 +115,14 @@ impl CallStats {
             elapsed,
             bytes_sent,
             bytes_received,
+            rows: 1,
             error,
         }
+    }
+
+    /// The statistics of a call that carried `rows` rows (a batch).
+    pub fn with_rows(self, rows: u64) -> Self {
+        Self { rows, ..self }
     }
 
     /// This attempt, made again later by its caller (the after-commit
