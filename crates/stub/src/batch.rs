@@ -10,13 +10,16 @@
 //! - `-string`: Redshift's reply as a JSON string (as `json.dumps` makes it);
 //! - `-renumbered`: Snowflake's row numbers off by one;
 //! - `-small`: 413 RequestTooLargeException for a request over 2,048 bytes,
-//!   else the correct answer.
+//!   else the correct answer;
+//! - `-<N>ms` (e.g. `-20ms`): the correct answer after N ms more (for the
+//!   benchmark: a function that takes 20 ms a batch).
 
 use serde_json::{json, Value};
 
 /// How a batch function answers: a status and a JSON body, or a 413.
 pub(crate) enum Answer {
-    Json(Value),
+    /// The reply, after this long.
+    Json(Value, std::time::Duration),
     TooLarge,
 }
 
@@ -76,5 +79,9 @@ pub(crate) fn answer(name: &str, body: &[u8]) -> Option<Answer> {
                 .map(|(i, r)| json!([i + offset, r])).collect::<Vec<_>>()})
         }
     };
-    Some(Answer::Json(reply))
+    let wait = fault
+        .strip_suffix("ms")
+        .and_then(|ms| ms.parse().ok())
+        .map_or(std::time::Duration::ZERO, std::time::Duration::from_millis);
+    Some(Answer::Json(reply, wait))
 }

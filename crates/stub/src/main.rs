@@ -498,7 +498,12 @@ async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response
                     tokio::time::sleep(delay).await;
                 }
                 match answer {
-                    batch::Answer::Json(body) => Response::json(status, body),
+                    batch::Answer::Json(body, wait) => {
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
+                        }
+                        Response::json(status, body)
+                    }
                     batch::Answer::TooLarge => Response::aws_error(
                         413,
                         "RequestTooLargeException",
