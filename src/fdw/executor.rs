@@ -12,7 +12,7 @@
 //!   read; nothing is invoked.
 //! - first row, and the first row after a rescan that changed parameters:
 //!   the conditions are evaluated, and only values that differ from the last
-//!   ones start new invocations (see `batch`); equal ones replay its rows.
+//!   ones start new invocations (see `calls`); equal ones replay its rows.
 //!   Rows are kept for replaying only where PostgreSQL may scan the node
 //!   again ([`may_rescan`]); elsewhere (a top-level fan-out, the common case)
 //!   each row is forgotten once returned, so a scan holds its window of calls
@@ -34,7 +34,7 @@ use pgrx::pg_sys::{self, Datum};
 use pgrx::prelude::*;
 use pgrx::{FromDatum, IntoDatum, JsonB, PgList, PgMemoryContexts};
 
-use super::batch::{Activity, Answer, Scan};
+use super::calls::{Activity, Answer, Scan};
 use super::columns::{slot_columns, ColumnKind, RequestColumn};
 use super::descriptor;
 use super::product::{Allowed, Arg, Compare};
@@ -435,7 +435,10 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(
             state.pending = false;
             if state.last.as_ref() != Some(&values) {
                 state.last = None;
-                state.scan.start_batch(&values).unwrap_or_else(|e| raise(e));
+                state
+                    .scan
+                    .start_values(&values)
+                    .unwrap_or_else(|e| raise(e));
                 state.last = Some(values);
             }
         }

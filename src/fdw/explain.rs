@@ -11,7 +11,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::PgList;
 
-use super::batch::Activity;
+use super::calls::Activity;
 use super::descriptor;
 use super::executor::scan_activity;
 use super::product::Compare;
@@ -42,8 +42,12 @@ fn describe(relid: pg_sys::Oid) -> Vec<(&'static str, String)> {
         table.invocation_type.as_str().to_string(),
     ));
     lines.push(("Default Log Type", table.log_type.as_str().to_string()));
-    if let Some(q) = table.qualifier.or(table.function.qualifier) {
+    if let Some(q) = table.qualifier.clone().or(table.function.qualifier.clone()) {
         lines.push(("Default Qualifier", q));
+    }
+    if let Some(format) = table.batching() {
+        lines.push(("Lambda Batch Size", table.batch_size.to_string()));
+        lines.push(("Lambda Batch Format", format.name().to_string()));
     }
     lines
 }
@@ -151,9 +155,15 @@ pub unsafe extern "C-unwind" fn explain_foreign_modify(
         .into_iter()
         .filter(|(label, _)| *label != "Default Log Type")
         .collect();
+    let batched = lines.iter().any(|(label, _)| *label == "Lambda Batch Size");
     lines.push((
         "Lambda Invocations",
-        "one per row, queued, sent after COMMIT".to_string(),
+        if batched {
+            "each row queued, sent after COMMIT in batches"
+        } else {
+            "one per row, queued, sent after COMMIT"
+        }
+        .to_string(),
     ));
     // SAFETY: EXPLAIN's own state.
     unsafe { add_lines(es, lines) };
@@ -167,6 +177,7 @@ pub unsafe extern "C-unwind" fn explain_foreign_modify(
 unsafe fn explain_activity(es: *mut pg_sys::ExplainState, a: &Activity) {
     let counts = [
         (c"Lambda Invocations", a.calls),
+        (c"Lambda Rows Sent", a.rows),
         (c"Lambda Retries", a.retries),
         (c"Lambda Function Errors", a.function_errors),
         (c"Lambda Peak Concurrency", a.peak_in_flight as u64),
@@ -174,6 +185,10 @@ unsafe fn explain_activity(es: *mut pg_sys::ExplainState, a: &Activity) {
     // SAFETY: EXPLAIN's own state; the labels are static C strings, copied.
     unsafe {
         for (label, value) in counts {
+            if !a.batched && label == c"Lambda Rows Sent" {
+                // One row per invocation: the count above says it.
+                continue;
+            }
             pg_sys::ExplainPropertyInteger(
                 label.as_ptr(),
                 ptr::null(),

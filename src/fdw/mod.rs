@@ -16,7 +16,7 @@
 //!   EndForeignScan.
 //! - `product`: the invocations evaluated conditions allow, a lazy product
 //!   of the request values, and the limit on their number.
-//! - `batch`: one scan's invocations: checked requests, calls in flight,
+//! - `calls`: one scan's invocations: checked requests, calls in flight,
 //!   answers.
 //! - `explain`: every EXPLAIN line, ExplainForeignScan and
 //!   ExplainForeignModify.
@@ -26,9 +26,9 @@
 //!
 //! Within the scan, imports point one way: `planner` -> `paths` -> `quals`;
 //! `planner` -> `descriptor` <- `executor`; `explain` -> `descriptor` and
-//! `executor`; `executor` -> `batch` -> `product`.
+//! `executor`; `executor` -> `calls` -> `product`.
 
-mod batch;
+mod calls;
 mod columns;
 mod descriptor;
 mod executor;

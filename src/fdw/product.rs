@@ -3,7 +3,7 @@
 //! column, whose combinations are the invocations, worked out one at a time
 //! from their index (see [`Product`]); and the limit on how many one scan
 //! may make. Pure: it sees evaluated values and the table's options only
-//! (`executor` evaluates the conditions, `batch` invokes).
+//! (`executor` evaluates the conditions, `calls` invokes).
 //!
 //! Offers [`Compare`] (how a condition compares), [`Arg`] and [`Allowed`]
 //! (what an evaluated condition allows), [`plan_invocations`] (the
@@ -314,17 +314,34 @@ fn factors(product: &Product) -> String {
     }
 }
 
-/// The number of invocations of `product`, refused when more than `limit`
-/// (the setting lambda_fdw.max_scan_invocations) before anything is sent.
-pub(crate) fn check_count(product: &Product, limit: u64, function: &str) -> Result<usize> {
+/// The number of invocations of `product` (its rows), refused when the
+/// calls they take are more than `limit` (the setting
+/// lambda_fdw.max_scan_invocations) before anything is sent. Batched, with
+/// up to `batch_size` payloads a call, a call carries many invocations.
+pub(crate) fn check_count(
+    product: &Product,
+    limit: u64,
+    function: &str,
+    batch_size: usize,
+) -> Result<usize> {
     let count = product.count();
+    let payloads = product.payloads.len() as u64;
+    let calls = if batch_size > 1 && payloads > 0 {
+        (count / payloads).saturating_mul(payloads.div_ceil(batch_size as u64))
+    } else {
+        count
+    };
     match usize::try_from(count) {
-        Ok(n) if count <= limit => Ok(n),
+        Ok(n) if calls <= limit => Ok(n),
         _ => Err(LambdaFdwError::TooManyInvocations {
             function: function.to_string(),
-            invocations: count,
+            invocations: calls,
             limit,
-            factors: factors(product),
+            factors: if batch_size > 1 {
+                format!("{} in batches of {batch_size}", factors(product))
+            } else {
+                factors(product)
+            },
         }),
     }
 }
@@ -729,11 +746,24 @@ mod tests {
     }
 
     #[test]
+    fn batched_the_cap_counts_calls() {
+        // 300 payloads in batches of 7: 43 calls per context.
+        let p = product([300, 1, 1, 1, 2]);
+        assert_eq!(check_count(&p, 86, "f", 7).unwrap(), 600);
+        let e = check_count(&p, 85, "f", 7).unwrap_err();
+        assert!(matches!(
+            e,
+            LambdaFdwError::TooManyInvocations { invocations: 86, limit: 85, ref factors, .. }
+                if factors == "300 payloads x 2 contexts in batches of 7"
+        ));
+    }
+
+    #[test]
     fn the_count_is_capped() {
         let p = product([300, 1, 1, 1, 300]);
-        assert_eq!(check_count(&p, 90_000, "f").unwrap(), 90_000);
-        assert_eq!(check_count(&p, u64::MAX, "f").unwrap(), 90_000);
-        let e = check_count(&p, 89_999, "f").unwrap_err();
+        assert_eq!(check_count(&p, 90_000, "f", 1).unwrap(), 90_000);
+        assert_eq!(check_count(&p, u64::MAX, "f", 1).unwrap(), 90_000);
+        let e = check_count(&p, 89_999, "f", 1).unwrap_err();
         assert_eq!(
             e.to_string(),
             "scan would invoke lambda function f 90000 times, more than lambda_fdw.max_scan_invocations (89999)"
@@ -748,9 +778,15 @@ mod tests {
             "2 payloads x 3 qualifiers x 2 invocation types x 2 log types"
         );
         assert_eq!(factors(&product([1, 1, 1, 1, 1])), "1 payload");
-        assert_eq!(check_count(&product([1, 1, 1, 1, 1]), 1, "f").unwrap(), 1);
-        assert!(check_count(&product([2, 1, 1, 1, 1]), 1, "f").is_err());
-        assert_eq!(check_count(&product([0, 5, 1, 1, 9]), 1, "f").unwrap(), 0);
+        assert_eq!(
+            check_count(&product([1, 1, 1, 1, 1]), 1, "f", 1).unwrap(),
+            1
+        );
+        assert!(check_count(&product([2, 1, 1, 1, 1]), 1, "f", 1).is_err());
+        assert_eq!(
+            check_count(&product([0, 5, 1, 1, 9]), 1, "f", 1).unwrap(),
+            0
+        );
     }
 
     #[test]
@@ -766,7 +802,7 @@ mod tests {
         };
         assert_eq!(p.count(), u64::MAX);
         assert!(matches!(
-            check_count(&p, u64::MAX - 1, "f"),
+            check_count(&p, u64::MAX - 1, "f", 1),
             Err(LambdaFdwError::TooManyInvocations {
                 invocations: u64::MAX,
                 ..

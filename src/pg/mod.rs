@@ -6,10 +6,13 @@
 //! - [`catalog`]: servers, user mappings, foreign tables and privileges,
 //!   read from the syscache and catalog scans;
 //! - [`convert`]: json/jsonb datums from and to Rust bytes;
+//! - [`origin`]: the instance, database, statement and request ids that
+//!   batch metadata carries;
 //! - [`PG_INTERRUPTS`]: query cancel and termination for the core's waits.
 
 pub(crate) mod catalog;
 pub(crate) mod convert;
 mod interrupts;
+pub(crate) mod origin;
 
 pub(crate) use interrupts::PG_INTERRUPTS;

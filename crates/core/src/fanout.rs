@@ -47,6 +47,10 @@ pub struct Ordered<I: Iterator, S, F: Future> {
     next_yield: usize,
     concurrency: usize,
     window: usize,
+    /// How many calls may be started ahead of the next result to yield
+    /// now: the window, or while ramping up (see [`Ordered::ramped`]) one
+    /// at first, doubled at each result yielded.
+    ahead: usize,
     exhausted: bool,
 }
 
@@ -70,7 +74,20 @@ where
         next_yield: 0,
         concurrency,
         window: concurrency * WINDOW_FACTOR,
+        ahead: concurrency * WINDOW_FACTOR,
         exhausted: false,
+    }
+}
+
+impl<I: Iterator, S, F: Future> Ordered<I, S, F> {
+    /// Starts one call, then doubles how many may run ahead of the next
+    /// result at each result yielded, up to the window: a consumer that
+    /// stops after the first result (`LIMIT` over batches of many rows)
+    /// has started one call, and one that stops after `n` results at most
+    /// `2n + 1`, at the cost of a few calls' time before full concurrency.
+    pub fn ramped(mut self) -> Self {
+        self.ahead = 1;
+        self
     }
 }
 
@@ -88,7 +105,7 @@ where
         loop {
             while !this.exhausted
                 && this.running.len() < this.concurrency
-                && this.next_start < this.next_yield + this.window
+                && this.next_start < this.next_yield + this.ahead
             {
                 match this.items.next() {
                     Some(item) => {
@@ -104,6 +121,7 @@ where
             if let Some(out) = this.finished.front_mut().and_then(Option::take) {
                 this.finished.pop_front();
                 this.next_yield += 1;
+                this.ahead = (this.ahead * 2).min(this.window);
                 return Poll::Ready(Some(out));
             }
             if this.running.is_empty() {
@@ -222,6 +240,41 @@ mod tests {
         let (out, _, started) = run(delays, 4, 1);
         assert_eq!(out, vec![50]);
         assert!(started <= 4 * WINDOW_FACTOR, "started {started}");
+    }
+
+    #[test]
+    fn ramped_a_consumer_that_stops_early_starts_one_call_then_doubles() {
+        let started = Rc::new(Cell::new(0usize));
+        let peak = Rc::new(Cell::new(0usize));
+        let ramped = |take: usize| {
+            let (started, peak) = (started.clone(), peak.clone());
+            started.set(0);
+            runtime().block_on(async move {
+                let running = Rc::new(Cell::new(0usize));
+                ordered(vec![5u64; 100], 8, move |ms| {
+                    let (started, peak, running) = (started.clone(), peak.clone(), running.clone());
+                    async move {
+                        started.set(started.get() + 1);
+                        running.set(running.get() + 1);
+                        peak.set(peak.get().max(running.get()));
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        running.set(running.get() - 1);
+                        ms
+                    }
+                })
+                .ramped()
+                .take(take)
+                .collect::<Vec<_>>()
+                .await
+            })
+        };
+        assert_eq!(ramped(1).len(), 1);
+        assert_eq!(started.get(), 1);
+        assert_eq!(ramped(2).len(), 2);
+        assert!(started.get() <= 5, "started {}", started.get());
+        assert_eq!(ramped(100).len(), 100);
+        assert_eq!(started.get(), 100);
+        assert_eq!(peak.get(), 8, "full concurrency once ramped up");
     }
 
     #[test]

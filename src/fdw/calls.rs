@@ -13,24 +13,27 @@
 //! Offers [`Scan`] (open, start a batch, take the next [`Answer`], rewind),
 //! and [`Activity`], what its calls came to.
 
+use std::ops::Range;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::FutureExt;
 use futures::stream::{LocalBoxStream, StreamExt};
 use pgrx::pg_sys::Oid;
 use serde_json::Value as Json;
 
 use crate::error::{LambdaFdwError, Result};
-use crate::pg::PG_INTERRUPTS;
+use crate::pg::{origin, PG_INTERRUPTS};
 use crate::settings::guc;
 use crate::settings::route::{self, TableRoute};
 use crate::stats;
+use lambda_fdw_core::batch::{BatchFormat, BatchMeta, Cut, Cutter};
 use lambda_fdw_core::request::{check_reserved_keys, encode_client_context};
 use lambda_fdw_core::settings::DEFAULT_MAX_CONCURRENCY;
 use lambda_fdw_core::{
-    block_on, client_for, CallClass, CallLog, ClientSettings, CoreError, CoreResult, InvokeOutcome,
-    InvokeRequest, ResolvedFunction,
+    block_on, client_for, fanout, CallClass, CallLog, ClientSettings, CoreError, CoreResult,
+    InvokeOutcome, InvokeRequest, ResolvedFunction,
 };
 
 use super::product::{check_count, plan_invocations, Allowed, Failure, PlannedInvocation, Product};
@@ -43,9 +46,11 @@ pub(crate) struct Scan {
     concurrency: usize,
     /// Whether outcomes are kept for a rescan to replay.
     keep: bool,
+    /// How the table batches rows, if it does.
+    batching: Option<Rc<Batching>>,
     /// The invocations for the current values of the request conditions;
     /// `None` until the first row is asked for.
-    batch: Option<Batch>,
+    calls: Option<Calls>,
     /// The calls' statistics, drained after every wait.
     log: Rc<CallLog>,
     activity: Activity,
@@ -56,10 +61,62 @@ pub(crate) struct Scan {
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Activity {
     pub calls: u64,
+    /// The rows the calls carried (as many as the calls, unbatched).
+    pub rows: u64,
+    /// Whether the table batches rows.
+    pub batched: bool,
     pub retries: u64,
     pub function_errors: u64,
     pub waited: Duration,
     pub peak_in_flight: usize,
+}
+
+/// How a table batches rows (options `batch_size` and `batch_format`):
+/// the format, the rows per request, and what every batch's metadata says
+/// (its request id is each batch's own).
+struct Batching {
+    format: BatchFormat,
+    size: usize,
+    meta: BatchMeta,
+}
+
+/// The longest request id a batch carries (see `origin::next_request_id`
+/// and `batch::part_id`), so that cutting by bytes leaves room for it.
+const LONGEST_REQUEST_ID: usize = 80;
+
+impl Batching {
+    /// The table's batching, if it batches, with the metadata of calls
+    /// made for `user` through foreign table `relid`.
+    fn of(table: &TableOptions, relid: Oid, user: Oid) -> Option<Self> {
+        let format = table.batching()?;
+        Some(Self {
+            format,
+            size: table.batch_size,
+            meta: BatchMeta {
+                request_id: String::new(),
+                database: origin::database_name(),
+                user: crate::pg::catalog::role_name(user),
+                function: origin::qualified_name(relid),
+                query_id: origin::statement_id(),
+                cluster: origin::cluster_label(),
+            },
+        })
+    }
+
+    /// How batches are cut for requests of at most `limit` bytes.
+    fn cutter(&self, limit: usize) -> Cutter {
+        let longest = BatchMeta {
+            request_id: "x".repeat(LONGEST_REQUEST_ID),
+            ..self.meta.clone()
+        };
+        Cutter::new(self.format, &longest, self.size, limit)
+    }
+}
+
+/// A payload's JSON text: serde_json's output, always UTF-8 (a batch that
+/// somehow held other bytes is refused by `invoke_batch`).
+fn text(payload: &Bytes) -> &str {
+    std::str::from_utf8(payload).unwrap_or_default()
 }
 
 /// The requests for one set of request values, checked: the product of the
@@ -74,6 +131,8 @@ struct Requests {
     targets: Vec<ResolvedFunction>,
     /// Per context: the client context sent (base64).
     contexts: Vec<Option<String>>,
+    /// How the rows are batched, if they are.
+    batching: Option<Rc<Batching>>,
 }
 
 impl Requests {
@@ -82,7 +141,13 @@ impl Requests {
     /// with the error the first bad request in order would have given. A
     /// product with no invocation (a NULL, contradictory conditions) checks
     /// nothing, as then.
-    fn prepare(product: Product, count: usize, table: &TableOptions, region: &str) -> Result<Self> {
+    fn prepare(
+        product: Product,
+        count: usize,
+        table: &TableOptions,
+        region: &str,
+        batching: Option<Rc<Batching>>,
+    ) -> Result<Self> {
         if count == 0 {
             return Ok(Self {
                 product,
@@ -90,6 +155,7 @@ impl Requests {
                 payloads: Vec::new(),
                 targets: Vec::new(),
                 contexts: Vec::new(),
+                batching,
             });
         }
         let mut targets: Vec<CoreResult<ResolvedFunction>> = product
@@ -111,8 +177,14 @@ impl Requests {
                     .transpose()
             })
             .collect();
+        // Batched, a payload is too large if its batch of one is.
+        let sizer = batching.as_ref().map(|b| b.cutter(usize::MAX));
         let too_large = |payload: usize, invocation_type: usize| -> Option<CoreError> {
-            let size = payloads[payload].as_ref().ok()?.len();
+            let payload = payloads[payload].as_ref().ok()?;
+            let size = match &sizer {
+                Some(cutter) => cutter.alone(text(payload)),
+                None => payload.len(),
+            };
             let invocation_type = product.invocation_types[invocation_type];
             let limit = invocation_type.max_payload_bytes();
             (size > limit).then(|| CoreError::PayloadTooLarge {
@@ -162,6 +234,51 @@ impl Requests {
             targets: targets.into_iter().collect::<CoreResult<_>>()?,
             contexts: contexts.into_iter().collect::<CoreResult<_>>()?,
             product,
+            batching,
+        })
+    }
+
+    /// How many invocations share each payload: the product of the other
+    /// lists' lengths. Invocation `payload * combos() + combo` sends
+    /// payload `payload` with the others' combination `combo`.
+    fn combos(&self) -> usize {
+        (self.count / self.product.payloads.len().max(1)).max(1)
+    }
+
+    /// The batches, in the order their rows come: for each range of
+    /// payloads cut (lazily, when the fan-out starts its first batch), one
+    /// batch per combination of the other request values.
+    fn batches(self: &Rc<Self>, batching: &Batching) -> impl Iterator<Item = BatchOf> + Unpin {
+        let limit = self
+            .product
+            .invocation_types
+            .iter()
+            .map(|t| t.max_payload_bytes())
+            .min()
+            .unwrap_or(usize::MAX);
+        let cutter = batching.cutter(limit);
+        let (requests, combos) = (self.clone(), self.combos());
+        let (mut next, mut rows, mut combo) = (0, 0..0, combos);
+        std::iter::from_fn(move || {
+            if combo == combos {
+                let payloads = &requests.payloads;
+                if next >= payloads.len() {
+                    return None;
+                }
+                rows = match cutter.next(next, payloads.len(), |i| text(&payloads[i])) {
+                    Cut::Rows(rows) => rows,
+                    // Checked by prepare: cannot happen; sent alone, Lambda
+                    // refuses it as too large.
+                    Cut::TooLarge { row, .. } => row..row + 1,
+                };
+                next = rows.end;
+                combo = 0;
+            }
+            combo += 1;
+            Some(BatchOf {
+                payloads: rows.clone(),
+                combo: combo - 1,
+            })
         })
     }
 
@@ -193,30 +310,52 @@ fn encode_payload(payload: &Json) -> Result<Bytes> {
         })
 }
 
+/// One batch: a range of payloads, sent with one combination of the other
+/// request values (see [`Requests::combos`]).
+struct BatchOf {
+    payloads: Range<usize>,
+    combo: usize,
+}
+
+/// The calls in flight: one invocation per row, or batches of rows.
+enum Stream {
+    Rows(LocalBoxStream<'static, CoreResult<InvokeOutcome>>),
+    Batches(LocalBoxStream<'static, CoreResult<Vec<InvokeOutcome>>>),
+}
+
 /// The invocations for one set of request values, and what came back.
-struct Batch {
+struct Calls {
     requests: Rc<Requests>,
     /// The calls, started when the first row is asked for.
-    stream: Option<LocalBoxStream<'static, CoreResult<InvokeOutcome>>>,
+    stream: Option<Stream>,
     /// Whether every outcome is kept, for a rescan to replay.
     keep: bool,
     /// The outcomes kept: every one received when `keep`, else the last
-    /// one only (the current row's).
+    /// ones received (the current row's, and the rest of its batches').
     outcomes: Vec<InvokeOutcome>,
+    /// The invocation of `outcomes[0]`.
+    base: usize,
     /// How many outcomes the calls have given.
     received: usize,
     /// The next row's invocation.
     cursor: usize,
 }
 
-impl Batch {
+impl Calls {
     /// The outcome of invocation `index`, the current row's or a kept one.
     fn outcome(&self, index: usize) -> &InvokeOutcome {
-        if self.keep {
-            &self.outcomes[index]
-        } else {
-            &self.outcomes[0]
+        &self.outcomes[index - self.base]
+    }
+
+    /// Takes in the next outcomes received, which begin at `received`.
+    fn take(&mut self, outcomes: impl IntoIterator<Item = InvokeOutcome>) {
+        if !self.keep {
+            self.outcomes.clear();
+            self.base = self.received;
         }
+        let before = self.outcomes.len();
+        self.outcomes.extend(outcomes);
+        self.received += self.outcomes.len() - before;
     }
 }
 
@@ -237,7 +376,9 @@ impl Scan {
     pub(crate) fn open(relid: Oid, user: Oid) -> Result<Self> {
         let route = route::table_route(relid)?;
         let settings = route::table_signing(&route.server, &route.server_options, user)?.settings;
+        let batching = Batching::of(&route.table, relid, user).map(Rc::new);
         Ok(Self {
+            batching,
             concurrency: route
                 .table
                 .max_concurrency
@@ -246,7 +387,7 @@ impl Scan {
             route,
             settings,
             keep: true,
-            batch: None,
+            calls: None,
             log: Rc::default(),
             activity: Activity::default(),
         })
@@ -266,6 +407,7 @@ impl Scan {
     pub(crate) fn activity(&self) -> Activity {
         Activity {
             peak_in_flight: self.log.peak(),
+            batched: self.batching.is_some(),
             ..self.activity
         }
     }
@@ -277,6 +419,7 @@ impl Scan {
         let calls = self.log.drain();
         for c in &calls {
             self.activity.calls += u64::from(c.class.is_some());
+            self.activity.rows += if c.class.is_some() { c.rows } else { 0 };
             self.activity.retries += u64::from(c.retries);
             self.activity.function_errors += u64::from(c.class == Some(CallClass::FunctionError));
         }
@@ -291,20 +434,27 @@ impl Scan {
     /// ones (and any call of theirs still in flight). Refuses more
     /// invocations than lambda_fdw.max_scan_invocations, and any request
     /// that cannot be sent, before anything is sent.
-    pub(crate) fn start_batch(&mut self, conditions: &[Allowed]) -> Result<()> {
-        self.batch = None;
+    pub(crate) fn start_values(&mut self, conditions: &[Allowed]) -> Result<()> {
+        self.calls = None;
         let (table, region) = (&self.route.table, &self.route.server_options.region);
         let product =
             plan_invocations(conditions, table)?.ok_or_else(|| LambdaFdwError::NoPayload {
                 function: table.function_name.clone(),
             })?;
-        let count = check_count(&product, guc::max_scan_invocations(), &table.function_name)?;
-        let requests = Requests::prepare(product, count, table, region)?;
-        self.batch = Some(Batch {
+        let batch_size = self.batching.as_ref().map_or(1, |b| b.size);
+        let count = check_count(
+            &product,
+            guc::max_scan_invocations(),
+            &table.function_name,
+            batch_size,
+        )?;
+        let requests = Requests::prepare(product, count, table, region, self.batching.clone())?;
+        self.calls = Some(Calls {
             requests: Rc::new(requests),
             stream: None,
             keep: self.keep,
             outcomes: Vec::new(),
+            base: 0,
             received: 0,
             cursor: 0,
         });
@@ -314,14 +464,15 @@ impl Scan {
     /// Starts the rows again from the first: kept outcomes are replayed;
     /// without them the invocations are made again.
     pub(crate) fn rewind(&mut self) {
-        let Some(batch) = self.batch.as_mut() else {
+        let Some(calls) = self.calls.as_mut() else {
             return;
         };
-        batch.cursor = 0;
-        if !batch.keep && batch.received > 0 {
-            batch.stream = None;
-            batch.outcomes.clear();
-            batch.received = 0;
+        calls.cursor = 0;
+        if !calls.keep && calls.received > 0 {
+            calls.stream = None;
+            calls.outcomes.clear();
+            calls.base = 0;
+            calls.received = 0;
         }
     }
 
@@ -332,13 +483,13 @@ impl Scan {
         let Some(index) = self.next_outcome()? else {
             return Ok(None);
         };
-        let Some(batch) = self.batch.as_ref() else {
+        let Some(calls) = self.calls.as_ref() else {
             return Ok(None);
         };
         let answer = Answer {
-            planned: batch.requests.product.get(index),
-            outcome: batch.outcome(index),
-            display: batch.requests.display(index),
+            planned: calls.requests.product.get(index),
+            outcome: calls.outcome(index),
+            display: calls.requests.display(index),
         };
         if answer.outcome.function_error.is_some()
             && self.route.table.function_errors == FunctionErrors::Raise
@@ -359,55 +510,98 @@ impl Scan {
     }
 
     fn wait_next(&mut self) -> Result<Option<usize>> {
-        let Some(batch) = self.batch.as_mut() else {
+        let Some(calls) = self.calls.as_mut() else {
             // The request values never arrived: nothing may be invoked.
             return Err(LambdaFdwError::NoPayload {
                 function: self.route.table.function_name.clone(),
             });
         };
-        if batch.cursor < batch.received {
-            // A rescan replaying kept outcomes (only kept ones are behind).
-            batch.cursor += 1;
-            return Ok(Some(batch.cursor - 1));
+        if calls.cursor < calls.received {
+            // A rescan replaying kept outcomes, or the rest of a batch.
+            calls.cursor += 1;
+            return Ok(Some(calls.cursor - 1));
         }
-        if batch.received == batch.requests.count {
+        if calls.received == calls.requests.count {
             // Every call has answered: no need to wait on the stream's end.
             return Ok(None);
         }
-        let next = if let Some(stream) = batch.stream.as_mut() {
-            block_on(stream.next(), &PG_INTERRUPTS)?
-        } else {
+        if calls.stream.is_none() {
             let client = client_for(&self.settings, &PG_INTERRUPTS)?;
-            if batch.requests.count == 1 {
-                // One call is awaited where it stands, as aws_lambda.invoke
-                // does: the fan-out would move the SDK's large future to the
-                // heap and poll it through its own machinery (measured for a
-                // prepared one-payload query: 242 us of backend CPU a call
-                // instead of 165).
-                let request = batch.requests.request(0);
-                Some(block_on(client.invoke(request, &self.log), &PG_INTERRUPTS)?)
-            } else {
-                // Each request is built when the fan-out starts its call.
-                let (requests, log) = (batch.requests.clone(), self.log.clone());
-                let lazy = (0..requests.count).map(move |index| requests.request(index));
-                let stream = batch
-                    .stream
-                    .insert(client.invoke_all(lazy, self.concurrency, log));
-                block_on(stream.next(), &PG_INTERRUPTS)?
-            }
-        };
-        match next {
-            None => Ok(None),
-            Some(outcome) => {
-                let outcome = outcome?;
-                if !batch.keep {
-                    batch.outcomes.clear();
+            let (requests, log) = (calls.requests.clone(), self.log.clone());
+            calls.stream = Some(match &requests.batching {
+                Some(batching) => {
+                    let batches = requests.batches(batching);
+                    let (format, batching) = (batching.format, batching.clone());
+                    let start = move |batch: BatchOf| {
+                        let (client, log, requests) =
+                            (client.clone(), log.clone(), requests.clone());
+                        let shared = requests
+                            .request(batch.payloads.start * requests.combos() + batch.combo);
+                        let meta = BatchMeta {
+                            request_id: origin::next_request_id(),
+                            ..batching.meta.clone()
+                        };
+                        async move {
+                            let rows = &requests.payloads[batch.payloads];
+                            client
+                                .invoke_batch(format, &meta, &shared, rows, &log)
+                                .await
+                        }
+                        .boxed_local()
+                    };
+                    Stream::Batches(fanout::ordered(batches, self.concurrency, start).boxed_local())
                 }
-                batch.outcomes.push(outcome);
-                batch.received += 1;
-                batch.cursor += 1;
-                Ok(Some(batch.cursor - 1))
+                None if requests.count == 1 => {
+                    // One call is awaited where it stands, as aws_lambda.invoke
+                    // does: the fan-out would move the SDK's large future to the
+                    // heap and poll it through its own machinery (measured for a
+                    // prepared one-payload query: 242 us of backend CPU a call
+                    // instead of 165).
+                    let outcome = block_on(
+                        client.invoke(requests.request(0), &self.log),
+                        &PG_INTERRUPTS,
+                    )??;
+                    calls.take([outcome]);
+                    calls.cursor += 1;
+                    return Ok(Some(calls.cursor - 1));
+                }
+                None => {
+                    // Each request is built when the fan-out starts its call.
+                    let lazy = (0..requests.count).map(move |index| requests.request(index));
+                    Stream::Rows(client.invoke_all(lazy, self.concurrency, log))
+                }
+            });
+        }
+        let received = calls.received;
+        match calls.stream.as_mut() {
+            None => return Ok(None),
+            Some(Stream::Rows(stream)) => {
+                if let Some(outcome) = block_on(stream.next(), &PG_INTERRUPTS)? {
+                    calls.take([outcome?]);
+                }
+            }
+            Some(Stream::Batches(stream)) => {
+                // The batches of one range of payloads, one per combination
+                // of the other values: their rows interleave.
+                let mut group = Vec::with_capacity(calls.requests.combos());
+                for _ in 0..calls.requests.combos() {
+                    match block_on(stream.next(), &PG_INTERRUPTS)? {
+                        Some(outcomes) => group.push(outcomes?.into_iter()),
+                        None => break,
+                    }
+                }
+                let rows = group.first().map_or(0, |g| g.len());
+                let mut outcomes = Vec::with_capacity(rows * group.len());
+                for _ in 0..rows {
+                    outcomes.extend(group.iter_mut().filter_map(Iterator::next));
+                }
+                calls.take(outcomes);
             }
         }
+        if calls.received == received {
+            return Ok(None);
+        }
+        calls.cursor += 1;
+        Ok(Some(calls.cursor - 1))
     }
 }
