@@ -22,7 +22,8 @@ CREATE FUNCTION lambda_fdw.stat_invocations_internal(
   OUT bytes_received bigint,
   OUT last_error text,
   OUT last_error_at timestamptz,
-  OUT last_call_at timestamptz)
+  OUT last_call_at timestamptz,
+  OUT rows bigint)
   RETURNS SETOF record
   LANGUAGE c VOLATILE STRICT PARALLEL RESTRICTED
   AS 'MODULE_PATHNAME', 'lambda_fdw_stat_invocations';
@@ -39,6 +40,7 @@ CREATE VIEW lambda_fdw.stat_invocations AS
          s.server,
          s.function_name,
          s.calls,
+         s.rows,
          s.succeeded,
          s.function_errors,
          s.throttled,

@@ -549,7 +549,11 @@ impl Scan {
                         }
                         .boxed_local()
                     };
-                    Stream::Batches(fanout::ordered(batches, self.concurrency, start).boxed_local())
+                    Stream::Batches(
+                        fanout::ordered(batches, self.concurrency, start)
+                            .ramped()
+                            .boxed_local(),
+                    )
                 }
                 None if requests.count == 1 => {
                     // One call is awaited where it stands, as aws_lambda.invoke

@@ -28,6 +28,8 @@ pub(super) struct Key {
 #[derive(Clone, Copy)]
 pub(super) struct Counters {
     pub calls: i64,
+    /// The rows the calls carried: a batch's rows, else one a call.
+    pub rows: i64,
     pub succeeded: i64,
     pub function_errors: i64,
     pub throttled: i64,
@@ -49,6 +51,7 @@ pub(super) struct Counters {
 impl Counters {
     pub(super) const ZERO: Counters = Counters {
         calls: 0,
+        rows: 0,
         succeeded: 0,
         function_errors: 0,
         throttled: 0,

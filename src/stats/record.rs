@@ -91,6 +91,7 @@ fn add(c: &mut Counters, s: &CallStats, now: pg_sys::TimestampTz) {
         return;
     };
     c.calls += 1;
+    c.rows += s.rows as i64;
     let ms = s.elapsed.as_secs_f64() * 1000.0;
     c.total_ms += ms;
     c.min_ms = c.min_ms.min(ms);

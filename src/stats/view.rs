@@ -18,8 +18,13 @@ fn timestamp(t: pg_sys::TimestampTz) -> Option<Datum> {
     (t != 0).then_some(Datum::from(t))
 }
 
-/// The columns of one entry, in `lambda_fdw.stat_invocations_internal`'s order.
-fn row(key: &Key, data: &Data) -> [Option<Datum>; 22] {
+/// The columns of one entry, in `lambda_fdw.stat_invocations_internal`'s
+/// order. Columns are only ever added at the end, so that a library newer
+/// than the extension's SQL fills the columns that SQL declares: the first
+/// 22 before 0.5.0 (`rows` came then).
+const COLUMNS: usize = 23;
+
+fn row(key: &Key, data: &Data) -> [Option<Datum>; COLUMNS] {
     let c = &data.counters;
     let has_server = key.serverid != pg_sys::InvalidOid;
     let server = has_server.then(|| read_str(&data.server));
@@ -47,6 +52,7 @@ fn row(key: &Key, data: &Data) -> [Option<Datum>; 22] {
         last_error.into_datum(),
         timestamp(c.last_error_at),
         timestamp(c.last_call_at),
+        c.rows.into_datum(),
     ]
 }
 
@@ -71,15 +77,22 @@ pub unsafe extern "C-unwind" fn lambda_fdw_stat_invocations(
         not_preloaded()
     };
     let entries = table.snapshot();
-    // SAFETY: a set-returning function declared with 22 OUT columns of the
-    // types `row` makes; InitMaterializedSRF sets up the tuplestore and
-    // descriptor in the caller's memory, and the values are copied into it.
+    // SAFETY: a set-returning function declared with the OUT columns of the
+    // types `row` makes, all of them or (SQL older than the library) the
+    // first ones; InitMaterializedSRF sets up the tuplestore and descriptor
+    // in the caller's memory, and tuplestore_putvalues copies the
+    // descriptor's number of values from arrays at least that long.
     unsafe {
         let user = pg_sys::GetUserId();
         let sees_all = pg_sys::superuser()
             || pg_sys::has_privs_of_role(user, Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS));
         pg_sys::InitMaterializedSRF(fcinfo, 0);
         let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+        if (*(*rsinfo).setDesc).natts as usize > COLUMNS {
+            raise(LambdaFdwError::Internal(
+                "stat_invocations_internal declares more columns than this library fills",
+            ));
+        }
         for (key, data) in &entries {
             if !sees_all && !pg_sys::has_privs_of_role(user, key.userid) {
                 continue;

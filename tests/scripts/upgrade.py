@@ -131,6 +131,29 @@ def upgrade_from(admin, version, fresh):
                   ("55000", "lambda_fdw's queue table lambda_fdw.invocations predates version 0.3.0 of the extension",
                    "run ALTER EXTENSION lambda_fdw UPDATE"))
 
+    if version != "0.1.0":
+        # Statistics came with 0.2.0; the new library fills the columns the
+        # old SQL declares (rows, a 0.5.0 column, is not among them).
+        check(f"{version} SQL, new library: statistics count the calls so far",
+              conn.execute("SELECT calls, succeeded FROM lambda_fdw.stat_invocations "
+                           "WHERE database = current_database() AND function_name = 'echo' "
+                           "AND role = 'postgres'").fetchall(), [(2, 2)])
+    if version == "0.4.0":
+        # 0.5.0 makes stat_invocations again (a column in the middle): a
+        # view of the user's over it stops the update, as docs/upgrading.md says.
+        conn.execute("CREATE VIEW my_stats AS SELECT function_name, calls FROM lambda_fdw.stat_invocations")
+        try:
+            conn.execute("ALTER EXTENSION lambda_fdw UPDATE")
+            got = None
+        except psycopg.Error as e:
+            got = (e.sqlstate, e.diag.message_primary, e.diag.message_detail)
+        check("0.4.0: a view over stat_invocations stops the update", got,
+              ("2BP01", "cannot drop view lambda_fdw.stat_invocations because other objects depend on it",
+               "view my_stats depends on view lambda_fdw.stat_invocations"))
+        check("0.4.0: the stopped update left the version", one(
+            conn, "SELECT extversion FROM pg_extension WHERE extname = 'lambda_fdw'"), "0.4.0")
+        conn.execute("DROP VIEW my_stats")
+
     conn.execute("ALTER EXTENSION lambda_fdw UPDATE")
     check(f"{version}: updated to the default version",
           one(conn, "SELECT extversion FROM pg_extension WHERE extname = 'lambda_fdw'"),
@@ -165,10 +188,10 @@ def upgrade_from(admin, version, fresh):
     # and two aws_lambda.invoke calls as postgres, and the worker's call,
     # counted as the role that queued it.
     check(f"{version} updated: statistics count this database's calls of echo as postgres",
-          conn.execute("SELECT role, server, calls, succeeded FROM lambda_fdw.stat_invocations "
+          conn.execute("SELECT role, server, calls, rows, succeeded FROM lambda_fdw.stat_invocations "
                        "WHERE database = current_database() AND function_name = 'echo' AND role = 'postgres' "
                        "AND server = 'ms'").fetchall(),
-          [("postgres", "ms", 5, 5)])
+          [("postgres", "ms", 5, 5, 5)])
 
     conn.execute("DROP EXTENSION lambda_fdw CASCADE")
     check(f"{version} updated: DROP EXTENSION lambda_fdw CASCADE leaves none of its schemas",
@@ -184,7 +207,7 @@ def main():
     admin.execute(f"CREATE ROLE {ROLE}")
 
     versions = earlier_versions()
-    check("earlier versions kept in sql/", versions, ["0.1.0", "0.2.0", "0.3.0"])
+    check("earlier versions kept in sql/", versions, ["0.1.0", "0.2.0", "0.3.0", "0.4.0"])
     available = [r[0] for r in admin.execute(
         "SELECT version FROM pg_available_extension_versions WHERE name = 'lambda_fdw' ORDER BY version")]
     default = one(admin, "SELECT default_version FROM pg_available_extensions WHERE name = 'lambda_fdw'")
