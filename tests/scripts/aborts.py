@@ -7,6 +7,8 @@ memory (/proc/<pid>/status, VmRSS). One session runs, against the stub's
 - 500 fan-outs of 40 payloads cancelled mid-flight by pg_cancel_backend from
   a second connection;
 - 500 joins (a parameterized scan, one call per outer row) cancelled mid-way;
+- 500 batched fan-outs (2,000 rows in batches of 50, each batch 50 ms, the
+  stub's `batch-lambda_fdw-50ms`) cancelled mid-flight by statement_timeout;
 - 300 fan-outs ended by an error (a function error in the middle).
 
 After a warm-up of each kind, RSS may grow by less than 5 MB per kind, and
@@ -42,9 +44,13 @@ CREATE USER MAPPING FOR CURRENT_USER SERVER stub
   OPTIONS (aws_access_key_id 'AKIDTEST', aws_secret_access_key 'test-secret-key');
 CREATE FOREIGN TABLE sleepy (payload jsonb, response jsonb) SERVER stub OPTIONS (function_name 'sleep-echo');
 CREATE FOREIGN TABLE mixed (payload jsonb, response jsonb) SERVER stub OPTIONS (function_name 'handled-error');
+CREATE FOREIGN TABLE batched (payload jsonb, response jsonb) SERVER stub
+  OPTIONS (function_name 'batch-lambda_fdw-50ms', batch_size '50');
 CREATE TABLE docs AS SELECT i AS id, jsonb_build_object('ms', 50, 'i', i) AS doc FROM generate_series(1, 40) i;
 """
 FANOUT = "SELECT count(*) FROM sleepy WHERE payload = ANY(ARRAY(SELECT doc || jsonb_build_object('r', %s) FROM docs))"
+BATCHED = ("SELECT count(*) FROM batched WHERE payload = "
+           "ANY(ARRAY(SELECT to_jsonb(i * 1000 + %s) FROM generate_series(1, 2000) i))")
 JOIN = "SELECT count(*) FROM docs d JOIN sleepy s ON s.payload = d.doc || jsonb_build_object('r', %s)"
 
 
@@ -94,6 +100,7 @@ def main():
             ("fan-outs cancelled by statement_timeout", by_timeout, FANOUT, 500),
             ("fan-outs cancelled by pg_cancel_backend", by_cancel, FANOUT, 500),
             ("joins cancelled by statement_timeout", by_timeout, JOIN, 500),
+            ("batched fan-outs cancelled by statement_timeout", by_timeout, BATCHED, 500),
             ("fan-outs ended by a function error", by_error, FANOUT, 300),
         ]
         for what, run, sql, n in kinds:
