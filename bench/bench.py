@@ -72,6 +72,10 @@ DB = "lambda_fdw_bench"
 FANOUT_PAYLOADS, FANOUT_CONCURRENCY, FANOUT_DELAY_MS = 200, 20, 20
 PAYLOAD_MB = 5
 DATA_ROWS, DATA_CONCURRENCY, DATA_DELAY_MS = 2000, 50, 20
+# Batched fan-out: rows from ANY(ARRAY(SELECT ...)), BATCH_SIZE rows a call,
+# BATCH_CONCURRENCY calls at once, the stub answering each after 20 ms
+# (batch-lambda_fdw-20ms): ideal BATCH_CONCURRENCY x BATCH_SIZE / 20 ms.
+BATCH_ROWS, BATCH_SIZE, BATCH_CONCURRENCY, BATCH_DELAY_MS = 100000, 500, 10, 20
 QUEUE_ROWS, QUEUE_CONCURRENCY, QUEUE_DELAY_MS, QUEUE_PROBES = 5000, 50, 20, 200
 FANOUT_ROUNDS, QUEUE_ROUNDS = 6, 6  # OLD vs NEW: paired rounds of each
 # OLD vs NEW: differences this small are noise even when the rounds' CI
@@ -304,6 +308,13 @@ TABLES = [
     f"OPTIONS (function_name 'slow-headers', max_concurrency '{DATA_CONCURRENCY}')",
     f"CREATE TABLE fan_docs AS SELECT jsonb_build_object('ms', {DATA_DELAY_MS}, 'i', i) AS doc "
     f"FROM generate_series(1, {DATA_ROWS}) i",
+]
+# Only in one-build runs: an OLD build may predate batching.
+BATCH_TABLES = [
+    f"CREATE FOREIGN TABLE batched (payload jsonb, response jsonb) SERVER stub "
+    f"OPTIONS (function_name 'batch-lambda_fdw-{BATCH_DELAY_MS}ms', batch_size '{BATCH_SIZE}', "
+    f"max_concurrency '{BATCH_CONCURRENCY}')",
+    f"CREATE TABLE batch_docs AS SELECT jsonb_build_object('i', i) AS doc FROM generate_series(1, {BATCH_ROWS}) i",
 ]
 PLPYTHON = [
     "CREATE EXTENSION plpython3u",
@@ -627,7 +638,7 @@ def stats_figures(on, off):
 # --- one build: the whole table ------------------------------------------------
 
 def main_one(new_on, new_off):
-    setup(new_on, BASE_SETUP + TABLES + PLPYTHON)
+    setup(new_on, BASE_SETUP + TABLES + BATCH_TABLES + PLPYTHON)
     setup(new_off, BASE_SETUP)
     results = {}
     s, off = Backend(new_on), Backend(new_off)
@@ -682,6 +693,11 @@ def main_one(new_on, new_off):
     assert d.run(data) == [str(DATA_ROWS)]
     results["data_fanout_peak_rss_mb"] = d.status("VmHWM") - idle
     d.close()
+
+    # 2c. The same over batches: 100,000 rows, BATCH_SIZE a call.
+    results.update(batched_fan_out(new_on))
+    results["batch_speedup"] = results["batch_rows_per_s"] / (DATA_ROWS / (results["data_fanout_ms"] / 1000.0))
+    refused.bound("batch efficiency", results["batch_ms"], results["batch_ideal_ms"], lambda v, i: v < i)
 
     # 3. Prepared statements from an application (psycopg 3, server-side
     # prepared, round trips included): a one-payload foreign-table query and
@@ -742,6 +758,46 @@ def fan_out(s, name, sql, calls, concurrency, delay_ms, runs):
     median = statistics.median(times)
     return {f"{name}_ms": median * 1000, f"{name}_ideal_ms": ideal * 1000,
             f"{name}_efficiency": ideal / median}
+
+
+def batched_fan_out(server, runs=5):
+    """A batched fan-out of BATCH_ROWS rows: median wall time and backend CPU
+    per row over `runs` runs (each checked: every row answered, with its own
+    payload, and the stub counting exactly one call per batch), and the
+    backend's peak RSS above idle in a fresh session."""
+    sql = ("SELECT count(*), count(*) FILTER (WHERE response = payload) FROM batched "
+           "WHERE payload = ANY(ARRAY(SELECT doc FROM batch_docs));")
+    want = [f"{BATCH_ROWS}|{BATCH_ROWS}"]
+    calls = -(-BATCH_ROWS // BATCH_SIZE)
+    name = f"batch-lambda_fdw-{BATCH_DELAY_MS}ms"
+    s = Session(server)
+    assert s.run(sql) == want
+    times, cpus = [], []
+    for _ in range(runs):
+        before, _ = stub_calls(name, "batch")
+        secs, out, cpu, _wait = s.timed_sched(sql)
+        after, _ = stub_calls(name, "batch")
+        assert out == want, out
+        if after - before != calls:
+            fail(f"the batched fan-out sent {after - before} calls, not {calls}")
+        times.append(secs)
+        cpus.append(cpu)
+    s.close()
+    d = Session(server)
+    d.run("SELECT count(*) FROM batched WHERE payload = '1';")
+    idle = d.status("VmRSS")
+    with open(f"/proc/{d.pid}/clear_refs", "w") as f:
+        f.write("5")
+    assert d.run(sql) == want
+    peak = d.status("VmHWM") - idle
+    d.close()
+    median = statistics.median(times)
+    ideal = calls / BATCH_CONCURRENCY * BATCH_DELAY_MS / 1000.0
+    return {"batch_ms": median * 1000, "batch_ideal_ms": ideal * 1000,
+            "batch_rows_per_s": BATCH_ROWS / median,
+            "batch_ideal_rows_per_s": BATCH_ROWS / ideal,
+            "batch_cpu_us_per_row": statistics.median(cpus) * 1e6 / BATCH_ROWS,
+            "batch_peak_rss_mb": peak}
 
 
 def prepared(server, rounds_=10):
@@ -870,6 +926,13 @@ def report_one(r, refused):
         ("data fan-out efficiency",
          fmt_or_refused(refused, "data_fanout efficiency", f"{r['data_fanout_efficiency']:.2f}"), ">= 0.85"),
         ("data fan-out peak RSS above idle", f"{r['data_fanout_peak_rss_mb']:.1f} MB", "< 50 MB"),
+        (f"batched: {BATCH_ROWS} rows, {BATCH_SIZE} a call x {BATCH_DELAY_MS} ms at {BATCH_CONCURRENCY}",
+         fmt_or_refused(refused, "batch efficiency",
+                        f"{r['batch_rows_per_s']:.0f} rows/s (ideal {r['batch_ideal_rows_per_s']:.0f})"),
+         ">= 100000 rows/s"),
+        ("  backend CPU per row", f"{r['batch_cpu_us_per_row']:.2f} us", "<= 5 us"),
+        ("  peak RSS above idle", f"{r['batch_peak_rss_mb']:.1f} MB", "<= 64 MB"),
+        ("  speedup over the unbatched data fan-out", f"{r['batch_speedup']:.0f}x", ">= 40"),
         ("foreign table, prepared, per call", f"{r['fdw_prepared_per_call_us']:.1f} us", ""),
         ("aws_lambda.invoke, prepared, per call", f"{r['invoke_prepared_per_call_us']:.1f} us", ""),
         ("prepared foreign table / invoke", f"{r['fdw_vs_invoke_prepared']:.2f}", "<= 1.15"),
@@ -905,11 +968,13 @@ def report_one(r, refused):
             "data_fanout_efficiency", "data_fanout_peak_rss_mb", "fdw_prepared_per_call_us",
             "invoke_prepared_per_call_us", "queue_throughput_per_s", "queue_commit_to_send_ms",
             "stats_overhead_pct", "per_call_cpu_us", "sdk_cpu_per_call_us", "per_call_vs_sdk",
-            "stats_on_cpu_per_call_us", "stats_off_cpu_per_call_us"]
+            "stats_on_cpu_per_call_us", "stats_off_cpu_per_call_us",
+            "batch_rows_per_s", "batch_cpu_us_per_row", "batch_peak_rss_mb", "batch_speedup"]
     refused_keys = {"aws_lambda.invoke, per call": ["per_call_us"], "invoke / SDK": ["per_call_vs_sdk"],
                     "statistics overhead": ["stats_overhead_pct"], "fanout efficiency": ["fanout_efficiency"],
                     "data_fanout efficiency": ["data_fanout_efficiency"],
-                    "queue efficiency": ["queue_throughput_per_s"]}
+                    "queue efficiency": ["queue_throughput_per_s"],
+                    "batch efficiency": ["batch_rows_per_s", "batch_speedup"]}
     out = {k: round(r[k], 3) for k in keys}
     for name in refused.names:
         for k in refused_keys.get(name, []):

@@ -120,6 +120,7 @@ mod tests {
             elapsed: Duration::from_millis(ms),
             bytes_sent: 10,
             bytes_received: 4,
+            rows: 1,
             error: error.map(str::to_string),
         }
     }

@@ -362,8 +362,16 @@ pub const BATCH_FAILED: &str = "BatchFailed";
 /// makes every row a function error saying why (see [`BAD_REPLY`] and
 /// [`BATCH_FAILED`]), so `function_errors` decides whether it is raised.
 pub fn split(format: BatchFormat, outcome: InvokeOutcome, sent: usize) -> Vec<InvokeOutcome> {
+    if outcome.status_code != 200 {
+        // Event (202) and DryRun (204): Lambda answers no results.
+        let answer = InvokeOutcome {
+            payload: None,
+            ..outcome
+        };
+        return vec![answer; sent];
+    }
     let body = match &outcome.payload {
-        Some(body) if outcome.function_error.is_none() && outcome.status_code == 200 => body,
+        Some(body) if outcome.function_error.is_none() => body,
         _ => return vec![outcome; sent],
     };
     let row = |payload: Option<Bytes>, function_error: Option<String>| InvokeOutcome {

@@ -118,6 +118,14 @@ SELECT 'sf', payload, response FROM sf WHERE payload IN ('1', '[2, "b"]', '1', '
 UNION ALL
 SELECT 'lf', payload, response FROM lf WHERE payload IN ('1', '[2, "b"]', '1', '{"k": 3}', '[]', '"x"', '[2, "b"]');
 SELECT calls_of('batch-redshift') AS redshift, calls_of('batch-snowflake') AS snowflake, calls_of('batch-lambda_fdw') AS lambda_fdw;
+-- Joined back to its source, the scan still batches (the form the README
+-- gives): 4 distinct pairs, 2 more calls.
+SELECT p.id, s.response FROM pairs p
+  JOIN (SELECT payload, response FROM lf
+         WHERE payload = ANY(ARRAY(SELECT jsonb_build_array(a, b) FROM pairs))) s
+    ON s.payload = jsonb_build_array(p.a, p.b)
+ ORDER BY p.id;
+SELECT calls_of('batch-lambda_fdw') AS lambda_fdw;
 -- Several values of another request column: one batch per value, rows in
 -- the order they would come unbatched (payloads slowest).
 CREATE FOREIGN TABLE bq_q (payload jsonb, qualifier text, response jsonb)
