@@ -46,6 +46,8 @@ pub(crate) struct Scan {
     concurrency: usize,
     /// Whether outcomes are kept for a rescan to replay.
     keep: bool,
+    /// Whether batches ramp up (see [`Scan::fast_start`]).
+    ramp: bool,
     /// How the table batches rows, if it does.
     batching: Option<Rc<Batching>>,
     /// The invocations for the current values of the request conditions;
@@ -387,6 +389,7 @@ impl Scan {
             route,
             settings,
             keep: true,
+            ramp: false,
             calls: None,
             log: Rc::default(),
             activity: Activity::default(),
@@ -401,6 +404,15 @@ impl Scan {
     /// Takes effect from the next batch.
     pub(crate) fn keep_outcomes(&mut self, keep: bool) {
         self.keep = keep;
+    }
+
+    /// Whether the query may read only its first rows (the plan's
+    /// `fast_start`: a LIMIT, a cursor, EXISTS). Then a batched scan starts
+    /// one batch and doubles how many run ahead at each batch it takes (see
+    /// `fanout::Ordered::ramped`), so that `LIMIT 10` sends one batch; else
+    /// it starts `max_concurrency` at once, as an unbatched scan does.
+    pub(crate) fn fast_start(&mut self, ramp: bool) {
+        self.ramp = ramp;
     }
 
     /// The scan's calls so far.
@@ -549,11 +561,12 @@ impl Scan {
                         }
                         .boxed_local()
                     };
-                    Stream::Batches(
-                        fanout::ordered(batches, self.concurrency, start)
-                            .ramped()
-                            .boxed_local(),
-                    )
+                    let fan_out = fanout::ordered(batches, self.concurrency, start);
+                    Stream::Batches(if self.ramp {
+                        fan_out.ramped().boxed_local()
+                    } else {
+                        fan_out.boxed_local()
+                    })
                 }
                 None if requests.count == 1 => {
                     // One call is awaited where it stands, as aws_lambda.invoke

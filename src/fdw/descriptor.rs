@@ -16,8 +16,10 @@
 //!     `<request column><comparison>` per fdw_expr, comma-separated, the
 //!     comparison `=` (`= value`), `~` (`= ANY(array)`) or `&`
 //!     (`= ALL(array)`); `<columns>` the attribute numbers the scan fills,
-//!     comma-separated, or `*` for all of them. E.g.
-//!     `lambda_fdw:payload~,qualifier=;1,3`. The prefix tells a plan
+//!     comma-separated, or `*` for all of them; then, after a second `;`,
+//!     `f` if the query wants its first rows soon (see
+//!     [`Descriptor::fast_start`]), else nothing. E.g.
+//!     `lambda_fdw:payload~,qualifier=;1,3;f`. The prefix tells a plan
 //!     lambda_fdw made from any other.
 
 use std::ffi::c_void;
@@ -64,6 +66,11 @@ pub(crate) struct Descriptor {
     /// One entry per fdw_expr, in order.
     pub conditions: Vec<(RequestColumn, Compare)>,
     pub columns: Columns,
+    /// The planner was told that only some of the rows may be read (a
+    /// `LIMIT`, a cursor, `EXISTS`: a tuple fraction above 0), so a batched
+    /// scan starts one batch and ramps up rather than starting a full
+    /// window that may never be read.
+    pub fast_start: bool,
 }
 
 /// `fdw_private` for a plan with this descriptor, in the planner's memory
@@ -139,12 +146,21 @@ fn to_text(d: &Descriptor) -> String {
             .collect::<Vec<_>>()
             .join(","),
     };
-    format!("{DESCRIPTOR_PREFIX}{};{columns}", conditions.join(","))
+    let start = if d.fast_start { "f" } else { "" };
+    format!(
+        "{DESCRIPTOR_PREFIX}{};{columns};{start}",
+        conditions.join(",")
+    )
 }
 
 /// The descriptor of a text [`to_text`] made; `None` for any other text.
 fn from_text(text: &str) -> Option<Descriptor> {
-    let (conditions, columns) = text.strip_prefix(DESCRIPTOR_PREFIX)?.split_once(';')?;
+    let (conditions, rest) = text.strip_prefix(DESCRIPTOR_PREFIX)?.split_once(';')?;
+    let (columns, fast_start) = match rest.split_once(';')? {
+        (columns, "f") => (columns, true),
+        (columns, "") => (columns, false),
+        _ => return None,
+    };
     let conditions = if conditions.is_empty() {
         Vec::new()
     } else {
@@ -172,6 +188,7 @@ fn from_text(text: &str) -> Option<Descriptor> {
     Some(Descriptor {
         conditions,
         columns,
+        fast_start,
     })
 }
 
@@ -190,25 +207,28 @@ mod tests {
                 (RequestColumn::Context, Compare::Eq),
             ],
             columns: Columns::Only(vec![1, 7, 10]),
+            fast_start: true,
         };
         let text = to_text(&d);
         assert_eq!(
             text,
-            "lambda_fdw:payload~,qualifier=,invocation_type&,log_type=,context=;1,7,10"
+            "lambda_fdw:payload~,qualifier=,invocation_type&,log_type=,context=;1,7,10;f"
         );
         assert_eq!(from_text(&text), Some(d));
         let none = Descriptor {
             conditions: vec![],
             columns: Columns::Only(vec![]),
+            fast_start: false,
         };
-        assert_eq!(to_text(&none), "lambda_fdw:;");
-        assert_eq!(from_text("lambda_fdw:;"), Some(none));
+        assert_eq!(to_text(&none), "lambda_fdw:;;");
+        assert_eq!(from_text("lambda_fdw:;;"), Some(none));
         let all = Descriptor {
             conditions: vec![(RequestColumn::Payload, Compare::Eq)],
             columns: Columns::All,
+            fast_start: false,
         };
-        assert_eq!(to_text(&all), "lambda_fdw:payload=;*");
-        assert_eq!(from_text("lambda_fdw:payload=;*"), Some(all));
+        assert_eq!(to_text(&all), "lambda_fdw:payload=;*;");
+        assert_eq!(from_text("lambda_fdw:payload=;*;"), Some(all));
     }
 
     #[test]
@@ -228,5 +248,7 @@ mod tests {
         assert_eq!(from_text("lambda_fdw:payload;"), None);
         assert_eq!(from_text("lambda_fdw:payload=;0"), None);
         assert_eq!(from_text("lambda_fdw:payload=;1,x"), None);
+        assert_eq!(from_text("lambda_fdw:payload=;1"), None);
+        assert_eq!(from_text("lambda_fdw:payload=;1;x"), None);
     }
 }

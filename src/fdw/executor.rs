@@ -126,6 +126,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(
         let user = checking_user(plan, (*node).ss.ps.state);
         let mut scan = Scan::open((*rel).rd_id, user).unwrap_or_else(|e| raise(e));
         scan.keep_outcomes(may_rescan(eflags, (*(*node).ss.ps.state).es_plannedstmt));
+        scan.fast_start(descriptor.fast_start);
         let states = PgList::<pg_sys::ExprState>::from_pg(pg_sys::ExecInitExprList(
             (*plan).fdw_exprs,
             node as *mut pg_sys::PlanState,

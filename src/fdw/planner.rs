@@ -137,6 +137,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
                 c.sort_unstable();
                 Columns::Only(c)
             }),
+            fast_start: (*root).tuple_fraction > 0.0,
         };
         // One expression per condition, in the descriptor's order.
         let mut exprs = PgList::<pg_sys::Expr>::new();
