@@ -234,3 +234,20 @@ pub(crate) fn role_name(role: Oid) -> String {
         }
     }
 }
+
+/// Relation `relid`'s schema-qualified name, each part quoted only where
+/// SQL needs it (as `regclass` prints it with its schema), or `OID n` for
+/// a relation that no longer exists.
+pub(crate) fn qualified_relation_name(relid: Oid) -> String {
+    // SAFETY: syscache lookups of a relation and its namespace (NULL when
+    // gone, else palloc'd NUL-terminated names), then quoting them.
+    unsafe {
+        let name = pg_sys::get_rel_name(relid);
+        let schema = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+        if name.is_null() || schema.is_null() {
+            return format!("OID {}", relid.to_u32());
+        }
+        let qualified = pg_sys::quote_qualified_identifier(schema, name);
+        CStr::from_ptr(qualified).to_string_lossy().into_owned()
+    }
+}

@@ -10,9 +10,10 @@ use pgrx::prelude::*;
 use crate::pg::catalog;
 use crate::settings::guc;
 
+use super::batch::{self, Job};
 use super::error::WorkerError;
 use super::outcome::Outcome;
-use super::signing::{claim_ready, Ready};
+use super::signing::claim_ready;
 use super::sql;
 use super::table;
 use super::transaction::{in_subtransaction, log_unexpected};
@@ -52,7 +53,11 @@ pub(crate) enum Round {
     Worked {
         /// The queue table worked.
         table: Oid,
-        ready: Vec<Ready>,
+        /// The requests to send (a row alone, or a batch).
+        jobs: Vec<Job>,
+        /// The largest batch size among the rows claimed (1 if none
+        /// batches): how many rows a request may carry next time.
+        widest: usize,
         /// Seconds until the next row is due, when nothing is in flight.
         due: Option<f64>,
         /// What the recovery of rows left `sending` did: (requeued, failed).
@@ -70,6 +75,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) unstarted: &'a [i64],
     /// Rows that may be claimed.
     pub(crate) free: usize,
+    /// Requests there is room for: the claimed rows beyond are put back.
+    pub(crate) requests: usize,
     pub(crate) purge: bool,
     /// Whether to look for the next due time (nothing in flight).
     pub(crate) idle: bool,
@@ -167,14 +174,27 @@ pub(crate) fn work_round(plan: &Plan) -> Result<Round, WorkerError> {
             } else {
                 Vec::new()
             };
-            let due = if plan.idle && ready.is_empty() {
+            let widest = batch::widest(&ready);
+            let (mut jobs, beyond) = batch::jobs(ready, plan.requests);
+            if !beyond.is_empty() {
+                // Claimed for rows of batches that turned out smaller (or
+                // not batched): given back unsent, with their attempt; if
+                // that fails they are sent now.
+                let ids = batch::ids_of(&beyond);
+                if let Err(e) = in_subtransaction(|| sql::put_back(&ids)).and_then(|r| r) {
+                    log_unexpected("put back invocations claimed ahead", &e);
+                    jobs.extend(beyond);
+                }
+            }
+            let due = if plan.idle && jobs.is_empty() {
                 sql::next_due()?
             } else {
                 None
             };
             Ok(Round::Worked {
                 table: queue.relid,
-                ready,
+                jobs,
+                widest,
                 due,
                 recovered,
             })
