@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::pg::instance;
 use lambda_fdw_core::batch::{self, BatchFormat, BatchMeta, Cut, Cutter};
 use lambda_fdw_core::request::{
     context_with_invocation_ids, encode_client_context, invocation_ids_that_fit,
@@ -104,8 +103,13 @@ fn unsendable(r: Ready, error: WorkerError) -> Job {
 /// id order, cut by the batch size, the request's byte limit and the
 /// client context's room for their ids; every other row goes alone. Of
 /// the requests, the first `room` are kept; the others are returned
-/// apart, to be put back unsent.
-pub(crate) fn jobs(ready: Vec<Ready>, room: usize) -> (Vec<Job>, Vec<Job>) {
+/// apart, to be put back unsent. `place` gives the metadata's (cluster,
+/// database), asked only if a row batches.
+pub(crate) fn jobs(
+    ready: Vec<Ready>,
+    room: usize,
+    place: impl FnOnce() -> (String, String),
+) -> (Vec<Job>, Vec<Job>) {
     let mut jobs = Vec::new();
     let mut groups: Vec<Vec<Ready>> = Vec::new();
     let mut index: HashMap<BatchKey, usize> = HashMap::new();
@@ -126,7 +130,7 @@ pub(crate) fn jobs(ready: Vec<Ready>, room: usize) -> (Vec<Job>, Vec<Job>) {
         }
     }
     if !groups.is_empty() {
-        let place = (instance::cluster_label(), instance::database_name());
+        let place = place();
         for group in groups {
             cut_group(group, &place, &mut jobs);
         }
@@ -295,11 +299,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// What one request of a batch got: its rows (positions in the batch),
-/// each row's result, and the call's statistics.
+/// each row's result, and the call's statistics (none if the request
+/// could not even be made).
 type Part = (
     Range<usize>,
     Result<Vec<InvokeOutcome>, (CoreError, Option<Duration>)>,
-    CallStats,
+    Option<CallStats>,
 );
 
 /// Sends `batch` with `client` (a 413 halves it, each half sent again,
@@ -346,9 +351,8 @@ pub(crate) async fn send(batch: Batch, client: &LambdaClient) -> Vec<Outcome> {
             let request = match request {
                 Ok(r) => r,
                 Err(e) => {
-                    let stats = CallStats::of(Err(&e), display_ref.clone(), 1, Duration::ZERO, 0)
-                        .with_rows(rows);
-                    lock(parts_ref).push((range, Err((e, None)), stats));
+                    // Nothing was sent: not a call.
+                    lock(parts_ref).push((range, Err((e, None)), None));
                     return Ok(Vec::new());
                 }
             };
@@ -373,7 +377,7 @@ pub(crate) async fn send(batch: Batch, client: &LambdaClient) -> Vec<Outcome> {
                 other => {
                     let rows = range.len();
                     let other = other.map(|o| batch::split(format, o, rows));
-                    lock(parts_ref).push((range, other, stats));
+                    lock(parts_ref).push((range, other, Some(stats)));
                     Ok(Vec::new())
                 }
             }
@@ -418,14 +422,16 @@ pub(crate) async fn send(batch: Batch, client: &LambdaClient) -> Vec<Outcome> {
             }
         }
         // Each attempt is one send; earlier ones were counted as retries.
-        calls.push(if retried {
-            stats.to_be_retried()
-        } else {
-            CallStats {
-                retries: 0,
-                ..stats
+        calls.extend(stats.map(|stats| {
+            if retried {
+                stats.to_be_retried()
+            } else {
+                CallStats {
+                    retries: 0,
+                    ..stats
+                }
             }
-        });
+        }));
     }
     let mut outcomes: Vec<Outcome> = outcomes
         .into_iter()
@@ -451,4 +457,187 @@ pub(crate) async fn send(batch: Batch, client: &LambdaClient) -> Vec<Outcome> {
         first.measured = Some((batch.owner.clone(), calls));
     }
     outcomes
+}
+
+#[cfg(test)]
+mod unit {
+    use pgrx::pg_sys::Oid;
+
+    use super::super::signing::{Batchable, Batching};
+    use super::*;
+    use lambda_fdw_core::parse_function_name;
+
+    /// Row `id` of table `table` (its batch size `size`, or not batching
+    /// with 0), with `context`, `payload` and `invocation_type`.
+    fn row(
+        id: i64,
+        table: u32,
+        size: usize,
+        context: Option<&str>,
+        payload: &str,
+        invocation_type: InvocationType,
+    ) -> Ready {
+        let target = parse_function_name("f")
+            .and_then(|f| f.resolve(Some("us-east-1"), None, None))
+            .expect("a function");
+        let request = InvokeRequest::queued(
+            target,
+            invocation_type,
+            context,
+            id,
+            Bytes::from(payload.to_owned()),
+        )
+        .expect("a request");
+        let owner = Owner {
+            role: Oid::from(10),
+            server: Some((Oid::from(20), "s".into())),
+        };
+        let batch = (size > 0).then(|| Batchable {
+            batching: Rc::new(Batching {
+                size,
+                format: BatchFormat::Redshift,
+                table: format!("public.t{table}"),
+                user: "alice".into(),
+            }),
+            key: (
+                Some(Oid::from(table)),
+                Oid::from(10),
+                Some(Oid::from(20)),
+                None,
+                "us-east-1".into(),
+                "f".into(),
+                None,
+                invocation_type.as_str().into(),
+                context.map(str::to_owned),
+            ),
+        });
+        Ready {
+            id,
+            attempts: 1,
+            max_attempts: 3,
+            prepared: Ok((request, ClientSettings::new("us-east-1"), owner)),
+            batch,
+        }
+    }
+
+    fn place() -> (String, String) {
+        ("db1".into(), "app".into())
+    }
+
+    /// Each job as its rows' ids; a row failed before sending as its
+    /// negated id.
+    fn shape(jobs: &[Job]) -> Vec<Vec<i64>> {
+        jobs.iter()
+            .map(|j| match j {
+                Job::One(r) if r.prepared.is_err() => vec![-r.id],
+                other => other.ids(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rows_of_one_key_go_together_in_id_order_cut_at_the_batch_size() {
+        let rr = InvocationType::RequestResponse;
+        let ready = vec![
+            row(1, 100, 2, None, "1", rr),
+            row(2, 200, 2, None, "2", rr),
+            row(3, 100, 2, None, "3", rr),
+            row(4, 100, 2, None, "4", rr),
+            row(5, 200, 2, None, "5", rr),
+            row(6, 100, 2, Some(r#"{"env":{}}"#), "6", rr),
+            row(7, 100, 2, None, "7", rr),
+            row(8, 0, 0, None, "8", rr),
+            row(9, 100, 2, None, "9", InvocationType::Event),
+        ];
+        let (jobs, beyond) = jobs(ready, 100, place);
+        assert!(beyond.is_empty());
+        assert_eq!(
+            shape(&jobs),
+            vec![
+                vec![8],
+                vec![1, 3],
+                vec![4, 7],
+                vec![2, 5],
+                vec![6],
+                vec![9]
+            ]
+        );
+        let Job::Batch(b) = &jobs[1] else {
+            panic!("a batch")
+        };
+        assert_eq!(
+            (
+                b.meta.request_id.as_str(),
+                b.meta.query_id.as_str(),
+                b.meta.function.as_str(),
+                b.meta.user.as_str(),
+                b.meta.cluster.as_str(),
+                b.meta.database.as_str()
+            ),
+            ("q1-1", "1", "public.t100", "alice", "db1", "app")
+        );
+    }
+
+    #[test]
+    fn requests_beyond_the_room_are_given_back_and_failed_rows_take_none() {
+        let rr = InvocationType::RequestResponse;
+        let mut ready: Vec<Ready> = (1..=7).map(|i| row(i, 100, 2, None, "1", rr)).collect();
+        ready[2].prepared = Err(Rc::new(WorkerError::Panic("unsigned".into())));
+        let (kept, beyond) = jobs(ready, 2, place);
+        assert_eq!(shape(&kept), vec![vec![-3], vec![1, 2], vec![4, 5]]);
+        assert_eq!(ids_of(&beyond), vec![6, 7]);
+    }
+
+    #[test]
+    fn a_row_too_large_alone_fails_alone_and_bodies_stay_within_the_limit() {
+        let event = InvocationType::Event;
+        let half = format!("\"{}\"", "x".repeat(600 * 1024));
+        let big = format!("\"{}\"", "y".repeat(1024 * 1024 - 10));
+        let ready = vec![
+            row(1, 100, 10, None, &half, event),
+            row(2, 100, 10, None, &half, event),
+            row(3, 100, 10, None, &big, event),
+            row(4, 100, 10, None, "4", event),
+        ];
+        let (jobs, _) = jobs(ready, 100, place);
+        assert_eq!(shape(&jobs), vec![vec![1], vec![2], vec![-3], vec![4]]);
+        let Job::One(r) = &jobs[2] else {
+            panic!("a failed row")
+        };
+        let error = r.prepared.as_ref().err().map(|e| e.to_string());
+        assert_eq!(
+            error.as_deref(),
+            Some(
+                "this invocation's batch request is 1048796 bytes with the row alone, more than \
+                 the 1048576 bytes Lambda accepts for Event invocations; it is not sent"
+            )
+        );
+    }
+
+    #[test]
+    fn a_batch_ends_where_the_next_id_would_not_fit_the_context() {
+        let rr = InvocationType::RequestResponse;
+        // 2,685 bytes of JSON at most: 2,600 of the caller's leave room for
+        // a few ids only.
+        let context = format!(r#"{{"custom":{{"app":"{}"}}}}"#, "a".repeat(2549));
+        let first = 1_000_000_i64;
+        let ready: Vec<Ready> = (first..first + 20)
+            .map(|i| row(i, 100, 100, Some(&context), "1", rr))
+            .collect();
+        let (jobs, _) = jobs(ready, 100, place);
+        let sizes: Vec<usize> = shape(&jobs).iter().map(Vec::len).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 20);
+        assert!(sizes.len() > 1 && sizes[0] > 1, "{sizes:?}");
+        for job in &jobs {
+            let ids = job.ids();
+            let with_ids = context_with_invocation_ids(Some(&context), &ids).expect("context");
+            assert!(encode_client_context(&with_ids).is_ok(), "{ids:?}");
+            let mut one_more = ids.clone();
+            one_more.push(first + 20);
+            if ids.len() == sizes[0] {
+                let over = context_with_invocation_ids(Some(&context), &one_more).expect("context");
+                assert!(encode_client_context(&over).is_err(), "{one_more:?}");
+            }
+        }
+    }
 }

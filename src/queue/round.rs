@@ -7,7 +7,7 @@
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 
-use crate::pg::catalog;
+use crate::pg::{catalog, instance};
 use crate::settings::guc;
 
 use super::batch::{self, Job};
@@ -175,7 +175,9 @@ pub(crate) fn work_round(plan: &Plan) -> Result<Round, WorkerError> {
                 Vec::new()
             };
             let widest = batch::widest(&ready);
-            let (mut jobs, beyond) = batch::jobs(ready, plan.requests);
+            let (mut jobs, beyond) = batch::jobs(ready, plan.requests, || {
+                (instance::cluster_label(), instance::database_name())
+            });
             if !beyond.is_empty() {
                 // Claimed for rows of batches that turned out smaller (or
                 // not batched): given back unsent, with their attempt; if
