@@ -4,6 +4,9 @@
 //! rows never started, delete old rows, claim what there is room for. A
 //! round that does not work the queue says why ([`Idle`]).
 
+use std::rc::Rc;
+
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 
@@ -13,10 +16,10 @@ use crate::settings::guc;
 use super::batch::{self, Job};
 use super::error::WorkerError;
 use super::outcome::Outcome;
-use super::signing::claim_ready;
+use super::signing::{claim_ready, Ready};
 use super::sql;
 use super::table;
-use super::transaction::{in_subtransaction, log_unexpected};
+use super::transaction::{in_subtransaction, log_unexpected, panic_message};
 
 /// Why the worker does not work the queue now (said once per change).
 #[derive(Clone, Debug, PartialEq)]
@@ -175,9 +178,39 @@ pub(crate) fn work_round(plan: &Plan) -> Result<Round, WorkerError> {
                 Vec::new()
             };
             let widest = batch::widest(&ready);
-            let (mut jobs, beyond) = batch::jobs(ready, plan.requests, || {
-                (instance::cluster_label(), instance::database_name())
-            });
+            let claimed: Vec<(i64, i32, i32)> = ready
+                .iter()
+                .map(|r| (r.id, r.attempts, r.max_attempts))
+                .collect();
+            let grouped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                batch::jobs(ready, plan.requests, || {
+                    (instance::cluster_label(), instance::database_name())
+                })
+            }));
+            let (mut jobs, beyond) = match grouped {
+                Ok(grouped) => grouped,
+                // Not expected; the claimed rows fail rather than come
+                // back to fail every round.
+                Err(panic) if panic.downcast_ref::<CaughtError>().is_some() => {
+                    std::panic::resume_unwind(panic)
+                }
+                Err(panic) => {
+                    let error = Rc::new(WorkerError::PreparePanicked(panic_message(&*panic)));
+                    let failed = claimed
+                        .into_iter()
+                        .map(|(id, attempts, max_attempts)| {
+                            Job::One(Ready {
+                                id,
+                                attempts,
+                                max_attempts,
+                                prepared: Err(error.clone()),
+                                batch: None,
+                            })
+                        })
+                        .collect();
+                    (failed, Vec::new())
+                }
+            };
             if !beyond.is_empty() {
                 // Claimed for rows of batches that turned out smaller (or
                 // not batched): given back unsent, with their attempt; if

@@ -12,7 +12,8 @@
 //!   previous worker left `sending` (once per table; rows with no attempts
 //!   left are failed, as they may have been delivered), record outcomes,
 //!   claim due rows with attempts left (`FOR UPDATE SKIP LOCKED`, up to
-//!   twice `lambda_fdw.queue_concurrency`, the attempt counted and
+//!   twice `lambda_fdw.queue_concurrency` requests, a batch being one
+//!   request (see `batch`), the attempt counted and
 //!   committed before the request leaves), and check each claimed row's
 //!   role, route and mapping again (`signing`): a row that no longer
 //!   checks out is failed, never sent. The calls run on a runtime of their
