@@ -171,19 +171,25 @@ pub(crate) fn widest(ready: &[Ready]) -> usize {
 /// Cuts the rows of one group (same key, in id order) into batches;
 /// `place` is (cluster, database).
 fn cut_group(group: Vec<Ready>, place: &(String, String), jobs: &mut Vec<Job>) {
-    let Some(first) = group.first() else {
+    // What the group's rows share, from its first row (every row of a
+    // group batches and has its request).
+    let shared = group
+        .first()
+        .and_then(|first| match (&first.batch, &first.prepared) {
+            (Some(b), Ok((request, settings, owner))) => Some((
+                b.batching.clone(),
+                b.context().map(str::to_owned),
+                request.target.clone(),
+                request.invocation_type,
+                settings.clone(),
+                owner.clone(),
+            )),
+            _ => None,
+        });
+    let Some((batching, context, target, invocation_type, settings, owner)) = shared else {
+        jobs.extend(group.into_iter().map(Job::One));
         return;
     };
-    let Some(b) = &first.batch else {
-        return;
-    };
-    let batching = b.batching.clone();
-    let context = b.context().map(str::to_owned);
-    let Ok((request, settings, owner)) = &first.prepared else {
-        return;
-    };
-    let (target, invocation_type) = (request.target.clone(), request.invocation_type);
-    let (settings, owner) = (settings.clone(), owner.clone());
     let limit = invocation_type.max_payload_bytes();
     let meta = |request_id: String, query_id: String| BatchMeta {
         request_id,
