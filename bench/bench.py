@@ -77,6 +77,12 @@ DATA_ROWS, DATA_CONCURRENCY, DATA_DELAY_MS = 2000, 50, 20
 # (batch-lambda_fdw-20ms): ideal BATCH_CONCURRENCY x BATCH_SIZE / 20 ms.
 BATCH_ROWS, BATCH_SIZE, BATCH_CONCURRENCY, BATCH_DELAY_MS = 100000, 500, 10, 20
 QUEUE_ROWS, QUEUE_CONCURRENCY, QUEUE_DELAY_MS, QUEUE_PROBES = 5000, 50, 20, 200
+# The queue's batched sends: rows INSERTed through a foreign table with
+# batch_size QUEUE_BATCH_SIZE, on the stub's lambda_fdw-format function that
+# answers each request after QUEUE_BATCH_DELAY_MS.
+QUEUE_BATCH_ROWS, QUEUE_BATCH_SIZE, QUEUE_BATCH_DELAY_MS = 50000, 100, 20
+QUEUE_BATCH_FUNCTION = f"batch-lambda_fdw-{QUEUE_BATCH_DELAY_MS}ms"
+QUEUE_BATCH_TARGET = 20000  # rows per second
 FANOUT_ROUNDS, QUEUE_ROUNDS = 6, 6  # OLD vs NEW: paired rounds of each
 # OLD vs NEW: differences this small are noise even when the rounds' CI
 # excludes 0. Two builds of the same code (A/A runs, bench/run --baseline
@@ -308,6 +314,8 @@ TABLES = [
     f"OPTIONS (function_name 'slow-headers', max_concurrency '{DATA_CONCURRENCY}')",
     f"CREATE TABLE fan_docs AS SELECT jsonb_build_object('ms', {DATA_DELAY_MS}, 'i', i) AS doc "
     f"FROM generate_series(1, {DATA_ROWS}) i",
+    f"CREATE FOREIGN TABLE queue_batched (payload jsonb) SERVER stub "
+    f"OPTIONS (function_name '{QUEUE_BATCH_FUNCTION}', batch_size '{QUEUE_BATCH_SIZE}')",
 ]
 # Only in one-build runs: an OLD build may predate batching.
 BATCH_TABLES = [
@@ -742,6 +750,14 @@ def main_one(new_on, new_off):
     refused.bound("queue efficiency", results["queue_efficiency"], 1.0, lambda v, i: v > i)
     results["queue_commit_to_send_ms"] = commit_to_send(new_on)
 
+    # 5b. The queue's batched sends.
+    rows_per_s, cpu_us = queue_batch(new_on)
+    results["queue_batch_rows_per_s"] = rows_per_s
+    results["queue_batch_worker_cpu_us_per_row"] = cpu_us
+    results["queue_batch_ideal_rows_per_s"] = QUEUE_CONCURRENCY * QUEUE_BATCH_SIZE * 1000.0 / QUEUE_BATCH_DELAY_MS
+    refused.bound("queue batch throughput", rows_per_s, results["queue_batch_ideal_rows_per_s"],
+                  lambda v, i: v > i)
+
     report_one(results, refused)
     return 3 if refused.names else 0
 
@@ -877,6 +893,54 @@ def queue_throughput(server, label):
     return QUEUE_ROWS / secs
 
 
+def process_cpu_s(pid):
+    """User and system CPU time of process `pid`, all its threads, in seconds
+    (/proc/<pid>/stat: utime and stime, fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def queue_batch(server):
+    """The queue's batched sends: QUEUE_BATCH_ROWS rows INSERTed in one
+    transaction through a foreign table with batch_size QUEUE_BATCH_SIZE,
+    timed from COMMIT until all have succeeded, in rows per second; and the
+    queue worker's CPU time (all its threads, from /proc) per row. Every row
+    must echo its payload, in QUEUE_BATCH_ROWS / QUEUE_BATCH_SIZE requests."""
+    if not getattr(server, "queue_ready", False):
+        prepare_queue(server)
+        server.queue_ready = True
+    with server.connect() as conn:
+        def scalar(sql, args=None):
+            return conn.execute(sql, args).fetchone()[0]
+        conn.execute("TRUNCATE lambda_fdw.invocations")
+        pid = scalar("SELECT pid FROM pg_stat_activity WHERE backend_type = 'lambda_fdw queue worker'")
+        calls_before = stub_calls(QUEUE_BATCH_FUNCTION, "batch")[0]
+        cpu0 = process_cpu_s(pid)
+        with conn.transaction():
+            conn.execute("INSERT INTO queue_batched (payload) SELECT jsonb_build_object('i', i) "
+                         "FROM generate_series(1, %s) i", [QUEUE_BATCH_ROWS])
+        t0 = time.perf_counter()
+        while scalar("SELECT count(*) FROM lambda_fdw.invocations WHERE state = 'succeeded'") < QUEUE_BATCH_ROWS:
+            if time.perf_counter() - t0 > 120:
+                bad = scalar("SELECT string_agg(DISTINCT state, ',') FROM lambda_fdw.invocations")
+                fail(f"the batched queue of {server.name} did not drain ({bad})")
+            time.sleep(0.05)  # each look scans the queue: not too often
+        secs = time.perf_counter() - t0
+        cpu = process_cpu_s(pid) - cpu0
+        if scalar("SELECT pid FROM pg_stat_activity WHERE backend_type = 'lambda_fdw queue worker'") != pid:
+            fail("the queue worker restarted during the batched queue's run")
+        echoed = scalar("SELECT count(*) FROM lambda_fdw.invocations WHERE response = payload")
+        if echoed != QUEUE_BATCH_ROWS:
+            fail(f"{echoed} of {QUEUE_BATCH_ROWS} batched rows echo their payload")
+        calls = stub_calls(QUEUE_BATCH_FUNCTION, "batch")[0] - calls_before
+        if calls != QUEUE_BATCH_ROWS // QUEUE_BATCH_SIZE:
+            fail(f"{QUEUE_BATCH_ROWS} batched rows went in {calls} requests, "
+                 f"not {QUEUE_BATCH_ROWS // QUEUE_BATCH_SIZE}")
+        conn.execute("TRUNCATE lambda_fdw.invocations")
+    return QUEUE_BATCH_ROWS / secs, cpu * 1e6 / QUEUE_BATCH_ROWS
+
+
 def commit_to_send(server):
     """The median time from COMMIT returning to the stub receiving a single
     queued invocation (the stub says how long ago it arrived)."""
@@ -943,6 +1007,11 @@ def report_one(r, refused):
          f"{r['queue_throughput_per_s']:.0f}/s (ideal {r['queue_ideal_per_s']:.0f})", ""),
         ("queue efficiency", fmt_or_refused(refused, "queue efficiency", f"{r['queue_efficiency']:.2f}"), ">= 0.8"),
         ("queue: COMMIT to request sent, median", f"{r['queue_commit_to_send_ms']:.1f} ms", "<= 20 ms"),
+        (f"queue, batched: {QUEUE_BATCH_ROWS} rows, {QUEUE_BATCH_SIZE} a request",
+         fmt_or_refused(refused, "queue batch throughput",
+                        f"{r['queue_batch_rows_per_s']:.0f} rows/s (ideal {r['queue_batch_ideal_rows_per_s']:.0f})"),
+         f">= {QUEUE_BATCH_TARGET} rows/s"),
+        ("  queue worker CPU per row, batched", f"{r['queue_batch_worker_cpu_us_per_row']:.1f} us", ""),
         ("aws_lambda.invoke, counted / not preloaded",
          f"{r['stats_on_per_call_us']:.1f} / {r['stats_off_per_call_us']:.1f} us", ""),
         ("  backend CPU per call, counted / not",
@@ -969,12 +1038,14 @@ def report_one(r, refused):
             "invoke_prepared_per_call_us", "queue_throughput_per_s", "queue_commit_to_send_ms",
             "stats_overhead_pct", "per_call_cpu_us", "sdk_cpu_per_call_us", "per_call_vs_sdk",
             "stats_on_cpu_per_call_us", "stats_off_cpu_per_call_us",
-            "batch_rows_per_s", "batch_cpu_us_per_row", "batch_peak_rss_mb", "batch_speedup"]
+            "batch_rows_per_s", "batch_cpu_us_per_row", "batch_peak_rss_mb", "batch_speedup",
+            "queue_batch_rows_per_s", "queue_batch_worker_cpu_us_per_row"]
     refused_keys = {"aws_lambda.invoke, per call": ["per_call_us"], "invoke / SDK": ["per_call_vs_sdk"],
                     "statistics overhead": ["stats_overhead_pct"], "fanout efficiency": ["fanout_efficiency"],
                     "data_fanout efficiency": ["data_fanout_efficiency"],
                     "queue efficiency": ["queue_throughput_per_s"],
-                    "batch efficiency": ["batch_rows_per_s", "batch_speedup"]}
+                    "batch efficiency": ["batch_rows_per_s", "batch_speedup"],
+                    "queue batch throughput": ["queue_batch_rows_per_s"]}
     out = {k: round(r[k], 3) for k in keys}
     for name in refused.names:
         for k in refused_keys.get(name, []):

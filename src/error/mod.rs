@@ -210,10 +210,10 @@ pub(crate) fn core_error_parts(e: &CoreError) -> (PgSqlErrorCode, Option<String>
         }
         CoreError::ContextUnreadable(_) => (
             ERRCODE_INVALID_PARAMETER_VALUE,
-            Some("lambda_fdw reads a context before it sends it, to keep custom.lambda_fdw_invocation_id its own: numbers must fit a double, and nesting stay within 128 levels.".into()),
+            Some("lambda_fdw reads a context before it sends it, to keep custom.lambda_fdw_invocation_id and custom.lambda_fdw_invocation_ids its own: numbers must fit a double, and nesting stay within 128 levels.".into()),
             None,
         ),
-        CoreError::ReservedContextKey => (
+        CoreError::ReservedContextKey { .. } => (
             ERRCODE_INVALID_PARAMETER_VALUE,
             Some("lambda_fdw sets it on queued invocations only, so that a function can trust it.".into()),
             None,

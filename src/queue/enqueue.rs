@@ -12,6 +12,7 @@ use pgrx::IntoDatum;
 use crate::compat::{self, args::InvokeArgs};
 use crate::error::{raise, LambdaFdwError, Result};
 use crate::settings::route::{self, Signed};
+use lambda_fdw_core::request::{context_with_invocation_ids, encode_client_context};
 use lambda_fdw_core::{CoreError, InvocationType, InvokeRequest};
 
 use super::{table, wake};
@@ -35,11 +36,7 @@ pub(crate) struct Queued {
 
 /// Checks that queued invocation `request`'s context and payload will fit
 /// once the worker adds its id (the longest one).
-pub(crate) fn check_queued(
-    request: &InvokeRequest,
-    context: Option<&str>,
-    payload: &Bytes,
-) -> Result<()> {
+fn check_alone(request: &InvokeRequest, context: Option<&str>, payload: &Bytes) -> Result<()> {
     InvokeRequest::queued(
         request.target.clone(),
         request.invocation_type,
@@ -47,6 +44,21 @@ pub(crate) fn check_queued(
         i64::MAX,
         payload.clone(),
     )?;
+    Ok(())
+}
+
+/// Checks what [`check_alone`] checks for an INSERT into a foreign table,
+/// and that the context will also fit with the id as a batch carries it
+/// (`custom.lambda_fdw_invocation_ids`, the longest one): the table may
+/// batch when the row is sent.
+pub(crate) fn check_queued(
+    request: &InvokeRequest,
+    context: Option<&str>,
+    payload: &Bytes,
+) -> Result<()> {
+    check_alone(request, context, payload)?;
+    let with_ids = context_with_invocation_ids(context, &[i64::MAX])?;
+    encode_client_context(&with_ids)?;
     Ok(())
 }
 
@@ -131,7 +143,7 @@ fn enqueue(args: InvokeArgs, payload: Bytes) -> Result<i64> {
     // Names, enums, sizes and the caller's context, as aws_lambda.invoke
     // checks them; then that they still fit with the id the worker adds.
     let request = compat::prepare(&args, payload.clone())?;
-    check_queued(&request, args.context.as_deref(), &payload)?;
+    check_alone(&request, args.context.as_deref(), &payload)?;
     // SAFETY: GetUserId has no preconditions inside a transaction.
     let user = unsafe { pg_sys::GetUserId() };
     let signed = route::region_route(&request.target.region, user)?;

@@ -40,6 +40,19 @@ pub(crate) enum WorkerError {
     /// A panic while making a row's client.
     #[error("the call could not be prepared inside lambda_fdw: {0}")]
     PreparePanicked(String),
+    /// A row of a foreign table that batches whose request, the row alone
+    /// in its batch format, is over Lambda's limit.
+    #[error("this invocation's batch request is {bytes} bytes with the row alone, more than the {limit} bytes Lambda accepts for {invocation_type} invocations; it is not sent")]
+    BatchRowTooLarge {
+        bytes: usize,
+        limit: usize,
+        invocation_type: &'static str,
+    },
+    /// A batch gave a row no outcome (never expected).
+    #[error(
+        "the batch this invocation was sent in gave it no outcome; it may have been delivered"
+    )]
+    NoOutcome,
     /// A panic during a call (it may have been sent).
     #[error("the call failed inside lambda_fdw: {0}")]
     CallPanicked(String),

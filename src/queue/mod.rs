@@ -17,6 +17,8 @@
 //!   `launcher`: the launcher, which starts it;
 //! - `round`: one round in its transaction;
 //! - `send`: the calls in flight, on their own runtime;
+//! - `batch`: batched sends: the rows of a foreign table that batches,
+//!   grouped into requests, and each row's outcome from its batch's;
 //! - `signing`: each claimed row's request and signing, checked again;
 //! - `sql`: the worker's statements on the queue table;
 //! - `outcome`: what happened to a row ([`retry::decide`] deciding
@@ -29,6 +31,7 @@
 //!
 //! [`retry::decide`]: lambda_fdw_core::retry::decide
 
+mod batch;
 mod error;
 mod launcher;
 mod outcome;

@@ -35,8 +35,9 @@ pub(crate) struct Outcome {
     pub(crate) request_id: Option<String>,
     /// For `Queued`: the wait before the next attempt.
     pub(crate) retry_in_ms: Option<f64>,
-    /// For a row that was sent: whose call it was, and its statistics.
-    pub(crate) measured: Option<(Owner, CallStats)>,
+    /// For a row that was sent: whose call it was, and its statistics
+    /// (one per request; a batch's are on its first row only).
+    pub(crate) measured: Option<(Owner, Vec<CallStats>)>,
 }
 
 impl Outcome {

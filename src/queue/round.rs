@@ -4,18 +4,22 @@
 //! rows never started, delete old rows, claim what there is room for. A
 //! round that does not work the queue says why ([`Idle`]).
 
+use std::rc::Rc;
+
+use pgrx::pg_sys::panic::CaughtError;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 
-use crate::pg::catalog;
+use crate::pg::{catalog, origin};
 use crate::settings::guc;
 
+use super::batch::{self, Job};
 use super::error::WorkerError;
 use super::outcome::Outcome;
 use super::signing::{claim_ready, Ready};
 use super::sql;
 use super::table;
-use super::transaction::{in_subtransaction, log_unexpected};
+use super::transaction::{in_subtransaction, log_unexpected, panic_message};
 
 /// Why the worker does not work the queue now (said once per change).
 #[derive(Clone, Debug, PartialEq)]
@@ -52,7 +56,11 @@ pub(crate) enum Round {
     Worked {
         /// The queue table worked.
         table: Oid,
-        ready: Vec<Ready>,
+        /// The requests to send (a row alone, or a batch).
+        jobs: Vec<Job>,
+        /// The largest batch size among the rows claimed (1 if none
+        /// batches): how many rows a request may carry next time.
+        widest: usize,
         /// Seconds until the next row is due, when nothing is in flight.
         due: Option<f64>,
         /// What the recovery of rows left `sending` did: (requeued, failed).
@@ -70,6 +78,8 @@ pub(crate) struct Plan<'a> {
     pub(crate) unstarted: &'a [i64],
     /// Rows that may be claimed.
     pub(crate) free: usize,
+    /// Requests there is room for: the claimed rows beyond are put back.
+    pub(crate) requests: usize,
     pub(crate) purge: bool,
     /// Whether to look for the next due time (nothing in flight).
     pub(crate) idle: bool,
@@ -167,14 +177,59 @@ pub(crate) fn work_round(plan: &Plan) -> Result<Round, WorkerError> {
             } else {
                 Vec::new()
             };
-            let due = if plan.idle && ready.is_empty() {
+            let widest = batch::widest(&ready);
+            let claimed: Vec<(i64, i32, i32)> = ready
+                .iter()
+                .map(|r| (r.id, r.attempts, r.max_attempts))
+                .collect();
+            let grouped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                batch::jobs(ready, plan.requests, || {
+                    (origin::cluster_label(), origin::database_name())
+                })
+            }));
+            let (mut jobs, beyond) = match grouped {
+                Ok(grouped) => grouped,
+                // Not expected; the claimed rows fail rather than come
+                // back to fail every round.
+                Err(panic) if panic.downcast_ref::<CaughtError>().is_some() => {
+                    std::panic::resume_unwind(panic)
+                }
+                Err(panic) => {
+                    let error = Rc::new(WorkerError::PreparePanicked(panic_message(&*panic)));
+                    let failed = claimed
+                        .into_iter()
+                        .map(|(id, attempts, max_attempts)| {
+                            Job::One(Ready {
+                                id,
+                                attempts,
+                                max_attempts,
+                                prepared: Err(error.clone()),
+                                batch: None,
+                            })
+                        })
+                        .collect();
+                    (failed, Vec::new())
+                }
+            };
+            if !beyond.is_empty() {
+                // Claimed for rows of batches that turned out smaller (or
+                // not batched): given back unsent, with their attempt; if
+                // that fails they are sent now.
+                let ids = batch::ids_of(&beyond);
+                if let Err(e) = in_subtransaction(|| sql::put_back(&ids)).and_then(|r| r) {
+                    log_unexpected("put back invocations claimed ahead", &e);
+                    jobs.extend(beyond);
+                }
+            }
+            let due = if plan.idle && jobs.is_empty() {
                 sql::next_due()?
             } else {
                 None
             };
             Ok(Round::Worked {
                 table: queue.relid,
-                ready,
+                jobs,
+                widest,
                 due,
                 recovered,
             })

@@ -1,7 +1,9 @@
 //! Sending: the calls in flight, on a tokio runtime of their own beside
 //! the worker's main thread (which does the SQL). [`Sender::start`] hands
-//! claimed rows over, a dispatcher task starts them as slots free up, and
-//! [`Sender::wait`] collects their [`Outcome`]s and counts their statistics.
+//! a round's requests over (a row alone, or a batch of rows: see
+//! `batch`), a dispatcher task starts them as slots free up (one slot per
+//! request, however many rows it carries), and [`Sender::wait`] collects
+//! their rows' [`Outcome`]s and counts their statistics.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -18,10 +20,10 @@ use lambda_fdw_core::{
     InvokeRequest, LambdaClient,
 };
 
+use super::batch::{self, Batch, Job};
 use super::error::WorkerError;
 use super::outcome::{classify, Outcome, Owner};
 use super::signals::{latch_set, shutdown_requested, POLL};
-use super::signing::Ready;
 use super::state::RowState;
 use super::transaction::panic_message;
 
@@ -39,18 +41,61 @@ struct ToSend {
     owner: Owner,
 }
 
+/// One request's worth of work, waiting for a free slot.
+enum Work {
+    One(Box<ToSend>),
+    Batch(Box<Batch>, LambdaClient),
+}
+
+impl Work {
+    fn ids(&self) -> Vec<i64> {
+        match self {
+            Work::One(job) => vec![job.id],
+            Work::Batch(b, _) => b.rows.iter().map(|r| r.id).collect(),
+        }
+    }
+}
+
+/// Sends one row alone, and gives its outcome with its statistics.
+async fn send_one(job: ToSend) -> Outcome {
+    let display = &job.request.target.display;
+    let started = Instant::now();
+    let result = job.client.send_once(&job.request).await;
+    let stats = CallStats::of(
+        result.as_ref().map_err(|(e, _)| e),
+        display.clone(),
+        1,
+        started.elapsed(),
+        job.request.payload.len() as u64,
+    );
+    let mut outcome = classify(job.id, job.attempts, job.max_attempts, display, result);
+    // Each attempt is one send; earlier ones were counted as retries.
+    let stats = if outcome.state == RowState::Queued {
+        stats.to_be_retried()
+    } else {
+        CallStats {
+            retries: 0,
+            ..stats
+        }
+    };
+    outcome.measured = Some((job.owner, vec![stats]));
+    outcome
+}
+
 /// The calls in flight, on a runtime of their own: a dispatcher task starts
 /// handed-over rows as slots free up, so a slot is refilled the moment its
 /// call ends, whatever the worker's main thread is doing (its SQL).
 pub(crate) struct Sender {
     runtime: Runtime,
-    jobs: mpsc::UnboundedSender<ToSend>,
-    outcomes: mpsc::UnboundedReceiver<Outcome>,
+    jobs: mpsc::UnboundedSender<Work>,
+    outcomes: mpsc::UnboundedReceiver<Vec<Outcome>>,
     permits: Arc<Semaphore>,
     /// `lambda_fdw.queue_concurrency`, as last followed.
     pub(crate) slots: usize,
     /// Rows handed over and not yet answered.
     pub(crate) outstanding: usize,
+    /// Requests handed over and not yet answered (a batch is one).
+    pub(crate) requests: usize,
     /// Their ids.
     handed: HashSet<i64>,
     starts: Arc<Mutex<Starts>>,
@@ -74,66 +119,47 @@ fn lock_starts(starts: &Mutex<Starts>) -> std::sync::MutexGuard<'_, Starts> {
 impl Sender {
     pub(crate) fn new(slots: usize) -> Result<Self, WorkerError> {
         let runtime = sending_runtime(SENDING_THREADS)?;
-        let (jobs, mut incoming) = mpsc::unbounded_channel::<ToSend>();
-        let (answers, outcomes) = mpsc::unbounded_channel();
+        let (jobs, mut incoming) = mpsc::unbounded_channel::<Work>();
+        let (answers, outcomes) = mpsc::unbounded_channel::<Vec<Outcome>>();
         let permits = Arc::new(Semaphore::new(slots));
         let available = permits.clone();
         let starts = Arc::new(Mutex::new(Starts::default()));
         let starting = starts.clone();
         runtime.spawn(async move {
-            while let Some(job) = incoming.recv().await {
+            while let Some(work) = incoming.recv().await {
                 let Ok(permit) = available.clone().acquire_owned().await else {
                     break;
                 };
+                let ids = work.ids();
                 {
                     let mut s = lock_starts(&starting);
                     if s.stopped {
-                        // Stopping: nothing more starts; the row goes back.
+                        // Stopping: nothing more starts; the rows go back.
                         continue;
                     }
-                    s.started.insert(job.id);
+                    s.started.extend(ids.iter().copied());
                 }
                 let answers = answers.clone();
                 tokio::spawn(async move {
-                    let id = job.id;
                     let call = async move {
-                        let display = &job.request.target.display;
-                        let started = Instant::now();
-                        let result = job.client.send_once(&job.request).await;
-                        let stats = CallStats::of(
-                            result.as_ref().map_err(|(e, _)| e),
-                            display.clone(),
-                            1,
-                            started.elapsed(),
-                            job.request.payload.len() as u64,
-                        );
-                        let mut outcome =
-                            classify(job.id, job.attempts, job.max_attempts, display, result);
-                        // Each attempt is one send; earlier ones were counted as retries.
-                        let stats = if outcome.state == RowState::Queued {
-                            stats.to_be_retried()
-                        } else {
-                            CallStats {
-                                retries: 0,
-                                ..stats
-                            }
-                        };
-                        outcome.measured = Some((job.owner, stats));
-                        outcome
+                        match work {
+                            Work::One(job) => vec![send_one(*job).await],
+                            Work::Batch(b, client) => batch::send(*b, &client).await,
+                        }
                     };
                     // Every row handed over gets an outcome, even if the call
                     // panics (then it may have been sent: it is not retried).
-                    let outcome =
+                    let outcomes =
                         AssertUnwindSafe(call)
                             .catch_unwind()
                             .await
                             .unwrap_or_else(|panic| {
-                                Outcome::failed(
-                                    id,
-                                    WorkerError::CallPanicked(panic_message(&*panic)).to_string(),
-                                )
+                                let error = WorkerError::CallPanicked(panic_message(&*panic));
+                                ids.iter()
+                                    .map(|id| Outcome::failed(*id, error.to_string()))
+                                    .collect()
                             });
-                    let _ = answers.send(outcome);
+                    let _ = answers.send(outcomes);
                     drop(permit);
                 });
             }
@@ -145,6 +171,7 @@ impl Sender {
             permits,
             slots,
             outstanding: 0,
+            requests: 0,
             handed: HashSet::new(),
             starts,
         })
@@ -182,84 +209,97 @@ impl Sender {
         self.slots = slots;
     }
 
-    fn submit(&mut self, job: ToSend) {
-        let id = job.id;
-        if self.jobs.send(job).is_ok() {
-            self.outstanding += 1;
-            self.handed.insert(id);
+    fn submit(&mut self, work: Work) {
+        let ids = work.ids();
+        if self.jobs.send(work).is_ok() {
+            self.outstanding += ids.len();
+            self.requests += 1;
+            self.handed.extend(ids);
         }
     }
 
-    /// Hands claimed rows over for sending; rows that cannot be sent are
-    /// failed into `finished`.
-    pub(crate) fn start(&mut self, ready: Vec<Ready>, finished: &mut Vec<Outcome>) {
+    /// Hands a round's requests over for sending; rows that cannot be sent
+    /// are failed into `finished`.
+    pub(crate) fn start(&mut self, jobs: Vec<Job>, finished: &mut Vec<Outcome>) {
         // Clients are keyed by settings: rows of one server and mapping share one.
         let mut clients: HashMap<ClientSettings, LambdaClient> = HashMap::new();
-        for r in ready {
-            let (request, settings, owner) = match r.prepared {
-                Ok(v) => v,
-                Err(e) => {
-                    finished.push(Outcome::failed(r.id, e.to_string()));
-                    continue;
-                }
-            };
-            let client = match clients.get(&settings) {
-                Some(client) => client.clone(),
-                None => {
-                    let made = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        client_for(&settings, &Interrupts::NONE).map_err(WorkerError::from)
-                    }))
-                    .unwrap_or_else(|panic| {
-                        Err(WorkerError::PreparePanicked(panic_message(&*panic)))
-                    });
-                    match made {
-                        Ok(client) => clients.entry(settings).or_insert(client).clone(),
+        let mut client = |settings: &ClientSettings| -> Result<LambdaClient, WorkerError> {
+            if let Some(client) = clients.get(settings) {
+                return Ok(client.clone());
+            }
+            let made = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                client_for(settings, &Interrupts::NONE).map_err(WorkerError::from)
+            }))
+            .unwrap_or_else(|panic| Err(WorkerError::PreparePanicked(panic_message(&*panic))))?;
+            Ok(clients.entry(settings.clone()).or_insert(made).clone())
+        };
+        for job in jobs {
+            match job {
+                Job::One(r) => {
+                    let (request, settings, owner) = match r.prepared {
+                        Ok(v) => v,
                         Err(e) => {
                             finished.push(Outcome::failed(r.id, e.to_string()));
                             continue;
                         }
+                    };
+                    match client(&settings) {
+                        Ok(client) => self.submit(Work::One(Box::new(ToSend {
+                            id: r.id,
+                            attempts: r.attempts,
+                            max_attempts: r.max_attempts,
+                            request,
+                            client,
+                            owner,
+                        }))),
+                        Err(e) => finished.push(Outcome::failed(r.id, e.to_string())),
                     }
                 }
-            };
-            self.submit(ToSend {
-                id: r.id,
-                attempts: r.attempts,
-                max_attempts: r.max_attempts,
-                request,
-                client,
-                owner,
-            });
+                Job::Batch(b) => match client(&b.settings) {
+                    Ok(client) => self.submit(Work::Batch(Box::new(b), client)),
+                    Err(e) => {
+                        let e = e.to_string();
+                        finished.extend(b.rows.iter().map(|r| Outcome::failed(r.id, e.clone())));
+                    }
+                },
+            }
         }
     }
 
-    /// Waits for outcomes until the rows handed over run low (time to claim
-    /// more), a round's worth has finished, new work is signalled, shutdown
+    /// Waits for outcomes until the requests handed over run low (time to
+    /// claim more), a round's worth of requests has finished, new work is signalled, shutdown
     /// is asked for, or a second passes. Outcomes go straight into
     /// `finished`, so none is lost when the wait is cut short.
     pub(crate) fn wait(&mut self, finished: &mut Vec<Outcome>) {
         let low = self.slots + self.slots / 2;
         let slots = self.slots;
         let seen = finished.len();
-        let (outcomes, outstanding) = (&mut self.outcomes, &mut self.outstanding);
+        let (outcomes, outstanding, requests) = (
+            &mut self.outcomes,
+            &mut self.outstanding,
+            &mut self.requests,
+        );
         let sink = &mut *finished;
         let work = async move {
             let deadline = tokio::time::Instant::now() + POLL;
             let mut got = 0;
-            while *outstanding > 0 {
+            let mut left = *requests;
+            let mut take = |rows: Vec<Outcome>, got: &mut usize| {
+                *outstanding = outstanding.saturating_sub(rows.len());
+                *requests = requests.saturating_sub(1);
+                sink.extend(rows);
+                *got += 1;
+                *requests
+            };
+            while left > 0 {
                 match tokio::time::timeout_at(deadline, outcomes.recv()).await {
-                    Ok(Some(outcome)) => {
-                        sink.push(outcome);
-                        *outstanding -= 1;
-                        got += 1;
-                    }
+                    Ok(Some(rows)) => left = take(rows, &mut got),
                     Ok(None) | Err(_) => break,
                 }
-                while let Ok(outcome) = outcomes.try_recv() {
-                    sink.push(outcome);
-                    *outstanding -= 1;
-                    got += 1;
+                while let Ok(rows) = outcomes.try_recv() {
+                    left = take(rows, &mut got);
                 }
-                if *outstanding < low || got >= slots {
+                if left < low || got >= slots {
                     break;
                 }
             }
@@ -268,7 +308,7 @@ impl Sender {
         for outcome in &mut finished[seen..] {
             self.handed.remove(&outcome.id);
             lock_starts(&self.starts).started.remove(&outcome.id);
-            if let Some((owner, stats)) = outcome.measured.take() {
+            if let Some((owner, calls)) = outcome.measured.take() {
                 let server = owner
                     .server
                     .as_ref()
@@ -278,7 +318,7 @@ impl Sender {
                         role: owner.role,
                         server,
                     },
-                    std::slice::from_ref(&stats),
+                    &calls,
                 );
             }
         }

@@ -13,8 +13,9 @@ use bytes::Bytes;
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 
-use crate::pg::catalog;
+use crate::pg::{catalog, origin};
 use crate::settings::route;
+use lambda_fdw_core::batch::BatchFormat;
 use lambda_fdw_core::{parse_function_name, ClientSettings, InvocationType, InvokeRequest};
 
 use super::error::{NotSent, WorkerError};
@@ -22,11 +23,25 @@ use super::outcome::Owner;
 use super::sql::{self, Claimed};
 use super::transaction::in_subtransaction;
 
-/// What signs a row: the settings, and its server (OID, name).
+/// What signs a row: the settings, and its server (OID, name); and, for
+/// a row queued through a foreign table that batches, how.
 #[derive(Clone)]
 struct Signing {
     settings: ClientSettings,
     server: Option<(Oid, String)>,
+    batching: Option<Rc<Batching>>,
+}
+
+/// How the rows of a foreign table that batches (its `batch_size` and
+/// `batch_format`, as its options say when the rows are sent) go.
+#[derive(Clone, Debug)]
+pub(crate) struct Batching {
+    pub(crate) size: usize,
+    pub(crate) format: BatchFormat,
+    /// The foreign table's schema-qualified name (the batch's `function`).
+    pub(crate) table: String,
+    /// The role that queued the rows (the batch's `user`).
+    pub(crate) user: String,
 }
 
 fn exists(cache: pg_sys::SysCacheIdentifier::Type, oid: Oid) -> bool {
@@ -77,6 +92,7 @@ fn signing_of(c: &Claimed) -> Result<Signing, WorkerError> {
             return Err(NotSent::ServerGone { server }.into());
         }
     }
+    let mut batching = None;
     let signed = match c.foreign_table {
         None => {
             // Who may call: EXECUTE on enqueue, still (revoked from PUBLIC
@@ -105,6 +121,14 @@ fn signing_of(c: &Claimed) -> Result<Signing, WorkerError> {
                 .into());
             }
             let table_route = route::table_route(table)?;
+            batching = table_route.table.batching().map(|format| {
+                Rc::new(Batching {
+                    size: table_route.table.batch_size,
+                    format,
+                    table: origin::qualified_name(table),
+                    user: catalog::role_name(c.queued_by),
+                })
+            });
             if table_route.server.oid != server {
                 return Err(NotSent::TableMoved {
                     server: server_label(Some(server)),
@@ -160,6 +184,7 @@ fn signing_of(c: &Claimed) -> Result<Signing, WorkerError> {
     Ok(Signing {
         settings,
         server: signed.server.map(|s| (s.oid, s.name)),
+        batching,
     })
 }
 
@@ -185,6 +210,38 @@ pub(crate) struct Ready {
     pub(crate) max_attempts: i32,
     /// Shared by the rows of one signing that failed its check.
     pub(crate) prepared: Result<(InvokeRequest, ClientSettings, Owner), Rc<WorkerError>>,
+    /// For a row of a foreign table that batches: how, and what the rows
+    /// of one request share.
+    pub(crate) batch: Option<Batchable>,
+}
+
+/// A row that may go in a batch request.
+pub(crate) struct Batchable {
+    pub(crate) batching: Rc<Batching>,
+    /// What the rows of one request share: the foreign table, role,
+    /// server, mapping, region, function name, qualifier, invocation type
+    /// and context.
+    pub(crate) key: BatchKey,
+}
+
+/// See [`Batchable::key`].
+pub(crate) type BatchKey = (
+    Option<Oid>,
+    Oid,
+    Option<Oid>,
+    Option<Oid>,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+);
+
+impl Batchable {
+    /// The user's context the rows share (without the ids).
+    pub(crate) fn context(&self) -> Option<&str> {
+        self.key.8.as_deref()
+    }
 }
 
 /// Who signs a row: role, server, mapping, region, foreign table.
@@ -210,6 +267,7 @@ pub(crate) fn claim_ready(
                         attempts: 0,
                         max_attempts: 0,
                         prepared: Err(Rc::new(e)),
+                        batch: None,
                     }
                 }
             };
@@ -228,10 +286,29 @@ pub(crate) fn claim_ready(
                         .map_err(Rc::new)
                 })
                 .clone();
+            let batch = signed
+                .as_ref()
+                .ok()
+                .and_then(|s| s.batching.clone())
+                .map(|batching| Batchable {
+                    batching,
+                    key: (
+                        c.foreign_table,
+                        c.queued_by,
+                        c.server,
+                        c.user_mapping,
+                        c.region.clone(),
+                        c.function_name.clone(),
+                        c.qualifier.clone(),
+                        c.invocation_type.clone(),
+                        c.context.clone(),
+                    ),
+                });
             Ready {
                 id: c.id,
                 attempts: c.attempts,
                 max_attempts: c.max_attempts,
+                batch,
                 prepared: request_of(&c).map_err(Rc::new).and_then(|r| {
                     signed.map(|s| {
                         let owner = Owner {

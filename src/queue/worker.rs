@@ -12,7 +12,8 @@
 //!   previous worker left `sending` (once per table; rows with no attempts
 //!   left are failed, as they may have been delivered), record outcomes,
 //!   claim due rows with attempts left (`FOR UPDATE SKIP LOCKED`, up to
-//!   twice `lambda_fdw.queue_concurrency`, the attempt counted and
+//!   twice `lambda_fdw.queue_concurrency` requests, a batch being one
+//!   request (see `batch`), the attempt counted and
 //!   committed before the request leaves), and check each claimed row's
 //!   role, route and mapping again (`signing`): a row that no longer
 //!   checks out is failed, never sent. The calls run on a runtime of their
@@ -57,6 +58,10 @@ use super::wake;
 /// How often finished rows past their retention are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
+/// The most rows a round claims when batches make a request carry many
+/// (without batches a round claims up to twice the concurrency).
+const MAX_CLAIM_ROWS: usize = 10_000;
+
 struct QueueWorker {
     sender: Sender,
     /// Outcomes not yet written back.
@@ -66,6 +71,10 @@ struct QueueWorker {
     /// What the worker last said about the queue (`None`: working it).
     said: Option<Idle>,
     last_purge: Option<Instant>,
+    /// The most rows one request carried in the last claim (its largest
+    /// batch size, 1 without batches): a claim takes this many rows per
+    /// request there is room for.
+    rows_per_request: usize,
 }
 
 impl QueueWorker {
@@ -75,12 +84,18 @@ impl QueueWorker {
         unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
         self.sender.resize(guc::queue_concurrency());
         let purge = self.last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY);
+        // Claimed ahead: up to twice the concurrency in requests, in
+        // flight or waiting.
+        let requests = (2 * self.sender.slots).saturating_sub(self.sender.requests);
+        let free = requests
+            .saturating_mul(self.rows_per_request)
+            .min(MAX_CLAIM_ROWS.max(requests));
         let plan = Plan {
             known: self.table,
             finished: &self.finished,
             unstarted: &[],
-            // Claimed ahead: up to twice the concurrency, in flight or waiting.
-            free: (2 * self.sender.slots).saturating_sub(self.sender.outstanding),
+            free,
+            requests,
             purge,
             idle: self.sender.outstanding == 0,
         };
@@ -94,7 +109,7 @@ impl QueueWorker {
                 return;
             }
         };
-        let (table, ready, due, recovered) = match round {
+        let (table, jobs, widest, due, recovered) = match round {
             Round::Idle(idle) => {
                 if self.said.as_ref() != Some(&idle) {
                     idle.say();
@@ -105,10 +120,11 @@ impl QueueWorker {
             }
             Round::Worked {
                 table,
-                ready,
+                jobs,
+                widest,
                 due,
                 recovered,
-            } => (table, ready, due, recovered),
+            } => (table, jobs, widest, due, recovered),
         };
         if self.said.take().is_some() {
             log!("lambda_fdw queue worker: found lambda_fdw.invocations; sending");
@@ -138,7 +154,10 @@ impl QueueWorker {
         if purge {
             self.last_purge = Some(Instant::now());
         }
-        self.sender.start(ready, &mut self.finished);
+        if free > 0 {
+            self.rows_per_request = widest;
+        }
+        self.sender.start(jobs, &mut self.finished);
         if !self.finished.is_empty() && self.sender.outstanding == 0 {
             // Rows that could not be sent: recorded at once, next round.
             return;
@@ -169,6 +188,7 @@ impl QueueWorker {
             finished: &self.finished,
             unstarted: &unstarted,
             free: 0,
+            requests: 0,
             purge: false,
             idle: false,
         };
@@ -214,6 +234,7 @@ pub extern "C-unwind" fn lambda_fdw_queue_main(arg: pg_sys::Datum) {
         table: None,
         said: None,
         last_purge: None,
+        rows_per_request: 1,
     };
     while !shutdown_requested() {
         reload_config_if_asked();

@@ -462,6 +462,205 @@ def test_crash(conn, label, crash):
     return conn
 
 
+FORMATS = ["lambda_fdw", "redshift", "bigquery", "snowflake"]
+
+
+def batch_calls(conn, function):
+    """Requests the stub's batch function `function` received."""
+    return stub_calls(conn, function, "batch")
+
+
+def batch_table(conn, name, function, size, fmt=None):
+    fmt = fmt or function.split("-")[1]
+    conn.execute(f"DROP FOREIGN TABLE IF EXISTS {name}")
+    conn.execute(f"CREATE FOREIGN TABLE {name} (payload jsonb, qualifier text, invocation_type text, context jsonb) "
+                 f"SERVER stub OPTIONS (function_name '{function}', batch_size '{size}', batch_format '{fmt}')")
+
+
+def queue_rows(conn, table, payloads, contexts=None):
+    """INSERTs one row per payload (and context) in one transaction; returns their ids in order."""
+    contexts = contexts or [None] * len(payloads)
+    with conn.transaction():
+        first = one(conn, "SELECT coalesce(max(id), 0) FROM lambda_fdw.invocations")
+        for p, c in zip(payloads, contexts):
+            conn.execute(f"INSERT INTO {table} (payload, context) VALUES (%s, %s)",
+                         [json.dumps(p), None if c is None else json.dumps(c)])
+        ids = [r[0] for r in conn.execute("SELECT id FROM lambda_fdw.invocations WHERE id > %s AND "
+                                          "foreign_table = %s::regclass ORDER BY id", [first, table])]
+    check(f"{table}: {len(payloads)} rows queued", len(ids) == len(payloads), ids)
+    return ids
+
+
+def outcomes(conn, ids):
+    return conn.execute("SELECT state, attempts, status_code, response, function_error, error "
+                        "FROM lambda_fdw.invocations WHERE id = ANY(%s) ORDER BY id", [ids]).fetchall()
+
+
+def test_batches(conn):
+    """Issue 21: rows INSERTed into a foreign table that batches are sent
+    batch_size to a request, in every format, each row succeeding with its
+    own result; a reply that cannot be trusted fails every row of its
+    batch; a 413 halves a batch; rows with different contexts never share
+    a request; the ids travel in the client context, with the metadata."""
+    payloads = [[i, f"k{i}"] if i % 2 == 0 else {"n": i} for i in range(10)]
+    for fmt in FORMATS:
+        function = f"batch-{fmt}"
+        before = batch_calls(conn, function)
+        batch_table(conn, f"b_{fmt}", function, 4)
+        ids = queue_rows(conn, f"b_{fmt}", payloads)
+        check(f"{fmt}: the 10 rows settle", settled(conn, ids))
+        want = [("succeeded", 1, 200, p if fmt == "lambda_fdw" or isinstance(p, list) else [p], None, None)
+                for p in payloads]
+        got = outcomes(conn, ids)
+        check(f"{fmt}: each row succeeded with its own result", got == want, got)
+        calls = batch_calls(conn, function) - before
+        check(f"{fmt}: 10 rows of batch_size 4 went in 3 requests ({calls})", calls == 3, calls)
+
+    # A reply that cannot be trusted, or a batch the function failed: every
+    # row of the batch fails, after one attempt, saying why.
+    for function, kind, message in [
+        ("batch-lambda_fdw-short", "BadBatchReply", "the lambda_fdw reply has 2 results for 3 rows"),
+        ("batch-bigquery-bad", "BadBatchReply", 'the bigquery reply has no "replies" array'),
+        ("batch-snowflake-renumbered", "BadBatchReply", "the snowflake reply's row 0 has row number 1, not 0"),
+        ("batch-redshift-failed", "Handled", "the stub failed this batch"),
+    ]:
+        before = batch_calls(conn, function)
+        batch_table(conn, "b_fault", function, 5)
+        ids = queue_rows(conn, "b_fault", [{"n": i} for i in range(3)])
+        check(f"{function}: the rows settle", settled(conn, ids))
+        error_type = "BatchFailed" if kind == "Handled" else "BadBatchReply"
+        want = [("failed", 1, 200, {"errorMessage": message, "errorType": error_type}, kind,
+                 f'lambda function {function} returned error "{kind}": {message}')] * 3
+        got = outcomes(conn, ids)
+        check(f"{function}: every row of the batch failed, saying why", got == want, got)
+        calls = batch_calls(conn, function) - before
+        check(f"{function}: in one request, not retried ({calls})", calls == 1, calls)
+    # Redshift's reply as a JSON string (json.dumps) is taken.
+    batch_table(conn, "b_fault", "batch-redshift-string", 5)
+    ids = queue_rows(conn, "b_fault", [[1], [2]])
+    check("a Redshift reply as a JSON string settles", settled(conn, ids))
+    got = outcomes(conn, ids)
+    check("a Redshift reply as a JSON string gives each row its result",
+          got == [("succeeded", 1, 200, [1], None, None), ("succeeded", 1, 200, [2], None, None)], got)
+
+    # 413 over 2,048 bytes: halved until each part fits; a row too large
+    # alone fails alone, the others succeed.
+    function = "batch-lambda_fdw-small"
+    before = batch_calls(conn, function)
+    batch_table(conn, "b_small", function, 8)
+    small = [{"n": i, "pad": "x" * 400} for i in range(4)]
+    big = {"n": 4, "pad": "y" * 3000}
+    ids = queue_rows(conn, "b_small", small + [big])
+    check("413: the rows settle", settled(conn, ids))
+    got = outcomes(conn, ids)
+    too_large = ("lambda returned RequestTooLargeException for batch-lambda_fdw-small: "
+                 "Request must be smaller than 6291456 bytes for the InvokeFunction operation")
+    check("413: the batch is halved until its parts fit; the row too large alone fails alone",
+          got == [("succeeded", 1, 200, p, None, None) for p in small] + [("failed", 1, 413, None, None, too_large)], got)
+    calls = batch_calls(conn, function) - before
+    # [0, 5) 413; [0, 2) ok; [2, 5) 413; [2, 3) ok; [3, 5) 413; [3, 4) ok; [4, 5) 413.
+    check(f"413: 7 requests ({calls})", calls == 7, calls)
+
+    # What the rows of one request share: rows of two contexts go apart,
+    # in id order; the ids of each request's rows are in its client
+    # context, and the metadata says where they come from.
+    function = "batch-redshift-inspect"
+    before = batch_calls(conn, function)
+    batch_table(conn, "b_meta", function, 3)
+    a, b = {"custom": {"app": "a"}}, {"env": {"b": 1}}
+    ctxs = [a, b, a, a, b, a]
+    ids = queue_rows(conn, "b_meta", [[i] for i in range(6)], ctxs)
+    check("the inspected rows settle", settled(conn, ids))
+    calls = batch_calls(conn, function) - before
+    check(f"rows of two contexts, batch_size 3: 2 requests for the 4 of one, 1 for the 2 of the other ({calls})",
+          calls == 3, calls)
+    cluster = one(conn, "SELECT coalesce(nullif(current_setting('cluster_name'), ''), "
+                  "(SELECT system_identifier::text FROM pg_control_system()))")
+    of_a = [i for i, c in zip(ids, ctxs) if c is a]
+    of_b = [i for i, c in zip(ids, ctxs) if c is b]
+    batches = [of_a[:3], of_a[3:], of_b]
+
+    def expected(n, i):
+        batch = next(bt for bt in batches if i in bt)
+        ctx = json.loads(json.dumps(ctxs[n]))
+        ctx.setdefault("custom", {})["lambda_fdw_invocation_ids"] = batch
+        return ("succeeded", 1, 200, {"args": [n], "client_context": ctx, "request": {
+            "request_id": f"q{batch[0]}-1", "cluster": cluster, "user": "postgres", "database": DB,
+            "external_function": "public.b_meta", "query_id": str(batch[0]), "num_records": len(batch)}}, None, None)
+
+    got = outcomes(conn, ids)
+    want = [expected(n, i) for n, i in enumerate(ids)]
+    check("each row's batch: its ids in custom.lambda_fdw_invocation_ids, in row order, and the metadata",
+          got == want, (got, want))
+    # Statistics: one call per request.
+    n = one(conn, "SELECT calls FROM lambda_fdw.stat_invocations WHERE database = current_database() "
+            "AND function_name = %s", [function])
+    check(f"the statistics count each batch as one call ({n})", n == calls, (n, calls))
+    # A failed request fails or retries its rows together: a 500 to every
+    # attempt, max_attempts 3: three requests of the three rows, one call
+    # and two retries in the statistics, each row failed after 3 attempts.
+    batch_table(conn, "b_500", "server-error", 5, "lambda_fdw")
+    ids = queue_rows(conn, "b_500", [{"n": i} for i in range(3)])
+    check("rows of a batch answered 500 settle", settled(conn, ids))
+    got = outcomes(conn, ids)
+    check("they are retried together, then failed together, each after its 3 attempts", got == [
+        ("failed", 3, 500, None, None, "lambda returned ServiceException for server-error: stub internal failure "
+         "(gave up after 3 attempts)")] * 3, got)
+    stats = conn.execute("SELECT calls, service_errors, retries FROM lambda_fdw.stat_invocations "
+                         "WHERE database = current_database() AND function_name = 'server-error'").fetchone()
+    check(f"they travelled together each time: 1 call, 1 service error, 2 retries {stats}", stats == (1, 1, 2), stats)
+    # A table that no longer batches sends its rows one by one again.
+    conn.execute("ALTER FOREIGN TABLE b_meta OPTIONS (DROP batch_size, DROP batch_format, SET function_name 'inspect')")
+    ids = queue_rows(conn, "b_meta", [{"n": 1}, {"n": 2}])
+    check("rows of a table that no longer batches settle", settled(conn, ids))
+    got = [r[0] for r in conn.execute("SELECT response->'client_context' FROM lambda_fdw.invocations "
+                                      "WHERE id = ANY(%s) ORDER BY id", [ids])]
+    check("they are sent one by one, each with its own id", got == [
+        {"custom": {"lambda_fdw_invocation_id": i}} for i in ids], got)
+    for t in ["b_meta", "b_small", "b_fault", "b_500"] + [f"b_{f}" for f in FORMATS]:
+        conn.execute(f"DROP FOREIGN TABLE {t}")
+
+
+def batch_row_deliveries(conn, keys):
+    return [r[0] for r in conn.execute(
+        "SELECT (r.payload->>'calls')::int FROM unnest(%s::text[]) WITH ORDINALITY AS k(key, n), "
+        "LATERAL aws_lambda.invoke('calls', json_build_object('of', 'batch-row', 'key', k.key), 'us-west-2') r "
+        "ORDER BY k.n", [keys])]
+
+
+def test_batch_crash(conn):
+    """Batches across a SIGKILL of the worker: 1,000 rows in batches of 10
+    on a function that takes 30 ms a batch; every row arrives, and none
+    more than max_attempts (3) times: a row is sent again only if it was in
+    flight (its attempts show it)."""
+    label = "batch-sigkill"
+    batch_table(conn, "b_crash", "batch-lambda_fdw-30ms", 10)
+    keys = [f"{RUN}-{label}-{i}" for i in range(1000)]
+    with conn.transaction():
+        conn.execute("INSERT INTO b_crash (payload) SELECT jsonb_build_object('key', k) FROM unnest(%s::text[]) k", [keys])
+    wait_until(conn, "SELECT count(*) > 100 FROM lambda_fdw.invocations WHERE state = 'succeeded' AND payload->>'key' LIKE %s",
+               [f"{RUN}-{label}-%"], timeout=20)
+    kill_worker(conn)
+    conn = connect()
+    check(f"{label}: all 1,000 rows succeed after the restart", wait_until(
+        conn, "SELECT count(*) = 1000 FROM lambda_fdw.invocations WHERE state = 'succeeded' AND payload->>'key' LIKE %s",
+        [f"{RUN}-{label}-%"], timeout=60))
+    counts = batch_row_deliveries(conn, keys)
+    attempts = dict(conn.execute("SELECT payload->>'key', attempts FROM lambda_fdw.invocations WHERE payload->>'key' LIKE %s",
+                                 [f"{RUN}-{label}-%"]).fetchall())
+    dupes = [k for k, c in zip(keys, counts) if c > 1]
+    again = [k for k in keys if attempts[k] > 1]
+    check(f"{label}: every row arrived, none more than max_attempts (3) times ({min(counts)} to {max(counts)} "
+          f"deliveries each, {len(dupes)} rows twice)", min(counts) >= 1 and max(counts) <= 3, counts[:20])
+    check(f"{label}: rows claimed again after the kill ({len(again)}): at most the requests claimed ahead "
+          f"(twice lambda_fdw.queue_concurrency) of 10 rows each", len(again) <= 2 * 32 * 10, len(again))
+    check(f"{label}: a row arrived more than once only if it was in flight (its attempts show it)",
+          all(attempts[k] >= c for k, c in zip(keys, counts)), [(k, c, attempts[k]) for k, c in zip(keys, counts)
+                                                               if attempts[k] < c][:10])
+    conn.execute("DROP FOREIGN TABLE b_crash")
+    return conn
+
+
 def log_count(text):
     with open(PG_LOG) as f:
         return f.read().count(text)
@@ -809,6 +1008,8 @@ def main():
     test_poison_answer(conn)
     test_huge_answer(conn)
     test_round_error(conn)
+    test_batches(conn)
+    conn = test_batch_crash(conn)
     conn = test_crash(conn, "immediate", immediate_shutdown)
     conn = test_crash(conn, "sigkill", kill_worker)
     conn = test_kills_while_in_flight(conn)

@@ -26,7 +26,8 @@ SigV4 header), and what the recording trap functions saw.
   row 7   operators planted on a superuser's search_path never run for
           enqueue, INSERT, scans, aws_lambda.invoke or the worker
   row 8   the scan invocation cap, and a 300 x 300 product's peak memory
-  row 9   a caller's custom.lambda_fdw_invocation_id refused on every path
+  row 9   a caller's custom.lambda_fdw_invocation_id (and _ids, a batch's)
+          refused on every path
   row 10  a view's scan (and INSERT) signs with the view owner's mapping
   rule 1  install and update scripts immune to planted operators; the
           queue table locked to its owner
@@ -77,6 +78,8 @@ NO_CREDENTIALS_HINT = ("Create a user mapping with aws_access_key_id and aws_sec
                        "superuser to set the server option allow_server_identity 'true'.")
 RESERVED_KEY = ("22023", "client context must not set custom.lambda_fdw_invocation_id",
                 "lambda_fdw sets it on queued invocations only, so that a function can trust it.")
+RESERVED_IDS_KEY = ("22023", "client context must not set custom.lambda_fdw_invocation_ids",
+                    "lambda_fdw sets it on queued invocations only, so that a function can trust it.")
 ENQUEUE_DENIED = ("42501", "permission denied for function enqueue")
 
 # The scan invocation cap (row 8, rule 7): the setting and its error.
@@ -963,14 +966,16 @@ def row8_bounded_plans():
 # ---------------------------------------------------------------- row 9
 
 UNREADABLE_DETAIL = ("lambda_fdw reads a context before it sends it, to keep custom.lambda_fdw_invocation_id "
-                     "its own: numbers must fit a double, and nesting stay within 128 levels.")
+                     "and custom.lambda_fdw_invocation_ids its own: numbers must fit a double, and nesting stay "
+                     "within 128 levels.")
 
 
 @test
 def row9_reserved_invocation_id():
     """Row 9 / rule 7: a caller's context carrying
     custom.lambda_fdw_invocation_id is refused (22023) on every path, in
-    every spelling, before anything is sent or queued; other keys pass."""
+    every spelling, before anything is sent or queued, and so is
+    custom.lambda_fdw_invocation_ids (a batch's ids); other keys pass."""
     caller = roles["sec_caller"]
     k = key("row9")
     p = json.dumps({"key": k})
@@ -1004,6 +1009,12 @@ def row9_reserved_invocation_id():
     ]
     for label, sql, args in cases:
         check(f"row 9: {label}: refused", error_parts(caller, sql, args), RESERVED_KEY + (None,))
+    # A batch's key, on every path (the cases whose context is their
+    # second argument).
+    ids_ctx = json.dumps({"custom": {"lambda_fdw_invocation_ids": [forged]}})
+    for label, sql, args in cases[:3] + cases[6:]:
+        check(f"row 9: {label}, with custom.lambda_fdw_invocation_ids: refused",
+              error_parts(caller, sql, [args[0], ids_ctx]), RESERVED_IDS_KEY + (None,))
     # The context as a parameter: a generic plan's PARAM_EXTERN, a join's
     # PARAM_EXEC.
     caller.execute("SET plan_cache_mode = force_generic_plan")
@@ -1038,7 +1049,8 @@ def row9_reserved_invocation_id():
                    and got[2] == UNREADABLE_DETAIL, got)
     check("row 9: nothing was sent", stub_calls(k), 0)
     check("row 9: nothing was queued", queued_with(k), 0)
-    allowed = json.dumps({"custom": {"app": "x", "lambda_fdw_invocation_ids": 1}, "env": {"lambda_fdw_invocation_id": 2}})
+    allowed = json.dumps({"custom": {"app": "x", "lambda_fdw_invocation": 1},
+                          "env": {"lambda_fdw_invocation_id": 2, "lambda_fdw_invocation_ids": [3]}})
     check("row 9: other keys, and the same name outside custom, are sent as given", one(
         caller, "SELECT payload->'client_context' FROM aws_lambda.invoke('inspect', '{}'::jsonb, 'us-west-2', "
         "context => %s::jsonb)", [allowed]), json.loads(allowed))

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum CoreError {
     #[error("invalid function name \"{value}\": {reason}")]
     InvalidFunctionName { value: String, reason: String },
@@ -91,8 +91,10 @@ pub enum CoreError {
     #[error("lambda call to {function} failed: {message}")]
     Other { function: String, message: String },
 
-    #[error("client context must not set custom.lambda_fdw_invocation_id")]
-    ReservedContextKey,
+    /// A caller's context sets `custom.<key>`, a key only the queue sets
+    /// (`crate::request::RESERVED_KEYS`).
+    #[error("client context must not set custom.{key}")]
+    ReservedContextKey { key: &'static str },
 
     #[error("context is not JSON that lambda_fdw can check: {0}")]
     ContextUnreadable(String),

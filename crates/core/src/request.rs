@@ -89,29 +89,42 @@ pub fn encode_client_context(json_text: &str) -> CoreResult<String> {
 /// invocation's id, so that a function can recognise a repeated delivery.
 pub const INVOCATION_ID_KEY: &str = "lambda_fdw_invocation_id";
 
-/// Refuses a caller's client context that sets the key only queued
-/// invocations carry, so that a function can trust it for de-duplication;
-/// returns the context as it will be sent: the JSON that was checked,
-/// written anew. A text this parser cannot read (a number beyond a double,
-/// nesting past its depth limit) is refused rather than sent unchecked, and
-/// of duplicate keys the function sees only the one checked.
+/// The key under `custom` that carries the ids of the queued invocations a
+/// batch request carries, in the order of its rows.
+pub const INVOCATION_IDS_KEY: &str = "lambda_fdw_invocation_ids";
+
+/// The keys under `custom` that only the queue sets.
+pub const RESERVED_KEYS: [&str; 2] = [INVOCATION_ID_KEY, INVOCATION_IDS_KEY];
+
+/// The longest client context, as JSON text, whose base64 encoding fits
+/// [`MAX_CLIENT_CONTEXT_BYTES`] (2,685 bytes).
+const MAX_CLIENT_CONTEXT_JSON_BYTES: usize = MAX_CLIENT_CONTEXT_BYTES / 4 * 3;
+
+/// Refuses a caller's client context that sets a key only queued
+/// invocations carry ([`RESERVED_KEYS`]), so that a function can trust it
+/// for de-duplication; returns the context as it will be sent: the JSON
+/// that was checked, written anew. A text this parser cannot read (a
+/// number beyond a double, nesting past its depth limit) is refused rather
+/// than sent unchecked, and of duplicate keys the function sees only the
+/// one checked.
 pub fn check_reserved_keys(context_json: &str) -> CoreResult<String> {
     let value = serde_json::from_str::<serde_json::Value>(context_json)
         .map_err(|e| CoreError::ContextUnreadable(e.to_string()))?;
-    if value
-        .get("custom")
-        .and_then(|c| c.get(INVOCATION_ID_KEY))
-        .is_some()
-    {
-        return Err(CoreError::ReservedContextKey);
+    if let Some(custom) = value.get("custom") {
+        if let Some(key) = RESERVED_KEYS.into_iter().find(|k| custom.get(k).is_some()) {
+            return Err(CoreError::ReservedContextKey { key });
+        }
     }
     Ok(value.to_string())
 }
 
-/// The client context of a queued invocation: the user's context (a JSON
-/// object, or none) with `custom.lambda_fdw_invocation_id` set to `id`.
-/// A user's context that already sets it is refused.
-pub fn context_with_invocation_id(context_json: Option<&str>, id: i64) -> CoreResult<String> {
+/// The user's context (a JSON object, or none) with `custom.<key>` set to
+/// `value`; a user's context that sets a reserved key is refused.
+fn context_with(
+    context_json: Option<&str>,
+    key: &str,
+    value: serde_json::Value,
+) -> CoreResult<String> {
     if let Some(text) = context_json {
         check_reserved_keys(text)?;
     }
@@ -128,8 +141,37 @@ pub fn context_with_invocation_id(context_json: Option<&str>, id: i64) -> CoreRe
     let Some(custom) = custom.as_object_mut() else {
         return Err(CoreError::ContextCustomNotObject);
     };
-    custom.insert(INVOCATION_ID_KEY.to_string(), id.into());
+    custom.insert(key.to_string(), value);
     Ok(serde_json::Value::Object(context).to_string())
+}
+
+/// The client context of a queued invocation: the user's context (a JSON
+/// object, or none) with `custom.lambda_fdw_invocation_id` set to `id`.
+/// A user's context that already sets it is refused.
+pub fn context_with_invocation_id(context_json: Option<&str>, id: i64) -> CoreResult<String> {
+    context_with(context_json, INVOCATION_ID_KEY, id.into())
+}
+
+/// The client context of a batch of queued invocations: the user's context
+/// with `custom.lambda_fdw_invocation_ids` set to `ids`, in row order.
+pub fn context_with_invocation_ids(context_json: Option<&str>, ids: &[i64]) -> CoreResult<String> {
+    context_with(context_json, INVOCATION_IDS_KEY, ids.into())
+}
+
+/// How many of `ids`, from the first, fit in one batch's client context
+/// ([`context_with_invocation_ids`]) within Lambda's limit: 0 when not
+/// even the first does.
+pub fn invocation_ids_that_fit(context_json: Option<&str>, ids: &[i64]) -> CoreResult<usize> {
+    let mut length = context_with_invocation_ids(context_json, &[])?.len();
+    let mut fit = 0;
+    for (i, id) in ids.iter().enumerate() {
+        length += id.to_string().len() + usize::from(i > 0);
+        if length > MAX_CLIENT_CONTEXT_JSON_BYTES {
+            break;
+        }
+        fit += 1;
+    }
+    Ok(fit)
 }
 
 /// One invocation, ready to send.
@@ -177,6 +219,26 @@ impl InvokeRequest {
         payload: impl Into<Bytes>,
     ) -> CoreResult<Self> {
         let context = context_with_invocation_id(context_json, id)?;
+        Self::build(
+            target,
+            invocation_type,
+            LogType::None,
+            Some(&context),
+            payload.into(),
+        )
+    }
+
+    /// Builds the request of a batch of queued invocations `ids` (in row
+    /// order) whose body is `payload`: the user's context with the ids
+    /// added.
+    pub fn queued_batch(
+        target: ResolvedFunction,
+        invocation_type: InvocationType,
+        context_json: Option<&str>,
+        ids: &[i64],
+        payload: impl Into<Bytes>,
+    ) -> CoreResult<Self> {
+        let context = context_with_invocation_ids(context_json, ids)?;
         Self::build(
             target,
             invocation_type,
@@ -234,7 +296,9 @@ mod tests {
         // The id is the queue's alone: a user's context cannot carry one.
         assert!(matches!(
             context_with_invocation_id(Some(r#"{"custom":{"lambda_fdw_invocation_id":1}}"#), 2),
-            Err(CoreError::ReservedContextKey)
+            Err(CoreError::ReservedContextKey {
+                key: INVOCATION_ID_KEY
+            })
         ));
     }
 
@@ -259,7 +323,7 @@ mod tests {
         );
         assert!(matches!(
             InvokeRequest::queued(target.clone(), InvocationType::Event, Some(forged), 1, "{}"),
-            Err(CoreError::ReservedContextKey)
+            Err(CoreError::ReservedContextKey { .. })
         ));
         // What this parser cannot read is refused, not sent unchecked.
         let deep = format!(
@@ -324,6 +388,101 @@ mod tests {
                     .as_str()
             )
         );
+    }
+
+    #[test]
+    fn a_batch_carries_its_ids_and_a_caller_cannot_set_them() {
+        assert_eq!(
+            context_with_invocation_ids(Some(r#"{"custom":{"k":"v"}}"#), &[3, 4, 9]).unwrap(),
+            r#"{"custom":{"k":"v","lambda_fdw_invocation_ids":[3,4,9]}}"#
+        );
+        assert_eq!(
+            context_with_invocation_ids(None, &[12]).unwrap(),
+            r#"{"custom":{"lambda_fdw_invocation_ids":[12]}}"#
+        );
+        let target = target();
+        for (forged, key) in [
+            (
+                r#"{"custom":{"lambda_fdw_invocation_ids":[1,2]}}"#,
+                "lambda_fdw_invocation_ids",
+            ),
+            (
+                r#"{"custom":{"lambda_fdw_invocation_ids":null}}"#,
+                "lambda_fdw_invocation_ids",
+            ),
+            (
+                r#"{"custom":{"lambda_fdw_invocation_id":1,"lambda_fdw_invocation_ids":[1]}}"#,
+                "lambda_fdw_invocation_id",
+            ),
+        ] {
+            let e = InvokeRequest::new(
+                target.clone(),
+                InvocationType::RequestResponse,
+                LogType::None,
+                Some(forged),
+                "{}",
+            )
+            .unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("client context must not set custom.{key}")
+            );
+            for refused in [
+                InvokeRequest::queued(target.clone(), InvocationType::Event, Some(forged), 1, "{}"),
+                InvokeRequest::queued_batch(
+                    target.clone(),
+                    InvocationType::Event,
+                    Some(forged),
+                    &[1, 2],
+                    "[]",
+                ),
+            ] {
+                assert!(matches!(
+                    refused,
+                    Err(CoreError::ReservedContextKey { key: k }) if k == key
+                ));
+            }
+        }
+        let q = InvokeRequest::queued_batch(target, InvocationType::Event, None, &[5, 6], "[]")
+            .unwrap();
+        assert_eq!(
+            q.client_context.as_deref(),
+            Some(
+                encode_client_context(r#"{"custom":{"lambda_fdw_invocation_ids":[5,6]}}"#)
+                    .unwrap()
+                    .as_str()
+            )
+        );
+    }
+
+    #[test]
+    fn the_ids_that_fit_are_the_most_the_context_limit_takes() {
+        let user = format!(r#"{{"custom":{{"app":"{}"}}}}"#, "a".repeat(1000));
+        for context in [None, Some(r#"{"env":{"a":"b"}}"#), Some(user.as_str())] {
+            for first in [1_i64, 1_000_000, i64::MAX - 5000] {
+                let ids: Vec<i64> = (first..first + 5000).collect();
+                let fit = invocation_ids_that_fit(context, &ids).unwrap();
+                assert!(fit > 0 && fit < ids.len());
+                let fits = context_with_invocation_ids(context, &ids[..fit]).unwrap();
+                assert!(encode_client_context(&fits).is_ok());
+                let over = context_with_invocation_ids(context, &ids[..=fit]).unwrap();
+                assert!(matches!(
+                    encode_client_context(&over),
+                    Err(CoreError::ContextTooLarge { .. })
+                ));
+            }
+        }
+        // With no context of its own: ids of up to 7 digits, and the largest.
+        let small: Vec<i64> = (1_000_000..1_001_000).collect();
+        assert_eq!(invocation_ids_that_fit(None, &small).unwrap(), 330);
+        let large: Vec<i64> = vec![i64::MAX; 1000];
+        assert_eq!(invocation_ids_that_fit(None, &large).unwrap(), 132);
+        let huge = format!(r#"{{"k":"{}"}}"#, "x".repeat(2700));
+        assert_eq!(invocation_ids_that_fit(Some(&huge), &[1]).unwrap(), 0);
+        assert!(matches!(
+            invocation_ids_that_fit(Some(r#"{"custom":1}"#), &[1]),
+            Err(CoreError::ContextCustomNotObject)
+        ));
     }
 
     #[test]

@@ -12,7 +12,11 @@
 //! - `-small`: 413 RequestTooLargeException for a request over 2,048 bytes,
 //!   else the correct answer;
 //! - `-<N>ms` (e.g. `-20ms`): the correct answer after N ms more (for the
-//!   benchmark: a function that takes 20 ms a batch).
+//!   benchmark: a function that takes 20 ms a batch);
+//! - `-inspect`: the correct answer, each row's result being
+//!   `{"args": <its arguments>, "client_context": <the decoded client
+//!   context>, "request": <the request's other fields>}` (what the queue's
+//!   tests read the ids and the metadata from).
 
 use serde_json::{json, Value};
 
@@ -25,7 +29,7 @@ pub(crate) enum Answer {
 
 /// The answer of the batch function `name` (`batch-<format>[-<fault>]`) to
 /// `body`, or None if `name` is not one.
-pub(crate) fn answer(name: &str, body: &[u8]) -> Option<Answer> {
+pub(crate) fn answer(name: &str, body: &[u8], context: Option<Value>) -> Option<Answer> {
     let rest = name.strip_prefix("batch-")?;
     let (format, fault) = match rest.split_once('-') {
         Some((f, fault)) => (f, fault),
@@ -57,6 +61,16 @@ pub(crate) fn answer(name: &str, body: &[u8]) -> Option<Answer> {
     if fault == "short" {
         rows.pop();
     }
+    if fault == "inspect" {
+        let mut others = request.as_object().cloned().unwrap_or_default();
+        for field in ["arguments", "calls", "data"] {
+            others.remove(field);
+        }
+        rows = rows
+            .into_iter()
+            .map(|args| json!({"args": args, "client_context": context, "request": others}))
+            .collect();
+    }
     let n = rows.len();
     let reply = match (format, fault) {
         ("redshift", "failed") => {
@@ -84,4 +98,26 @@ pub(crate) fn answer(name: &str, body: &[u8]) -> Option<Answer> {
         .and_then(|ms| ms.parse().ok())
         .map_or(std::time::Duration::ZERO, std::time::Duration::from_millis);
     Some(Answer::Json(reply, wait))
+}
+
+/// The `key` of each row of a batch request that has one: a row (or one
+/// of its arguments) that is an object with a string `key`. The stub
+/// counts each under `batch-row`, so a test can count deliveries per row.
+pub(crate) fn row_keys(body: &[u8]) -> Vec<String> {
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let rows = match &request {
+        Value::Array(rows) => rows.clone(),
+        Value::Object(o) => ["arguments", "calls", "data"]
+            .iter()
+            .find_map(|f| o.get(*f).and_then(Value::as_array).cloned())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let key = |v: &Value| v.get("key").and_then(Value::as_str).map(str::to_owned);
+    rows.iter()
+        .filter_map(|row| match row {
+            Value::Array(args) => args.iter().find_map(key),
+            other => key(other),
+        })
+        .collect()
 }

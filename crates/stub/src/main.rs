@@ -41,8 +41,9 @@
 //!   (`Credential=AKID/...`), null when it is unsigned, and the payload.
 //! - `batch-<format>` (lambda_fdw, redshift, bigquery, snowflake), and
 //!   its fault variants: a function of that batch format echoing each row's
-//!   arguments (after STUB_DELAY_MS), counting calls per name (key `batch`);
-//!   see batch.rs.
+//!   arguments (after STUB_DELAY_MS), counting calls per name (key `batch`)
+//!   and each row that is (or whose arguments hold) an object with a `key`
+//!   (function `batch-row`, that key); see batch.rs.
 //! - anything else: 404 ResourceNotFoundException.
 //!
 //! `GET /health` answers 200. The optional second address is a listener
@@ -280,6 +281,16 @@ fn min_gap_ms(calls: &[Instant]) -> Option<u128> {
         .min()
 }
 
+/// The request's client context, decoded (`None` without one).
+fn client_context(req: &Request) -> Option<Value> {
+    req.header("X-Amz-Client-Context").map(|c| {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(c)
+            .unwrap_or_default();
+        serde_json::from_slice::<Value>(&raw).unwrap_or(Value::Null)
+    })
+}
+
 async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response {
     if req.method == "GET" && req.path == "/health" {
         return Response::json(200, json!({"ok": true}));
@@ -340,12 +351,7 @@ async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response
             }
         }
         "inspect" => {
-            let context = req.header("X-Amz-Client-Context").map(|c| {
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(c)
-                    .unwrap_or_default();
-                serde_json::from_slice::<Value>(&raw).unwrap_or(Value::Null)
-            });
+            let context = client_context(req);
             let payload = serde_json::from_slice::<Value>(&req.body).unwrap_or(Value::Null);
             Response::json(
                 status,
@@ -491,9 +497,12 @@ async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response
                 json!({"access_key_id": access_key_id, "payload": payload}),
             )
         }
-        other => match batch::answer(other, &req.body) {
+        other => match batch::answer(other, &req.body, client_context(req)) {
             Some(answer) => {
                 drop(count(counters, other, "batch"));
+                for row in batch::row_keys(&req.body) {
+                    drop(count(counters, "batch-row", &row));
+                }
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
