@@ -127,6 +127,26 @@ SELECT 'sf', payload, response FROM sf WHERE payload IN ('1', '[2, "b"]', '1', '
 UNION ALL
 SELECT 'lf', payload, response FROM lf WHERE payload IN ('1', '[2, "b"]', '1', '{"k": 3}', '[]', '"x"', '[2, "b"]');
 SELECT calls_of('batch-redshift') AS redshift, calls_of('batch-snowflake') AS snowflake, calls_of('batch-lambda_fdw') AS lambda_fdw;
+-- Every format over a query's rows and a prepared statement's array
+-- (generic plan): the stub echoes each row's argument list.
+SELECT 'rs' AS t, payload, response FROM rs WHERE payload = ANY(ARRAY(SELECT jsonb_build_array(a, b) FROM pairs ORDER BY id))
+UNION ALL
+SELECT 'bq', payload, response FROM bq WHERE payload = ANY(ARRAY(SELECT jsonb_build_array(a, b) FROM pairs ORDER BY id))
+UNION ALL
+SELECT 'sf', payload, response FROM sf WHERE payload = ANY(ARRAY(SELECT jsonb_build_array(a, b) FROM pairs ORDER BY id))
+UNION ALL
+SELECT 'lf', payload, response FROM lf WHERE payload = ANY(ARRAY(SELECT jsonb_build_array(a, b) FROM pairs ORDER BY id));
+PREPARE every_format(jsonb[]) AS
+  SELECT 'rs' AS t, payload, response FROM rs WHERE payload = ANY($1)
+  UNION ALL SELECT 'bq', payload, response FROM bq WHERE payload = ANY($1)
+  UNION ALL SELECT 'sf', payload, response FROM sf WHERE payload = ANY($1)
+  UNION ALL SELECT 'lf', payload, response FROM lf WHERE payload = ANY($1);
+SET plan_cache_mode = force_generic_plan;
+EXECUTE every_format(ARRAY['"p"', '[1, null]', '{"q": [2]}']::jsonb[]);
+RESET plan_cache_mode;
+DEALLOCATE every_format;
+SELECT calls_of('batch-redshift') AS redshift, calls_of('batch-bigquery') AS bigquery,
+       calls_of('batch-snowflake') AS snowflake, calls_of('batch-lambda_fdw') AS lambda_fdw;
 -- Joined back to its source, the scan still batches (the form the README
 -- gives): 4 distinct pairs, 2 more calls.
 SELECT p.id, s.response FROM pairs p
