@@ -10,8 +10,16 @@
 //! scan again (see [`Scan::keep_outcomes`]) keeps its outcomes, so that a
 //! rescan with the same values replays them instead of invoking again.
 //!
-//! Offers [`Scan`] (open, start a batch, take the next [`Answer`], rewind),
-//! and [`Activity`], what its calls came to.
+//! A table that batches (`batch_size`, `batch_format`; see docs/batching.md)
+//! sends its payloads many to a call: the fan-out runs over batches, each
+//! cut when its call starts (a range of payloads, with one combination of
+//! the other request values), and each batch's outcome becomes its rows'
+//! (the core's `invoke_batch`), given back in the order they would come
+//! unbatched.
+//!
+//! Offers [`Scan`] (open, start the invocations for new request values,
+//! take the next [`Answer`], rewind), and [`Activity`], what its calls came
+//! to.
 
 use std::ops::Range;
 use std::rc::Rc;
