@@ -46,10 +46,6 @@ pub(crate) enum LambdaFdwError {
     #[error("{}", match .0 { Some(name) => format!("value of option \"{name}\" is not valid UTF-8"), None => "option name is not valid UTF-8".to_string() })]
     OptionNotUtf8(Option<String>),
 
-    /// serde_json could not encode a value lambda_fdw built.
-    #[error("could not encode {what}: {reason}")]
-    Encode { what: &'static str, reason: String },
-
     /// A field of an `aws_commons._lambda_function_arn_1` argument.
     #[error("could not read {field}: {reason}")]
     ArgumentUnreadable { field: String, reason: String },
@@ -330,7 +326,6 @@ impl From<LambdaFdwError> for ErrorReport {
                 Some("keep one superuser-owned lambda_fdw server per region: aws_lambda.invoke and lambda_fdw.enqueue route through it".into()),
             ),
             LambdaFdwError::OptionNotUtf8(_)
-            | LambdaFdwError::Encode { .. }
             | LambdaFdwError::ArgumentUnreadable { .. }
             | LambdaFdwError::QueueWrite(_) => report(ERRCODE_FDW_ERROR, message, None, None),
             LambdaFdwError::Internal(_) => report(ERRCODE_INTERNAL_ERROR, message, None, None),

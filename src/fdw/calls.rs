@@ -29,7 +29,6 @@ use bytes::Bytes;
 use futures::future::FutureExt;
 use futures::stream::{LocalBoxStream, StreamExt};
 use pgrx::pg_sys::Oid;
-use serde_json::Value as Json;
 
 use crate::error::{LambdaFdwError, Result};
 use crate::pg::{origin, PG_INTERRUPTS};
@@ -173,8 +172,11 @@ impl Requests {
             .iter()
             .map(|q| table.function.resolve(Some(region), q.as_deref(), None))
             .collect();
-        let mut payloads: Vec<Result<Bytes>> =
-            product.payloads.iter().map(encode_payload).collect();
+        let mut payloads: Vec<Result<Bytes>> = product
+            .payloads
+            .iter()
+            .map(|p| Ok(Bytes::copy_from_slice(p.as_str().as_bytes())))
+            .collect();
         let mut contexts: Vec<CoreResult<Option<String>>> = product
             .contexts
             .iter()
@@ -182,7 +184,7 @@ impl Requests {
                 c.as_ref()
                     .map(|c| {
                         // A caller's context may not set the queue's id.
-                        encode_client_context(&check_reserved_keys(&c.to_string())?)
+                        encode_client_context(&check_reserved_keys(c.as_str())?)
                     })
                     .transpose()
             })
@@ -309,15 +311,6 @@ impl Requests {
     fn display(&self, index: usize) -> &str {
         &self.targets[self.product.position(index).qualifier].display
     }
-}
-
-fn encode_payload(payload: &Json) -> Result<Bytes> {
-    serde_json::to_vec(payload)
-        .map(Bytes::from)
-        .map_err(|e| LambdaFdwError::Encode {
-            what: "payload",
-            reason: e.to_string(),
-        })
 }
 
 /// One batch: a range of payloads, sent with one combination of the other

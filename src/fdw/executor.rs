@@ -37,9 +37,9 @@ use pgrx::{FromDatum, IntoDatum, JsonB, PgList, PgMemoryContexts};
 use super::calls::{Activity, Answer, Scan};
 use super::columns::{slot_columns, ColumnKind, RequestColumn};
 use super::descriptor;
-use super::product::{Allowed, Arg, Compare};
+use super::product::{Allowed, Arg, Compare, JsonText};
 use super::state;
-use crate::error::{raise, LambdaFdwError, Result};
+use crate::error::{raise, Result};
 use crate::pg::convert;
 
 /// lambda_fdw's state of one running scan node, at `fdw_state`.
@@ -257,7 +257,7 @@ unsafe fn values_of(
         // SAFETY: d is a non-NULL value of the column's type.
         unsafe {
             if json {
-                JsonB::from_datum(d, false).map(|j| Arg::Json(j.0))
+                JsonB::from_datum(d, false).map(|j| Arg::Json(j.0.into()))
             } else {
                 String::from_datum(d, false).map(Arg::Text)
             }
@@ -361,13 +361,8 @@ fn column_datum(kind: ColumnKind, answer: &Answer<'_>) -> Result<Option<Datum>> 
         outcome,
         display,
     } = answer;
-    let json = |value: &serde_json::Value| {
-        serde_json::to_vec(value)
-            .map(|text| convert::jsonb_from_text(&text))
-            .map_err(|e| LambdaFdwError::Encode {
-                what: "a request value",
-                reason: e.to_string(),
-            })
+    let json = |value: &JsonText| -> Result<Datum> {
+        Ok(convert::jsonb_from_text(value.as_str().as_bytes()))
     };
     Ok(match kind {
         ColumnKind::Request(RequestColumn::Payload) => Some(json(planned.payload)?),

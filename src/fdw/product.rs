@@ -19,20 +19,46 @@ use crate::error::{LambdaFdwError, Result};
 use crate::settings::options::TableOptions;
 use lambda_fdw_core::request::{InvocationType, LogType};
 
+/// A JSON value held as its text, as serde_json serializes the parsed
+/// value (object keys in order, no spaces): the bytes a request sends, and
+/// equal texts for equal values (jsonb equality). A scan holds one per
+/// distinct value of each condition; as text, an array of 100,000 small
+/// objects costs a few dozen bytes a value instead of a parsed tree's
+/// several hundred.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct JsonText(String);
+
+impl JsonText {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&Json> for JsonText {
+    fn from(value: &Json) -> Self {
+        JsonText(value.to_string())
+    }
+}
+
+impl From<Json> for JsonText {
+    fn from(value: Json) -> Self {
+        JsonText::from(&value)
+    }
+}
+
 /// A non-NULL value of a request column, as a condition gave it.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Arg {
-    Json(Json),
+    Json(JsonText),
     Text(String),
 }
 
 impl Arg {
-    /// Equal keys mean equal values (jsonb equality: serde_json's maps are
-    /// ordered by key, so the serialization is canonical).
-    fn key(&self) -> String {
+    /// Equal keys mean equal values.
+    fn key(&self) -> &str {
         match self {
-            Arg::Json(j) => j.to_string(),
-            Arg::Text(t) => t.clone(),
+            Arg::Json(j) => j.as_str(),
+            Arg::Text(t) => t,
         }
     }
 }
@@ -84,10 +110,14 @@ fn dedup(values: impl Iterator<Item = Arg>) -> Vec<Arg> {
     if values.len() < 2 {
         return values;
     }
-    let mut seen = HashSet::with_capacity(values.len());
+    let first: Vec<bool> = {
+        let mut seen = HashSet::with_capacity(values.len());
+        values.iter().map(|v| seen.insert(v.key())).collect()
+    };
     values
         .into_iter()
-        .filter(|v| seen.insert(v.key()))
+        .zip(first)
+        .filter_map(|(v, first)| first.then_some(v))
         .collect()
 }
 
@@ -103,9 +133,9 @@ fn candidates(conditions: &[Allowed], column: RequestColumn) -> Option<Vec<Arg>>
         result = Some(match result {
             None => values.clone(),
             Some(prev) => {
-                let keys: HashSet<String> = values.iter().map(Arg::key).collect();
+                let keys: HashSet<&str> = values.iter().map(Arg::key).collect();
                 prev.into_iter()
-                    .filter(|p| keys.contains(&p.key()))
+                    .filter(|p| keys.contains(p.key()))
                     .collect()
             }
         });
@@ -113,7 +143,7 @@ fn candidates(conditions: &[Allowed], column: RequestColumn) -> Option<Vec<Arg>>
     result
 }
 
-fn json_of(column: RequestColumn, a: Arg) -> Result<Json> {
+fn json_of(column: RequestColumn, a: Arg) -> Result<JsonText> {
     match a {
         Arg::Json(j) => Ok(j),
         Arg::Text(_) => Err(LambdaFdwError::QualValue(column.name())),
@@ -131,11 +161,11 @@ fn text_of(column: RequestColumn, a: Arg) -> Result<String> {
 /// [`Product`] it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct PlannedInvocation<'a> {
-    pub payload: &'a Json,
+    pub payload: &'a JsonText,
     pub qualifier: Option<&'a str>,
     pub invocation_type: InvocationType,
     pub log_type: LogType,
-    pub context: Option<&'a Json>,
+    pub context: Option<&'a JsonText>,
 }
 
 /// Where one invocation's values are in each list of a [`Product`].
@@ -157,11 +187,11 @@ pub(crate) struct Position {
 /// values, and works out each invocation from its index when it needs it.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Product {
-    pub payloads: Vec<Json>,
+    pub payloads: Vec<JsonText>,
     pub qualifiers: Vec<Option<String>>,
     pub invocation_types: Vec<InvocationType>,
     pub log_types: Vec<LogType>,
-    pub contexts: Vec<Option<Json>>,
+    pub contexts: Vec<Option<JsonText>>,
 }
 
 /// Which check fails first among a product's invocations (see
@@ -391,7 +421,7 @@ pub(crate) fn plan_invocations(
             .map(|a| Ok(LogType::parse(&text_of(RequestColumn::LogType, a)?)?))
             .collect::<Result<_>>()?,
     };
-    let contexts: Vec<Option<Json>> = match candidates(conditions, RequestColumn::Context) {
+    let contexts: Vec<Option<JsonText>> = match candidates(conditions, RequestColumn::Context) {
         None => vec![None],
         Some(cs) => cs
             .into_iter()
@@ -430,7 +460,7 @@ mod tests {
     }
 
     fn j(v: Json) -> Arg {
-        Arg::Json(v)
+        Arg::Json(v.into())
     }
 
     fn s(v: &str) -> Arg {
@@ -449,12 +479,13 @@ mod tests {
 
     impl From<PlannedInvocation<'_>> for Planned {
         fn from(p: PlannedInvocation<'_>) -> Self {
+            let parse = |t: &JsonText| serde_json::from_str(t.as_str()).unwrap();
             Planned {
-                payload: p.payload.clone(),
+                payload: parse(p.payload),
                 qualifier: p.qualifier.map(str::to_string),
                 invocation_type: p.invocation_type,
                 log_type: p.log_type,
-                context: p.context.cloned(),
+                context: p.context.map(parse),
             }
         }
     }
@@ -647,13 +678,13 @@ mod tests {
             InvocationType::DryRun,
         ];
         Product {
-            payloads: (0..p).map(|i| json!(i)).collect(),
+            payloads: (0..p).map(|i| json!(i).into()).collect(),
             qualifiers: (0..q).map(|i| Some(format!("v{i}"))).collect(),
             invocation_types: (0..t).map(|i| types[i % 3]).collect(),
             log_types: (0..l)
                 .map(|i| [LogType::None, LogType::Tail][i % 2])
                 .collect(),
-            contexts: (0..c).map(|i| Some(json!({ "c": i }))).collect(),
+            contexts: (0..c).map(|i| Some(json!({ "c": i }).into())).collect(),
         }
     }
 
@@ -667,11 +698,13 @@ mod tests {
                     for &log_type in &p.log_types {
                         for context in &p.contexts {
                             out.push(Planned {
-                                payload: payload.clone(),
+                                payload: serde_json::from_str(payload.as_str()).unwrap(),
                                 qualifier: qualifier.clone(),
                                 invocation_type,
                                 log_type,
-                                context: context.clone(),
+                                context: context
+                                    .as_ref()
+                                    .map(|c| serde_json::from_str(c.as_str()).unwrap()),
                             });
                         }
                     }
@@ -721,17 +754,26 @@ mod tests {
         let first = p.get(0);
         assert_eq!(
             (first.payload, first.context),
-            (&json!({"p": 0}), Some(&json!({"c": 0})))
+            (
+                &JsonText::from(json!({"p": 0})),
+                Some(&JsonText::from(json!({"c": 0})))
+            )
         );
         let second = p.get(1);
         assert_eq!(
             (second.payload, second.context),
-            (&json!({"p": 0}), Some(&json!({"c": 1})))
+            (
+                &JsonText::from(json!({"p": 0})),
+                Some(&JsonText::from(json!({"c": 1})))
+            )
         );
         let last = p.get(89_999);
         assert_eq!(
             (last.payload, last.context),
-            (&json!({"p": 299}), Some(&json!({"c": 299})))
+            (
+                &JsonText::from(json!({"p": 299})),
+                Some(&JsonText::from(json!({"c": 299})))
+            )
         );
         assert_eq!(
             p.position(300 * 7 + 5),
@@ -794,7 +836,7 @@ mod tests {
         // 10^4 values in each of the five lists: 10^20 invocations, more
         // than a u64 holds.
         let p = Product {
-            payloads: vec![Json::Null; 10_000],
+            payloads: vec![JsonText::from(Json::Null); 10_000],
             qualifiers: vec![None; 10_000],
             invocation_types: vec![InvocationType::Event; 10_000],
             log_types: vec![LogType::None; 10_000],
