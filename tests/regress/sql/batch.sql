@@ -215,6 +215,18 @@ SELECT calls_of('batch-lambda_fdw-3ms') AS calls;
 SELECT count(*) FROM big WHERE payload IN ('1', to_jsonb(repeat('z', 6291440)));
 SELECT calls_of('batch-lambda_fdw-3ms') AS calls;
 
+-- Event: Lambda answers a batch 202 with no results: each row gets the
+-- status and no response. Event requests are cut at 1 MB: three 400 kB
+-- rows take two calls.
+CREATE FOREIGN TABLE ev (payload jsonb, invocation_type text, status_code int, response jsonb)
+  SERVER stub OPTIONS (function_name 'batch-lambda_fdw-5ms', batch_size '2', invocation_type 'Event');
+SELECT payload, invocation_type, status_code, response FROM ev WHERE payload IN ('1', '2', '3');
+SELECT calls_of('batch-lambda_fdw-5ms') AS calls;
+ALTER FOREIGN TABLE ev OPTIONS (SET function_name 'batch-lambda_fdw-6ms', SET batch_size '3');
+SELECT count(*), min(status_code), max(status_code), count(response) FROM ev
+ WHERE payload = ANY(ARRAY(SELECT to_jsonb(repeat('e', 400000) || i) FROM generate_series(1, 3) i));
+SELECT calls_of('batch-lambda_fdw-6ms') AS calls;
+
 -- LIMIT stays lazy: 10 rows of 100,000 take the one batch that holds them.
 CREATE FOREIGN TABLE lazy (payload jsonb, response jsonb)
   SERVER stub OPTIONS (function_name 'batch-lambda_fdw-4ms', batch_size '500', max_concurrency '10');
