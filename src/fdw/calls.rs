@@ -122,12 +122,6 @@ impl Batching {
     }
 }
 
-/// A payload's JSON text: serde_json's output, always UTF-8 (a batch that
-/// somehow held other bytes is refused by `invoke_batch`).
-fn text(payload: &Bytes) -> &str {
-    std::str::from_utf8(payload).unwrap_or_default()
-}
-
 /// The requests for one set of request values, checked: the product of the
 /// values, and what each value sends. Shared with the fan-out, which builds
 /// each request from its index when it starts it.
@@ -192,10 +186,9 @@ impl Requests {
         // Batched, a payload is too large if its batch of one is.
         let sizer = batching.as_ref().map(|b| b.cutter(usize::MAX));
         let too_large = |payload: usize, invocation_type: usize| -> Option<CoreError> {
-            let payload = payloads[payload].as_ref().ok()?;
             let size = match &sizer {
-                Some(cutter) => cutter.alone(text(payload)),
-                None => payload.len(),
+                Some(cutter) => cutter.alone(product.payloads[payload].as_str()),
+                None => payloads[payload].as_ref().ok()?.len(),
             };
             let invocation_type = product.invocation_types[invocation_type];
             let limit = invocation_type.max_payload_bytes();
@@ -273,11 +266,11 @@ impl Requests {
         let (mut next, mut rows, mut combo) = (0, 0..0, combos);
         std::iter::from_fn(move || {
             if combo == combos {
-                let payloads = &requests.payloads;
+                let payloads = &requests.product.payloads;
                 if next >= payloads.len() {
                     return None;
                 }
-                rows = match cutter.next(next, payloads.len(), |i| text(&payloads[i])) {
+                rows = match cutter.next(next, payloads.len(), |i| payloads[i].as_str()) {
                     Cut::Rows(rows) => rows,
                     // Checked by prepare: cannot happen; sent alone, Lambda
                     // refuses it as too large.

@@ -18,17 +18,18 @@ use super::product::Compare;
 use crate::pg::catalog::{foreign_table_options, server_options};
 use crate::settings::options::{ServerOptions, TableOptions};
 
-/// The lines to show for a foreign table: label and value.
-fn describe(relid: pg_sys::Oid) -> Vec<(&'static str, String)> {
+/// The lines to show for a foreign table (label and value), and whether
+/// it batches rows.
+fn describe(relid: pg_sys::Oid) -> (Vec<(&'static str, String)>, bool) {
     let Ok((table, server)) = foreign_table_options(relid) else {
-        return Vec::new();
+        return (Vec::new(), false);
     };
     let Ok(server) = server_options(server) else {
-        return Vec::new();
+        return (Vec::new(), false);
     };
     let (Ok(table), Ok(server)) = (TableOptions::parse(&table), ServerOptions::parse(&server))
     else {
-        return Vec::new();
+        return (Vec::new(), false);
     };
     let mut lines = vec![
         ("Lambda Function", table.function_name.clone()),
@@ -45,11 +46,12 @@ fn describe(relid: pg_sys::Oid) -> Vec<(&'static str, String)> {
     if let Some(q) = table.qualifier.clone().or(table.function.qualifier.clone()) {
         lines.push(("Default Qualifier", q));
     }
-    if let Some(format) = table.batching() {
+    let batching = table.batching();
+    if let Some(format) = batching {
         lines.push(("Lambda Batch Size", table.batch_size.to_string()));
         lines.push(("Lambda Batch Format", format.name().to_string()));
     }
-    lines
+    (lines, batching.is_some())
 }
 
 /// ExplainForeignScan: the table's function and defaults, the request
@@ -131,7 +133,7 @@ unsafe fn explain_scan(
     }
     // SAFETY: a non-null open relation.
     let relid = unsafe { (*rel).rd_id };
-    let mut lines = describe(relid);
+    let (mut lines, _) = describe(relid);
     if !conditions.is_empty() {
         lines.push(("Lambda Requests", conditions.join(" AND ")));
     }
@@ -151,11 +153,11 @@ pub unsafe extern "C-unwind" fn explain_foreign_modify(
     // SAFETY: the executor's result relation, open while explained.
     let relid = unsafe { (*(*rinfo).ri_RelationDesc).rd_id };
     // A queued invocation keeps no log: the table's log type does not apply.
-    let mut lines: Vec<_> = describe(relid)
+    let (lines, batched) = describe(relid);
+    let mut lines: Vec<_> = lines
         .into_iter()
         .filter(|(label, _)| *label != "Default Log Type")
         .collect();
-    let batched = lines.iter().any(|(label, _)| *label == "Lambda Batch Size");
     lines.push((
         "Lambda Invocations",
         if batched {
