@@ -314,11 +314,11 @@ TABLES = [
     f"OPTIONS (function_name 'slow-headers', max_concurrency '{DATA_CONCURRENCY}')",
     f"CREATE TABLE fan_docs AS SELECT jsonb_build_object('ms', {DATA_DELAY_MS}, 'i', i) AS doc "
     f"FROM generate_series(1, {DATA_ROWS}) i",
-    f"CREATE FOREIGN TABLE queue_batched (payload jsonb) SERVER stub "
-    f"OPTIONS (function_name '{QUEUE_BATCH_FUNCTION}', batch_size '{QUEUE_BATCH_SIZE}')",
 ]
 # Only in one-build runs: an OLD build may predate batching.
 BATCH_TABLES = [
+    f"CREATE FOREIGN TABLE queue_batched (payload jsonb) SERVER stub "
+    f"OPTIONS (function_name '{QUEUE_BATCH_FUNCTION}', batch_size '{QUEUE_BATCH_SIZE}')",
     f"CREATE FOREIGN TABLE batched (payload jsonb, response jsonb) SERVER stub "
     f"OPTIONS (function_name 'batch-lambda_fdw-{BATCH_DELAY_MS}ms', batch_size '{BATCH_SIZE}', "
     f"max_concurrency '{BATCH_CONCURRENCY}')",
