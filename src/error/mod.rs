@@ -86,6 +86,29 @@ pub(crate) enum LambdaFdwError {
     #[error("lambda_fdw's queue table lambda_fdw.invocations has triggers or rules attached")]
     QueueHasCode,
 
+    #[error("lambda_fdw's queue table lambda_fdw.invocations predates version 0.6.0 of the extension, which added {what}")]
+    QueueBefore06 { what: &'static str },
+
+    #[error(
+        "ordering_key is {bytes} bytes, more than {} bytes",
+        crate::settings::limits::MAX_ORDERING_KEY_BYTES
+    )]
+    OrderingKeyTooLong { bytes: usize },
+
+    #[error("invocation {id} does not exist")]
+    NoSuchInvocation { id: i64 },
+
+    #[error("permission denied to {action} invocation {id}")]
+    NotYourInvocation { id: i64, action: &'static str },
+
+    #[error("invocation {id} cannot be {done}: it is {state}")]
+    InvocationState {
+        id: i64,
+        done: &'static str,
+        state: &'static str,
+        allowed: &'static str,
+    },
+
     #[error("role \"{role}\" has no AWS credentials for server \"{server}\"")]
     NoCredentials { role: String, server: String },
     #[error("scan would invoke lambda function {function} {invocations} times, more than lambda_fdw.max_scan_invocations ({limit})")]
@@ -375,6 +398,30 @@ impl From<LambdaFdwError> for ErrorReport {
                 message,
                 Some("the extension attaches none; queueing writes the table as its owner, and the queue worker sends nothing from it while they exist".into()),
                 Some("a superuser should drop them".into()),
+            ),
+            LambdaFdwError::QueueBefore06 { .. } => report(
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                message,
+                Some("the library is newer than the extension's SQL objects".into()),
+                Some("run ALTER EXTENSION lambda_fdw UPDATE".into()),
+            ),
+            LambdaFdwError::OrderingKeyTooLong { .. } => {
+                report(ERRCODE_PROGRAM_LIMIT_EXCEEDED, message, None, None)
+            }
+            LambdaFdwError::NoSuchInvocation { .. } => {
+                report(ERRCODE_UNDEFINED_OBJECT, message, None, None)
+            }
+            LambdaFdwError::NotYourInvocation { .. } => report(
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+                message,
+                Some("only the role that queued an invocation, and superusers, may retry or cancel it".into()),
+                None,
+            ),
+            LambdaFdwError::InvocationState { allowed, .. } => report(
+                ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                message,
+                None,
+                Some(allowed.to_string()),
             ),
             LambdaFdwError::NoCredentials { .. } => report(
                 ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,

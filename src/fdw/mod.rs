@@ -51,7 +51,7 @@ use crate::settings::options::{self, OptionsFor};
 use columns::check_table;
 
 #[wrappers_fdw(
-    version = "0.5.0",
+    version = "0.6.0",
     author = "lambda_fdw developers",
     website = "https://github.com/lambda-fdw/lambda_fdw",
     error_type = "LambdaFdwError"

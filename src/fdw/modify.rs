@@ -267,6 +267,9 @@ fn queue_row(node: &InsertNode, row: RowValues) -> Result<i64> {
         context,
         signed,
         foreign_table: Some(node.relid),
+        ordering_key: table.ordering_key.clone(),
+        on_complete: None,
+        not_before: None,
     })
 }
 

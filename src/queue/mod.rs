@@ -6,6 +6,8 @@
 //! private):
 //! - `lambda_fdw.enqueue` (SQL), and [`queue`] / [`check_queued`] /
 //!   [`Queued`] for INSERT into a foreign table (fdw/modify.rs);
+//! - `lambda_fdw.retry`, `lambda_fdw.retry_failed` and `lambda_fdw.cancel`
+//!   (SQL; `operations`);
 //! - [`init_preloaded`] and [`preloaded`]: the shared memory and commit
 //!   callback that wake the worker;
 //! - [`register_launcher`], from `_PG_init`, and the background workers'
@@ -45,6 +47,7 @@ mod table;
 mod transaction;
 
 mod enqueue;
+mod operations;
 mod wake;
 mod worker;
 

@@ -147,6 +147,7 @@ pub(crate) fn work_round(plan: &Plan) -> Result<Round, WorkerError> {
     let first = plan.known != Some(queue.relid);
     let finished = if first { &[][..] } else { plan.finished };
     let foreign_table_column = queue.has_foreign_table_column;
+    let ordered = queue.since_0_6;
     flush_at_commit();
     table::with_pinned_search_path(|| {
         table::as_owner(queue.owner, || {
@@ -165,7 +166,7 @@ pub(crate) fn work_round(plan: &Plan) -> Result<Round, WorkerError> {
                 }
             }
             let ready = if plan.free > 0 {
-                match in_subtransaction(|| claim_ready(plan.free, foreign_table_column))
+                match in_subtransaction(|| claim_ready(plan.free, foreign_table_column, ordered))
                     .and_then(|r| r)
                 {
                     Ok(ready) => ready,
@@ -222,7 +223,7 @@ pub(crate) fn work_round(plan: &Plan) -> Result<Round, WorkerError> {
                 }
             }
             let due = if plan.idle && jobs.is_empty() {
-                sql::next_due()?
+                sql::next_due(ordered)?
             } else {
                 None
             };

@@ -251,12 +251,13 @@ type SigningKey = (Oid, Option<Oid>, Option<Oid>, String, Option<Oid>);
 pub(crate) fn claim_ready(
     limit: usize,
     foreign_table_column: bool,
+    ordered: bool,
 ) -> Result<Vec<Ready>, WorkerError> {
     // Rows of one role, route and mapping share their signing: checked once
     // a round, in a subtransaction, so that a catalog error fails those
     // rows, not the round.
     let mut signings: HashMap<SigningKey, Result<Signing, Rc<WorkerError>>> = HashMap::new();
-    Ok(sql::claim(limit, foreign_table_column)?
+    Ok(sql::claim(limit, foreign_table_column, ordered)?
         .into_iter()
         .map(|c| {
             let c = match c {

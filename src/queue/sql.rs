@@ -51,12 +51,13 @@ const UNSTARTED: &str = "UPDATE lambda_fdw.invocations SET state = 'queued', \
 /// before any of them is sent. `{foreign_table}` is the column, or NULL
 /// for a table whose SQL predates it (0.2.0, before ALTER EXTENSION UPDATE).
 /// Each row also gives the transaction that wrote the version claimed
-/// (`xmin`, column 14), which [`claim`] waits for.
+/// (`xmin`, column 14), which [`claim`] waits for. `{ordered}` is
+/// [`ORDERED`] for a table with ordering keys (0.6.0), else nothing.
 const CLAIM: &str = "WITH due AS ( \
        SELECT id, xmin AS written_by FROM lambda_fdw.invocations \
         WHERE state OPERATOR(pg_catalog.=) 'queued' \
           AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp() \
-          AND attempts OPERATOR(pg_catalog.<) max_attempts \
+          AND attempts OPERATOR(pg_catalog.<) max_attempts {ordered} \
         ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) \
      UPDATE lambda_fdw.invocations AS i \
         SET state = 'sending', attempts = i.attempts OPERATOR(pg_catalog.+) 1 \
@@ -65,6 +66,16 @@ const CLAIM: &str = "WITH due AS ( \
                i.invocation_type, i.payload::pg_catalog.text, i.context::pg_catalog.text, \
                i.server, i.user_mapping, i.attempts, i.max_attempts, {foreign_table}, \
                due.written_by::pg_catalog.text::pg_catalog.int8";
+
+/// An invocation with an ordering key waits while one queued before it
+/// with the same key is still `queued` (maybe for a retry, or not yet
+/// due) or `sending`: one at a time per key, in id order. enqueue makes id
+/// order the commit order for one key (see `enqueue`).
+const ORDERED: &str = "AND (ordering_key IS NULL OR NOT EXISTS ( \
+         SELECT FROM lambda_fdw.invocations AS before \
+          WHERE before.ordering_key OPERATOR(pg_catalog.=) invocations.ordering_key \
+            AND before.id OPERATOR(pg_catalog.<) invocations.id \
+            AND before.state OPERATOR(pg_catalog.=) ANY (ARRAY['queued', 'sending']::pg_catalog.text[])))";
 
 /// Writes outcomes back, to rows still `sending` only: a row recorded once
 /// is never recorded (or sent) again.
@@ -91,10 +102,10 @@ const NEXT_DUE: &str = "SELECT EXTRACT(epoch FROM (pg_catalog.min(next_attempt_a
        OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp()))::pg_catalog.float8 \
      FROM lambda_fdw.invocations \
      WHERE state OPERATOR(pg_catalog.=) 'queued' \
-       AND attempts OPERATOR(pg_catalog.<) max_attempts";
+       AND attempts OPERATOR(pg_catalog.<) max_attempts {ordered}";
 
 const PURGE: &str = "DELETE FROM lambda_fdw.invocations \
-     WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['succeeded', 'failed']::pg_catalog.text[]) \
+     WHERE state OPERATOR(pg_catalog.=) ANY (ARRAY['succeeded', 'failed', 'cancelled']::pg_catalog.text[]) \
        AND finished_at OPERATOR(pg_catalog.<) (pg_catalog.clock_timestamp() \
            OPERATOR(pg_catalog.-) ($1 OPERATOR(pg_catalog.*) '1 second'::pg_catalog.interval))";
 
@@ -125,9 +136,11 @@ pub(crate) fn purge(retention_s: f64) -> Result<(), WorkerError> {
 }
 
 /// Seconds until the next queued row with attempts left is due (negative
-/// if one is overdue), `None` if there is none.
-pub(crate) fn next_due() -> Result<Option<f64>, WorkerError> {
-    Ok(Spi::get_one::<f64>(NEXT_DUE)?)
+/// if one is overdue), `None` if there is none; `ordered`: rows waiting
+/// behind an earlier one of their ordering key are not counted.
+pub(crate) fn next_due(ordered: bool) -> Result<Option<f64>, WorkerError> {
+    let sql = NEXT_DUE.replace("{ordered}", if ordered { ORDERED } else { "" });
+    Ok(Spi::get_one::<f64>(&sql)?)
 }
 
 /// A row claimed for sending.
@@ -151,22 +164,25 @@ pub(crate) struct Claimed {
 pub(crate) type ClaimedRow = Result<Claimed, (i64, WorkerError)>;
 
 /// Runs [`CLAIM`] for up to `limit` rows, in id order; `foreign_table_column`:
-/// the table has it. Before returning, it waits until the transactions that
+/// the table has it; `ordered`: it has ordering keys. Before returning, it waits until the transactions that
 /// queued the rows have finished committing (see
 /// [`transaction::after_writers`]), so the checks made on the rows next see
 /// every catalog change those transactions made.
 pub(crate) fn claim(
     limit: usize,
     foreign_table_column: bool,
+    ordered: bool,
 ) -> Result<Vec<ClaimedRow>, WorkerError> {
-    let sql = CLAIM.replace(
-        "{foreign_table}",
-        if foreign_table_column {
-            "i.foreign_table"
-        } else {
-            "NULL::pg_catalog.oid"
-        },
-    );
+    let sql = CLAIM
+        .replace(
+            "{foreign_table}",
+            if foreign_table_column {
+                "i.foreign_table"
+            } else {
+                "NULL::pg_catalog.oid"
+            },
+        )
+        .replace("{ordered}", if ordered { ORDERED } else { "" });
     let (out, writers) = Spi::connect_mut(|client| -> Result<_, WorkerError> {
         let rows = client.update(&sql, None, &[(limit as i64).into()])?;
         let mut out = Vec::new();
@@ -295,7 +311,7 @@ mod unit {
     #[test]
     fn the_statements_name_row_states_only() {
         let mut named = std::collections::BTreeSet::new();
-        for sql in [RECOVER, UNSTARTED, CLAIM, RECORD, NEXT_DUE, PURGE] {
+        for sql in [RECOVER, UNSTARTED, CLAIM, ORDERED, RECORD, NEXT_DUE, PURGE] {
             for quoted in sql.split('\'').skip(1).step_by(2) {
                 if !quoted.is_empty() && quoted.chars().all(|c| c.is_ascii_lowercase()) {
                     assert!(RowState::parse(quoted).is_some(), "'{quoted}' in {sql}");
@@ -455,7 +471,7 @@ mod tests {
         assert_eq!(stored(done).0, "succeeded");
         // A queued row with no attempts left is never claimed.
         let spent_queued = row(RowState::Queued, 2, 2);
-        let claimed: Vec<i64> = claim(100, true)
+        let claimed: Vec<i64> = claim(100, true, true)
             .unwrap()
             .into_iter()
             .map(|c| c.map(|c| c.id).unwrap_or_else(|(id, _)| id))

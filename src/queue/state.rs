@@ -14,16 +14,19 @@ pub(crate) enum RowState {
     Succeeded,
     /// Failed for good, with why in `error` (finished).
     Failed,
+    /// Cancelled while queued, never sent (finished).
+    Cancelled,
 }
 
 impl RowState {
     /// Every state, as the CHECK constraint lists them.
     #[cfg(any(test, feature = "pg_test"))]
-    pub(crate) const ALL: [RowState; 4] = [
+    pub(crate) const ALL: [RowState; 5] = [
         RowState::Queued,
         RowState::Sending,
         RowState::Succeeded,
         RowState::Failed,
+        RowState::Cancelled,
     ];
 
     /// The state as the `state` column holds it.
@@ -33,6 +36,7 @@ impl RowState {
             RowState::Sending => "sending",
             RowState::Succeeded => "succeeded",
             RowState::Failed => "failed",
+            RowState::Cancelled => "cancelled",
         }
     }
 
@@ -43,6 +47,7 @@ impl RowState {
             "sending" => Some(RowState::Sending),
             "succeeded" => Some(RowState::Succeeded),
             "failed" => Some(RowState::Failed),
+            "cancelled" => Some(RowState::Cancelled),
             _ => None,
         }
     }

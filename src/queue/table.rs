@@ -31,6 +31,10 @@ pub(crate) struct QueueTable {
     /// It has the `foreign_table` column (0.3.0's SQL; a table whose SQL is
     /// still 0.2.0's, before ALTER EXTENSION UPDATE, has not).
     pub has_foreign_table_column: bool,
+    /// It has 0.6.0's columns (`ordering_key`, `on_complete`,
+    /// `callback_error`) and state `cancelled`; a table whose SQL is older,
+    /// before ALTER EXTENSION UPDATE, has not.
+    pub since_0_6: bool,
 }
 
 /// What the name `lambda_fdw.invocations` is in this database.
@@ -136,6 +140,7 @@ pub(crate) fn find() -> Lookup {
             has_code_attached: has_triggers || has_rules,
             // InvalidAttrNumber (0) for a column that does not exist.
             has_foreign_table_column: pg_sys::get_attnum(relid, c"foreign_table".as_ptr()) > 0,
+            since_0_6: pg_sys::get_attnum(relid, c"callback_error".as_ptr()) > 0,
         })
     }
 }

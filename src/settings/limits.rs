@@ -18,3 +18,7 @@ pub(crate) const MAX_BATCH_SIZE: usize = 10_000;
 
 /// Default of `lambda_fdw.max_scan_invocations`.
 pub(crate) const DEFAULT_MAX_SCAN_INVOCATIONS: i32 = 10_000;
+
+/// The longest ordering key of a queued invocation, in bytes (SQS FIFO's
+/// message group ids are at most 128 characters; a key is usually an id).
+pub(crate) const MAX_ORDERING_KEY_BYTES: usize = 1024;

@@ -11,7 +11,10 @@ use lambda_fdw_core::name::{
 use lambda_fdw_core::request::{InvocationType, LogType};
 use lambda_fdw_core::settings::{AssumeRole, CredentialSource};
 
-use super::limits::{MAX_ATTEMPTS_LIMIT, MAX_BATCH_SIZE, MAX_CONCURRENCY_LIMIT, MAX_TIMEOUT_MS};
+use super::limits::{
+    MAX_ATTEMPTS_LIMIT, MAX_BATCH_SIZE, MAX_CONCURRENCY_LIMIT, MAX_ORDERING_KEY_BYTES,
+    MAX_TIMEOUT_MS,
+};
 use crate::error::OptionError;
 
 /// The catalog an option list belongs to.
@@ -73,6 +76,7 @@ pub(crate) const TABLE_OPTIONS: &[&str] = &[
     "function_errors",
     "batch_size",
     "batch_format",
+    "ordering_key",
 ];
 /// IMPORT FOREIGN SCHEMA: `prefix` names the tables, the others are set on
 /// every table made.
@@ -335,6 +339,9 @@ pub(crate) struct TableOptions {
     /// no format uses lambda_fdw's. Set alone, a format sends batches of one
     /// row, so a warehouse's function can serve a table that does not batch.
     pub batch_format: Option<BatchFormat>,
+    /// The ordering key of every invocation an INSERT queues (0.6.0): they
+    /// are sent one at a time, in order.
+    pub ordering_key: Option<String>,
 }
 
 impl TableOptions {
@@ -399,6 +406,19 @@ impl TableOptions {
                 )
             })?),
         };
+        let ordering_key = match map.get("ordering_key") {
+            Some(v) if v.len() > MAX_ORDERING_KEY_BYTES => {
+                return Err(because(
+                    "ordering_key",
+                    v,
+                    format!(
+                        "it is {} bytes, more than {MAX_ORDERING_KEY_BYTES}",
+                        v.len()
+                    ),
+                ))
+            }
+            v => v.cloned(),
+        };
         Ok(Self {
             function,
             function_name: name.clone(),
@@ -409,6 +429,7 @@ impl TableOptions {
             function_errors,
             batch_size: int_option(map, "batch_size", 1, MAX_BATCH_SIZE)?.unwrap_or(1),
             batch_format,
+            ordering_key,
         })
     }
 }
