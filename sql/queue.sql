@@ -38,7 +38,14 @@ CREATE TABLE lambda_fdw.invocations (
   -- The foreign table an INSERT queued it through (signed as a foreign
   -- table's calls are); NULL for lambda_fdw.enqueue (signed through the
   -- region's route, as aws_lambda.invoke is). Since 0.3.0.
-  foreign_table    oid
+  foreign_table    oid,
+  -- Since 0.6.0. Invocations with the same key are sent one at a time, in
+  -- the order they were queued, each after the one before has finished.
+  ordering_key     text,
+  -- Called with the finished row, as queued_by, in the transaction that
+  -- records the outcome; what it raised goes to callback_error.
+  on_complete      regprocedure,
+  callback_error   text
 );
 COMMENT ON TABLE lambda_fdw.invocations IS
   'Invocations queued by lambda_fdw.enqueue() and INSERT into lambda_fdw foreign tables, sent after COMMIT';

@@ -106,6 +106,14 @@ else
   failed=$((failed + 1)); status=1
 fi
 
+part queue_ops "queue_ops: ordering keys, delayed sends, retry and cancel"
+if LAMBDA_FDW_MINISTACK_PORT="$MINISTACK_PORT" LAMBDA_FDW_STUB_PORT="$STUB_PORT" \
+   LAMBDA_FDW_QUEUE_DB="$QUEUE_DB" "$VENV/bin/python" tests/scripts/queue_ops.py; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); status=1
+fi
+
 part upgrade "upgrade: ALTER EXTENSION lambda_fdw UPDATE from every earlier version, against a fresh install"
 if LAMBDA_FDW_MINISTACK_PORT="$MINISTACK_PORT" LAMBDA_FDW_QUEUE_DB="$QUEUE_DB" "$VENV/bin/python" tests/scripts/upgrade.py; then
   passed=$((passed + 1))

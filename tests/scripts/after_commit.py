@@ -32,7 +32,7 @@ PG_LOG = os.path.join(os.environ.get("LAMBDA_FDW_WORK", "/tmp/lambda_fdw_work"),
 MALLORY = "queue_mallory"
 # The states a row goes through: the worker's RowState (src/queue/state.rs,
 # whose in-database test compares them with a fresh CREATE EXTENSION's).
-ROW_STATES = {"queued", "sending", "succeeded", "failed"}
+ROW_STATES = {"queued", "sending", "succeeded", "failed", "cancelled"}
 
 
 def check(what, ok, detail=""):
@@ -122,7 +122,7 @@ def setup():
         "CREATE USER MAPPING FOR queue_alice SERVER stub OPTIONS (aws_access_key_id 'AKIDALICE', aws_secret_access_key 'alice-secret')",
         "CREATE USER MAPPING FOR queue_bob SERVER stub OPTIONS (aws_access_key_id 'AKIDBOB', aws_secret_access_key 'bob-secret')",
         "GRANT INSERT, SELECT ON counted TO queue_alice, queue_bob",
-        "GRANT EXECUTE ON FUNCTION lambda_fdw.enqueue(text, jsonb, text, text, text, jsonb) TO queue_alice, queue_bob",
+        "GRANT EXECUTE ON FUNCTION lambda_fdw.enqueue(text, jsonb, text, text, text, jsonb, regproc, text, timestamptz) TO queue_alice, queue_bob",
     ]:
         conn.execute(sql)
     check("the queue worker runs for the new database", wait_until(conn, "SELECT count(*) = 1 FROM pg_stat_activity "
@@ -350,7 +350,7 @@ def test_recheck(conn):
         "(only a lambda_fdw server owned by a superuser does); it is not sent") and stub_calls(conn, "counted-echo", key) == 0,
         (row, stub_calls(conn, "counted-echo", key)))
     # Queued by a role that loses the right to queue before it is sent.
-    enqueue_fn = "lambda_fdw.enqueue(text, jsonb, text, text, text, jsonb)"
+    enqueue_fn = "lambda_fdw.enqueue(text, jsonb, text, text, text, jsonb, regproc, text, timestamptz)"
     key, key2 = f"{RUN}-revoked-execute", f"{RUN}-revoked-insert"
     # (Giving the server away and back above took alice's grant with it.)
     conn.execute("GRANT USAGE ON FOREIGN SERVER stub TO queue_alice")

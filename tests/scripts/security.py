@@ -68,7 +68,7 @@ RUN = f"{int(time.time())}-{os.getpid()}"  # stub counter keys are unique per ru
 ROLES = ["sec_dbowner", "sec_nobody", "sec_caller", "sec_mallory", "sec_user4", "sec_user4b",
          "sec_vowner", "sec_reader"]
 
-ENQUEUE = "lambda_fdw.enqueue(text, jsonb, text, text, text, jsonb)"
+ENQUEUE = "lambda_fdw.enqueue(text, jsonb, text, text, text, jsonb, regproc, text, timestamptz)"
 
 # PLAN.md's exact messages.
 NO_CREDENTIALS_DETAIL = ("Its user mapping, or the server's mapping for PUBLIC, names no access key, "

@@ -138,6 +138,16 @@ def upgrade_from(admin, version, fresh):
               conn.execute("SELECT calls, succeeded FROM lambda_fdw.stat_invocations "
                            "WHERE database = current_database() AND function_name = 'echo' "
                            "AND role = 'postgres'").fetchall(), [(2, 2)])
+    if version == "0.5.0":
+        # The new library serves a queue table whose SQL predates 0.6.0
+        # (no ordering keys, no callbacks) until the update.
+        queued = one(conn, "SELECT lambda_fdw.enqueue('echo', '{\"old\": true}', 'us-east-1')")
+        check("0.5.0 SQL, new library: enqueue queues, and the worker sends it", wait_until(
+            conn, "SELECT state = 'succeeded' FROM lambda_fdw.invocations WHERE id = %s", [queued]), True)
+    if version in ("0.3.0", "0.4.0", "0.5.0"):
+        # 0.6.0 makes enqueue again (it gains parameters): the grants of the
+        # old one go to the new one.
+        conn.execute(f"GRANT EXECUTE ON FUNCTION lambda_fdw.enqueue TO {ROLE}")
     if version == "0.4.0":
         # 0.5.0 makes stat_invocations again (a column in the middle): a
         # view of the user's over it stops the update, as docs/upgrading.md says.
@@ -158,6 +168,12 @@ def upgrade_from(admin, version, fresh):
     check(f"{version}: updated to the default version",
           one(conn, "SELECT extversion FROM pg_extension WHERE extname = 'lambda_fdw'"),
           one(conn, "SELECT default_version FROM pg_available_extensions WHERE name = 'lambda_fdw'"))
+    if version in ("0.3.0", "0.4.0", "0.5.0"):
+        check(f"{version} updated: {ROLE} may still call enqueue", one(
+            conn, "SELECT has_function_privilege(%s, 'lambda_fdw.enqueue(text, jsonb, text, text, text, jsonb, "
+            "regproc, text, timestamptz)', 'EXECUTE')", [ROLE]), True)
+        # Taken back, so that the catalog compares with a fresh install's.
+        conn.execute(f"REVOKE EXECUTE ON FUNCTION lambda_fdw.enqueue FROM {ROLE}")
     same_lines(check, f"{version} updated: the extension's objects equal a fresh install",
                snapshot(conn, MEMBERS, [OURS]), fresh["members"])
     same_lines(check, f"{version} updated: the extension's row equals a fresh install",
@@ -207,7 +223,7 @@ def main():
     admin.execute(f"CREATE ROLE {ROLE}")
 
     versions = earlier_versions()
-    check("earlier versions kept in sql/", versions, ["0.1.0", "0.2.0", "0.3.0", "0.4.0"])
+    check("earlier versions kept in sql/", versions, ["0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0"])
     available = [r[0] for r in admin.execute(
         "SELECT version FROM pg_available_extension_versions WHERE name = 'lambda_fdw' ORDER BY version")]
     default = one(admin, "SELECT default_version FROM pg_available_extensions WHERE name = 'lambda_fdw'")
