@@ -121,7 +121,7 @@ const INSERT_0_6: &str = "INSERT INTO lambda_fdw.invocations \
      VALUES ($1::pg_catalog.oid::pg_catalog.regrole, $2, $3, $4, $5, $6::pg_catalog.jsonb, \
              $7::pg_catalog.jsonb, $8, $9, $10, $11, $12, \
              $13::pg_catalog.oid::pg_catalog.regprocedure, \
-             pg_catalog.coalesce($14, pg_catalog.clock_timestamp())) \
+             COALESCE($14, pg_catalog.clock_timestamp())) \
      RETURNING id";
 
 /// The advisory lock class of ordering keys (`pg_advisory_xact_lock(int4,
