@@ -68,14 +68,20 @@ fn server_label(server: Option<Oid>) -> String {
     }
 }
 
-/// Whether `role` may execute the extension's `lambda_fdw.enqueue` (the
-/// name, argument types and privilege function all schema-qualified; run
-/// with the round's pinned search_path).
+/// Whether `role` may execute the extension's `lambda_fdw.enqueue`: 0.6.0's,
+/// or the one before it in a database whose SQL predates 0.6.0 (the names,
+/// argument types and privilege function all schema-qualified; run with the
+/// round's pinned search_path; schema lambda_fdw is the extension's, where
+/// no other role may create).
 fn may_enqueue(role: Oid) -> Result<bool, WorkerError> {
     Ok(Spi::get_one_with_args::<bool>(
-        "SELECT pg_catalog.has_function_privilege($1::pg_catalog.oid, \
-           'lambda_fdw.enqueue(pg_catalog.text, pg_catalog.jsonb, pg_catalog.text, \
-            pg_catalog.text, pg_catalog.text, pg_catalog.jsonb)'::pg_catalog.regprocedure, 'EXECUTE')",
+        "SELECT pg_catalog.has_function_privilege($1::pg_catalog.oid, COALESCE( \
+           pg_catalog.to_regprocedure('lambda_fdw.enqueue(pg_catalog.text, pg_catalog.jsonb, \
+             pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb, \
+             pg_catalog.regproc, pg_catalog.text, pg_catalog.timestamptz)'), \
+           pg_catalog.to_regprocedure('lambda_fdw.enqueue(pg_catalog.text, pg_catalog.jsonb, \
+             pg_catalog.text, pg_catalog.text, pg_catalog.text, pg_catalog.jsonb)'))::pg_catalog.oid, \
+           'EXECUTE')",
         &[role.into()],
     )?
     .unwrap_or(false))
