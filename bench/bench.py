@@ -83,6 +83,13 @@ QUEUE_ROWS, QUEUE_CONCURRENCY, QUEUE_DELAY_MS, QUEUE_PROBES = 5000, 50, 20, 200
 QUEUE_BATCH_ROWS, QUEUE_BATCH_SIZE, QUEUE_BATCH_DELAY_MS = 50000, 100, 20
 QUEUE_BATCH_FUNCTION = f"batch-lambda_fdw-{QUEUE_BATCH_DELAY_MS}ms"
 QUEUE_BATCH_TARGET = 20000  # rows per second
+# The queue in several databases at once (0.6.0): QUEUE_DBS databases, each
+# with its own worker, each queueing QUEUE_DB_ROWS rows; against one
+# database's QUEUE_DB_ROWS in the same run.
+QUEUE_DBS, QUEUE_DB_ROWS = 4, 2000
+# Completion callbacks (0.6.0): QUEUE_ROWS rows with a trivial on_complete,
+# against without, in CALLBACK_ROUNDS paired rounds.
+CALLBACK_ROUNDS, CALLBACK_TARGET_PCT = 3, 20.0
 FANOUT_ROUNDS, QUEUE_ROUNDS = 6, 6  # OLD vs NEW: paired rounds of each
 # OLD vs NEW: differences this small are noise even when the rounds' CI
 # excludes 0. Two builds of the same code (A/A runs, bench/run --baseline
@@ -323,6 +330,10 @@ BATCH_TABLES = [
     f"OPTIONS (function_name 'batch-lambda_fdw-{BATCH_DELAY_MS}ms', batch_size '{BATCH_SIZE}', "
     f"max_concurrency '{BATCH_CONCURRENCY}')",
     f"CREATE TABLE batch_docs AS SELECT jsonb_build_object('i', i) AS doc FROM generate_series(1, {BATCH_ROWS}) i",
+]
+# Only in one-build runs: an OLD build may predate callbacks (0.6.0).
+CALLBACK_SETUP = [
+    "CREATE FUNCTION public.bench_done(i lambda_fdw.invocations) RETURNS void LANGUAGE plpgsql AS $$BEGIN END$$",
 ]
 PLPYTHON = [
     "CREATE EXTENSION plpython3u",
@@ -646,7 +657,7 @@ def stats_figures(on, off):
 # --- one build: the whole table ------------------------------------------------
 
 def main_one(new_on, new_off):
-    setup(new_on, BASE_SETUP + TABLES + BATCH_TABLES + PLPYTHON)
+    setup(new_on, BASE_SETUP + TABLES + BATCH_TABLES + CALLBACK_SETUP + PLPYTHON)
     setup(new_off, BASE_SETUP)
     results = {}
     s, off = Backend(new_on), Backend(new_off)
@@ -758,6 +769,20 @@ def main_one(new_on, new_off):
     refused.bound("queue batch throughput", rows_per_s, results["queue_batch_ideal_rows_per_s"],
                   lambda v, i: v > i)
 
+    # 5c. Completion callbacks.
+    pct, plain, called = queue_callback_overhead(new_on)
+    results["queue_callback_overhead_pct"] = pct
+    results["queue_callback_plain_per_s"] = plain
+    results["queue_callback_per_s"] = called
+
+    # 5d. The queue in several databases at once.
+    multi, single = queue_multi_db(new_on)
+    results["queue_multi_db_per_s"] = multi
+    results["queue_single_db_per_s"] = single
+    results["queue_multi_db_ideal_per_s"] = QUEUE_DBS * QUEUE_CONCURRENCY * 1000.0 / QUEUE_DELAY_MS
+    refused.bound("queue multi-database throughput", multi, results["queue_multi_db_ideal_per_s"],
+                  lambda v, i: v > i)
+
     report_one(results, refused)
     return 3 if refused.names else 0
 
@@ -866,11 +891,12 @@ def prepare_queue(server):
     time.sleep(1.5)  # the worker reads the new queue_concurrency at its next loop
 
 
-def queue_throughput(server, label):
+def queue_throughput(server, label, on_complete=None, rows=QUEUE_ROWS):
     """One round of the after-commit queue's throughput: one transaction's
-    QUEUE_ROWS invocations (each answered after 20 ms, 50 at a time), timed
-    from COMMIT until all have succeeded, in rows per second. The queue
-    table is emptied first, so every round starts alike."""
+    `rows` invocations (each answered after 20 ms, 50 at a time; with
+    `on_complete`, each calling that function when it finishes), timed from
+    COMMIT until all have succeeded, in rows per second. The queue table is
+    emptied first, so every round starts alike."""
     if not getattr(server, "queue_ready", False):
         prepare_queue(server)
         server.queue_ready = True
@@ -878,19 +904,88 @@ def queue_throughput(server, label):
         def scalar(sql, args=None):
             return conn.execute(sql, args).fetchone()[0]
         conn.execute("TRUNCATE lambda_fdw.invocations")
+        callback = ", on_complete => %s::regproc" if on_complete else ""
         with conn.transaction():
             conn.execute("SELECT count(lambda_fdw.enqueue('sleep-echo', jsonb_build_object('ms', %s, 'key', %s || i), "
-                         "'us-west-2')) FROM generate_series(1, %s) i", [QUEUE_DELAY_MS, label, QUEUE_ROWS])
+                         f"'us-west-2'{callback})) FROM generate_series(1, %s) i",
+                         [QUEUE_DELAY_MS, label] + ([on_complete] if on_complete else []) + [rows])
         t0 = time.perf_counter()
-        while scalar("SELECT count(*) FROM lambda_fdw.invocations WHERE state = 'succeeded'") < QUEUE_ROWS:
+        while scalar("SELECT count(*) FROM lambda_fdw.invocations WHERE state = 'succeeded'") < rows:
             if time.perf_counter() - t0 > 120:
                 bad = scalar("SELECT string_agg(DISTINCT state, ',') FROM lambda_fdw.invocations")
                 fail(f"the queue of {server.name} did not drain ({bad})")
             time.sleep(0.025)  # each look scans the queue: not too often
         secs = time.perf_counter() - t0
-        if scalar("SELECT count(*) FROM lambda_fdw.invocations") != QUEUE_ROWS:
+        if scalar("SELECT count(*) FROM lambda_fdw.invocations") != rows:
             fail(f"the queue of {server.name} holds other rows")
-    return QUEUE_ROWS / secs
+        if on_complete and scalar("SELECT count(*) FROM lambda_fdw.invocations WHERE callback_error IS NOT NULL"):
+            fail(f"callbacks of {server.name} failed: " + scalar(
+                "SELECT min(callback_error) FROM lambda_fdw.invocations"))
+    return rows / secs
+
+
+def queue_callback_overhead(server):
+    """Completion callbacks' cost: CALLBACK_ROUNDS paired rounds of
+    QUEUE_ROWS rows without, then with, a trivial on_complete; the median of
+    the rounds' time with over time without, as a percentage added."""
+    pcts, plain, called = [], [], []
+    for r in range(CALLBACK_ROUNDS):
+        a = queue_throughput(server, f"cb-off-{r}-")
+        b = queue_throughput(server, f"cb-on-{r}-", on_complete="public.bench_done")
+        plain.append(a)
+        called.append(b)
+        pcts.append((a / b - 1) * 100)
+    return med(pcts), med(plain), med(called)
+
+
+def queue_multi_db(server):
+    """The queue in QUEUE_DBS databases at once, each with its own worker:
+    each database's QUEUE_DB_ROWS invocations committed together, timed from
+    the commits until every database's have succeeded, in total rows per
+    second; and one database alone, the same way, in the same run."""
+    import psycopg
+    names = [f"{DB}_q{n}" for n in range(1, QUEUE_DBS + 1)]
+    for name in names:
+        server.psql(f"DROP DATABASE IF EXISTS {name}", db="postgres")
+        server.psql(f"CREATE DATABASE {name}", db="postgres")
+        for sql in BASE_SETUP:
+            server.psql(sql, db=name)
+    conns = [psycopg.connect(**{**server.conninfo, "dbname": n}, autocommit=True) for n in names]
+    deadline = time.time() + 30
+    while conns[0].execute("SELECT count(DISTINCT datname) FROM pg_stat_activity "
+                           "WHERE backend_type = 'lambda_fdw queue worker' AND datname = ANY(%s)",
+                           [names]).fetchone()[0] < QUEUE_DBS:
+        if time.time() > deadline:
+            fail(f"{QUEUE_DBS} databases did not all get a queue worker (lambda_fdw.max_queue_workers?)")
+        time.sleep(0.1)
+
+    def run(some):
+        for c in some:
+            c.execute("BEGIN")
+            c.execute("SELECT count(lambda_fdw.enqueue('sleep-echo', jsonb_build_object('ms', %s, 'i', i), "
+                      "'us-west-2')) FROM generate_series(1, %s) i", [QUEUE_DELAY_MS, QUEUE_DB_ROWS])
+        for c in some:
+            c.execute("COMMIT")
+        t0 = time.perf_counter()
+        waiting = list(some)
+        while waiting:
+            if time.perf_counter() - t0 > 120:
+                fail("the queues of several databases did not drain")
+            waiting = [c for c in waiting if c.execute(
+                "SELECT count(*) FROM lambda_fdw.invocations WHERE state = 'succeeded'").fetchone()[0] < QUEUE_DB_ROWS]
+            time.sleep(0.025)
+        secs = time.perf_counter() - t0
+        for c in some:
+            c.execute("TRUNCATE lambda_fdw.invocations")
+        return len(some) * QUEUE_DB_ROWS / secs
+
+    single = run(conns[:1])
+    multi = run(conns)
+    for c in conns:
+        c.close()
+    for name in names:
+        server.psql(f"DROP DATABASE {name} WITH (FORCE)", db="postgres")
+    return multi, single
 
 
 def process_cpu_s(pid):
@@ -1012,6 +1107,14 @@ def report_one(r, refused):
                         f"{r['queue_batch_rows_per_s']:.0f} rows/s (ideal {r['queue_batch_ideal_rows_per_s']:.0f})"),
          f">= {QUEUE_BATCH_TARGET} rows/s"),
         ("  queue worker CPU per row, batched", f"{r['queue_batch_worker_cpu_us_per_row']:.1f} us", ""),
+        (f"queue with a trivial callback: {QUEUE_ROWS} rows",
+         f"{r['queue_callback_per_s']:.0f}/s (without: {r['queue_callback_plain_per_s']:.0f}/s)", ""),
+        ("  callback overhead (median of paired rounds)", f"{r['queue_callback_overhead_pct']:+.1f} %",
+         f"<= {CALLBACK_TARGET_PCT:.0f} %"),
+        (f"queue in {QUEUE_DBS} databases: {QUEUE_DB_ROWS} rows each",
+         fmt_or_refused(refused, "queue multi-database throughput",
+                        f"{r['queue_multi_db_per_s']:.0f}/s (ideal {r['queue_multi_db_ideal_per_s']:.0f})"), ""),
+        (f"  one database: {QUEUE_DB_ROWS} rows", f"{r['queue_single_db_per_s']:.0f}/s", ""),
         ("aws_lambda.invoke, counted / not preloaded",
          f"{r['stats_on_per_call_us']:.1f} / {r['stats_off_per_call_us']:.1f} us", ""),
         ("  backend CPU per call, counted / not",

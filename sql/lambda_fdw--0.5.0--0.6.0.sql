@@ -73,7 +73,7 @@ CREATE OR REPLACE VIEW lambda_fdw.queue_status AS
          pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-)
            min(queued_at) FILTER (WHERE state OPERATOR(pg_catalog.=) 'queued') AS oldest_queued_age,
          count(*) FILTER (WHERE finished_at OPERATOR(pg_catalog.>)
-           pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) interval '1 minute') AS sent_last_minute,
+           (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) interval '1 minute')) AS sent_last_minute,
          count(*) FILTER (WHERE state OPERATOR(pg_catalog.=) 'cancelled') AS cancelled,
          pg_catalog.current_database()::pg_catalog.name AS database
     FROM lambda_fdw.invocations;
@@ -90,7 +90,7 @@ CREATE VIEW lambda_fdw.queue_status_by_function AS
          pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-)
            min(queued_at) FILTER (WHERE state OPERATOR(pg_catalog.=) 'queued') AS oldest_queued_age,
          count(*) FILTER (WHERE finished_at OPERATOR(pg_catalog.>)
-           pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) interval '1 minute') AS sent_last_minute
+           (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) interval '1 minute')) AS sent_last_minute
     FROM lambda_fdw.invocations
    GROUP BY function_name, region;
 COMMENT ON VIEW lambda_fdw.queue_status_by_function IS
