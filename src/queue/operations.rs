@@ -121,8 +121,9 @@ fn one(operation: Operation, id: i64) -> Result<()> {
     // SAFETY: GetUserId has no preconditions inside a transaction.
     let user = unsafe { pg_sys::GetUserId() };
     as_owner(&queue, || {
-        let found = Spi::connect(|c| {
-            let rows = c.select(LOOK, Some(1), &[id.into()])?;
+        // Read-write: FOR UPDATE is refused in a read-only SPI call.
+        let found = Spi::connect_mut(|c| {
+            let rows = c.update(LOOK, Some(1), &[id.into()])?;
             match rows.into_iter().next() {
                 None => Ok(None),
                 Some(row) => Ok(Some((row.get::<Oid>(1)?, row.get::<String>(2)?))),

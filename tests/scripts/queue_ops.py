@@ -50,11 +50,12 @@ def settled(conn, ids, timeout=60.0):
 
 def setup(conn):
     for sql in [
-        "DROP SERVER IF EXISTS ops_ms CASCADE",
-        f"CREATE SERVER ops_ms FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'eu-west-1', endpoint_url '{MINISTACK}', max_concurrency '50')",
+        # The region's one route: after_commit.py's servers may be left.
+        "DROP SERVER IF EXISTS ops_ms CASCADE", "DROP SERVER IF EXISTS ms CASCADE",
+        f"CREATE SERVER ops_ms FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-east-1', endpoint_url '{MINISTACK}', max_concurrency '50')",
         "CREATE USER MAPPING FOR PUBLIC SERVER ops_ms OPTIONS (aws_access_key_id 'test', aws_secret_access_key 'test')",
         "DROP ROLE IF EXISTS ops_carol", "DROP ROLE IF EXISTS ops_dave",
-        "CREATE ROLE ops_carol", "CREATE ROLE ops_dave",
+        "CREATE ROLE ops_carol LOGIN", "CREATE ROLE ops_dave LOGIN",
         f"GRANT EXECUTE ON FUNCTION {ENQUEUE} TO ops_carol, ops_dave",
         "GRANT EXECUTE ON FUNCTION lambda_fdw.retry(bigint), lambda_fdw.cancel(bigint), "
         "lambda_fdw.retry_failed(text, timestamptz, timestamptz) TO ops_carol, ops_dave",
@@ -81,7 +82,7 @@ def test_ordering(conn):
         with conn.transaction():
             conn.execute(
                 "SELECT lambda_fdw.enqueue('timeline', jsonb_build_object('run', %s::text, 'key', k, 'seq', s, 'ms', 20), "
-                "'eu-west-1', ordering_key => k) FROM unnest(%s::text[], %s::int[]) AS t(k, s) ORDER BY s",
+                "'us-east-1', ordering_key => k) FROM unnest(%s::text[], %s::int[]) AS t(k, s) ORDER BY s",
                 [run, [k for k, _ in rows[part::4]], [s for _, s in rows[part::4]]])
     ids = [r[0] for r in conn.execute("SELECT id FROM lambda_fdw.invocations WHERE payload->>'run' = %s", [run])]
     check("1,000 keyed invocations are queued", len(ids) == 1000, len(ids))
@@ -135,16 +136,16 @@ def test_ordered_table(conn):
     e = error_of(conn, "ALTER FOREIGN TABLE ops_ordered OPTIONS (SET ordering_key %s)" % (
         "'" + "x" * 1025 + "'"))
     check("an ordering_key option over 1,024 bytes is refused", e is not None and e[0] == "22023", e)
-    e = error_of(conn, "SELECT lambda_fdw.enqueue('timeline', '{}', 'eu-west-1', ordering_key => repeat('x', 1025))")
+    e = error_of(conn, "SELECT lambda_fdw.enqueue('timeline', '{}', 'us-east-1', ordering_key => repeat('x', 1025))")
     check("an ordering_key over 1,024 bytes is refused", e == ("54000", "ordering_key is 1025 bytes, more than 1024 bytes"), e)
 
 
 def test_not_before(conn):
     run = f"{RUN}-later"
     with conn.transaction():
-        later = one(conn, "SELECT lambda_fdw.enqueue('timeline', %s, 'eu-west-1', not_before => clock_timestamp() + interval '3 seconds')",
+        later = one(conn, "SELECT lambda_fdw.enqueue('timeline', %s, 'us-east-1', not_before => clock_timestamp() + interval '3 seconds')",
                     [json.dumps({"run": run, "key": "later", "seq": 1, "ms": 1})])
-        now = one(conn, "SELECT lambda_fdw.enqueue('timeline', %s, 'eu-west-1', not_before => now() - interval '1 hour')",
+        now = one(conn, "SELECT lambda_fdw.enqueue('timeline', %s, 'us-east-1', not_before => now() - interval '1 hour')",
                   [json.dumps({"run": run, "key": "now", "seq": 2, "ms": 1})])
     check("not_before in the past sends at once", settled(conn, [now], timeout=10))
     state = one(conn, "SELECT state FROM lambda_fdw.invocations WHERE id = %s", [later])
@@ -157,7 +158,7 @@ def test_not_before(conn):
 def test_operations(conn):
     carol, dave = connect("ops_carol"), connect("ops_dave")
     # A failed invocation (the function does not exist), queued by carol.
-    failed = one(carol, "SELECT lambda_fdw.enqueue('no-such-function', '{}', 'eu-west-1')")
+    failed = one(carol, "SELECT lambda_fdw.enqueue('no-such-function', '{}', 'us-east-1')")
     check("an invocation of a missing function fails", settled(conn, [failed], timeout=20) and one(
         conn, "SELECT state FROM lambda_fdw.invocations WHERE id = %s", [failed]) == "failed")
     e = error_parts(dave, "SELECT lambda_fdw.retry(%s)", [failed])
@@ -179,7 +180,7 @@ def test_operations(conn):
         conn, "SELECT attempts FROM lambda_fdw.invocations WHERE id = %s", [failed]) == 1)
     e = error_parts(carol, "SELECT lambda_fdw.retry(%s)", [failed + 1000000])
     check("retry of an unknown id", e == ("42704", f"invocation {failed + 1000000} does not exist", None, None), e)
-    ok = one(carol, "SELECT lambda_fdw.enqueue('timeline', %s, 'eu-west-1')",
+    ok = one(carol, "SELECT lambda_fdw.enqueue('timeline', %s, 'us-east-1')",
              [json.dumps({"run": f"{RUN}-ok", "key": "ok", "seq": 1, "ms": 1})])
     check("a succeeded one", settled(conn, [ok]))
     e = error_parts(carol, "SELECT lambda_fdw.retry(%s)", [ok])
@@ -187,7 +188,7 @@ def test_operations(conn):
                                      "only failed or cancelled invocations can be retried"), e)
     # Cancel: a delayed invocation, cancelled before its time, is never sent.
     run = f"{RUN}-cancel"
-    delayed = one(carol, "SELECT lambda_fdw.enqueue('timeline', %s, 'eu-west-1', not_before => clock_timestamp() + interval '2 seconds')",
+    delayed = one(carol, "SELECT lambda_fdw.enqueue('timeline', %s, 'us-east-1', not_before => clock_timestamp() + interval '2 seconds')",
                   [json.dumps({"run": run, "key": "c", "seq": 1, "ms": 1})])
     e = error_of(dave, "SELECT lambda_fdw.cancel(%s)", [delayed])
     check("another role may not cancel a queued one", e == ("42501", f"permission denied to cancel invocation {delayed}"), e)
@@ -197,12 +198,12 @@ def test_operations(conn):
     time.sleep(3)
     check("a cancelled invocation is never sent", timeline(run) == [], timeline(run))
     # A superuser may cancel anybody's; retry_failed takes only the caller's.
-    other = one(dave, "SELECT lambda_fdw.enqueue('no-such-function', '{}', 'eu-west-1')")
-    mine = one(carol, "SELECT lambda_fdw.enqueue('no-such-function-2', '{}', 'eu-west-1')")
+    other = one(dave, "SELECT lambda_fdw.enqueue('no-such-function-3', '{}', 'us-east-1')")
+    mine = one(carol, "SELECT lambda_fdw.enqueue('no-such-function-2', '{}', 'us-east-1')")
     check("two more failures", settled(conn, [other, mine], timeout=20))
     n = one(carol, "SELECT lambda_fdw.retry_failed('no-such-function-2')")
     check("retry_failed queues again the caller's failed invocations of that function only", n == 1, n)
-    n = one(carol, "SELECT lambda_fdw.retry_failed('no-such-function')")
+    n = one(carol, "SELECT lambda_fdw.retry_failed('no-such-function-3')")
     check("and not another role's", n == 0, n)
     check("they settle", settled(conn, [mine], timeout=20))
     n = one(conn, "SELECT lambda_fdw.retry_failed(failed_after => %s, failed_before => now() + interval '1 hour')", [START])
@@ -223,7 +224,7 @@ def test_status(conn):
     view = conn.execute("SELECT database, cancelled >= 1 FROM lambda_fdw.queue_status").fetchone()
     check("queue_status names its database and counts the cancelled", view == (DB, True), view)
     row = conn.execute("SELECT queued + sending, succeeded >= 1000, failed, cancelled FROM lambda_fdw.queue_status_by_function "
-                       "WHERE function_name = 'timeline' AND region = 'eu-west-1'").fetchone()
+                       "WHERE function_name = 'timeline' AND region = 'us-east-1'").fetchone()
     check("queue_status_by_function counts per function", row is not None and row[1] is True and row[3] == 1, row)
 
 
