@@ -86,8 +86,10 @@ def test_ordering(conn):
                 [run, [k for k, _ in rows[part::4]], [s for _, s in rows[part::4]]])
     ids = [r[0] for r in conn.execute("SELECT id FROM lambda_fdw.invocations WHERE payload->>'run' = %s", [run])]
     check("1,000 keyed invocations are queued", len(ids) == 1000, len(ids))
+    t0 = time.time()
     check("they all succeed", settled(conn, ids, timeout=240) and one(
         conn, "SELECT bool_and(state = 'succeeded') FROM lambda_fdw.invocations WHERE id = ANY(%s)", [ids]))
+    print(f"queue_ops: (1,000 keyed invocations, 20 ms each, settled in {time.time() - t0:.1f} s)", flush=True)
     queued = collections.defaultdict(list)
     for key, seq in conn.execute("SELECT ordering_key, (payload->>'seq')::int FROM lambda_fdw.invocations "
                                  "WHERE payload->>'run' = %s ORDER BY id", [run]):
