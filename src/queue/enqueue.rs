@@ -223,7 +223,10 @@ struct Extras {
 fn enqueue(args: InvokeArgs, payload: Bytes, extras: Extras) -> Result<i64> {
     if let Some(key) = &extras.ordering_key {
         if key.len() > MAX_ORDERING_KEY_BYTES {
-            return Err(LambdaFdwError::OrderingKeyTooLong { bytes: key.len() });
+            return Err(LambdaFdwError::OrderingKeyTooLong {
+                bytes: key.len(),
+                limit: MAX_ORDERING_KEY_BYTES,
+            });
         }
     }
     // Names, enums, sizes and the caller's context, as aws_lambda.invoke
