@@ -89,11 +89,8 @@ pub(crate) enum LambdaFdwError {
     #[error("lambda_fdw's queue table lambda_fdw.invocations predates version 0.6.0 of the extension, which added {what}")]
     QueueBefore06 { what: &'static str },
 
-    #[error(
-        "ordering_key is {bytes} bytes, more than {} bytes",
-        crate::settings::limits::MAX_ORDERING_KEY_BYTES
-    )]
-    OrderingKeyTooLong { bytes: usize },
+    #[error("ordering_key is {bytes} bytes, more than {limit} bytes")]
+    OrderingKeyTooLong { bytes: usize, limit: usize },
 
     #[error("invocation {id} does not exist")]
     NoSuchInvocation { id: i64 },
