@@ -32,6 +32,7 @@
 //! [`retry::decide`]: lambda_fdw_core::retry::decide
 
 mod batch;
+mod database;
 mod error;
 mod launcher;
 mod outcome;

@@ -834,8 +834,8 @@ def row6_huge_answers():
             conn, "SELECT payload FROM aws_lambda.invoke('echo', %s::jsonb, 'us-west-2')",
             [json.dumps({"after": n})]), {"after": n})
     conn.close()
-    wait_until(admin, "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'lambda_fdw queue worker'",
-               timeout=15)
+    wait_until(admin, "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'lambda_fdw queue worker' "
+               "AND datname = current_database()", timeout=15)
     w = worker_pid()
     i = one(roles["sec_caller"], "SELECT lambda_fdw.enqueue('huge', '{\"mb\": 50, \"chunked\": true}', 'us-west-2')")
     ok = settled([i])
