@@ -93,12 +93,7 @@ struct Launcher {
 
 impl Launcher {
     fn scan(&mut self) {
-        match BackgroundWorker::transaction(|| {
-            std::panic::catch_unwind(database::list).unwrap_or_default()
-        }) {
-            list if !list.is_empty() || self.databases.is_empty() => self.databases = list,
-            _ => {}
-        }
+        self.databases = BackgroundWorker::transaction(database::list);
         self.known
             .retain(|oid, _| self.databases.iter().any(|d| d.oid == *oid));
         for k in self.known.values_mut() {
