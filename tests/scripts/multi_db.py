@@ -28,6 +28,7 @@ RUN = str(int(time.time()))
 PG_LOG = os.path.join(os.environ.get("LAMBDA_FDW_WORK", "/tmp/lambda_fdw_work"), "postgres.log")
 DBS = ["lambda_fdw_md_a", "lambda_fdw_md_b", "lambda_fdw_md_c"]
 WAITER = "lambda_fdw_md_d"
+ROOM = 16
 WORKERS = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'lambda_fdw queue worker'"
 
 
@@ -148,9 +149,7 @@ def test_drop_database(admin, conns):
 
 def test_max_queue_workers(admin, conns):
     running = one(admin, WORKERS)
-    admin.execute("ALTER SYSTEM SET lambda_fdw.max_queue_workers = %s" % running)
-    admin.execute("SELECT pg_reload_conf()")
-    time.sleep(0.5)
+    set_max_queue_workers(admin, running)
     waits = f'database "{WAITER}" waits for a queue worker: lambda_fdw.max_queue_workers ({running}) are running'
     c = make(admin, WAITER)
     key = f"{RUN}-md-waiter"
@@ -167,9 +166,32 @@ def test_max_queue_workers(admin, conns):
     ok = wait_for(lambda: recorded(key) == 1, timeout=10)
     check(f"once a served database is dropped, the waiting one is served ({time.time() - t0:.2f} s)", ok and
           served(admin, WAITER) == 1, recorded(key))
-    admin.execute("ALTER SYSTEM RESET lambda_fdw.max_queue_workers")
-    admin.execute("SELECT pg_reload_conf()")
+    set_max_queue_workers(admin, ROOM)
     c.close()
+
+
+def test_rename_and_template(admin):
+    """ALTER DATABASE ... RENAME and CREATE DATABASE ... TEMPLATE of a served
+    database succeed (the worker leaves), and the worker comes back."""
+    db, renamed, copy = DBS[2], DBS[2] + "_renamed", DBS[2] + "_copy"
+    check("the database to rename has its worker", served(admin, db) == 1)
+    for what, sql in [("ALTER DATABASE ... RENAME", f"ALTER DATABASE {db} RENAME TO {renamed}"),
+                      ("CREATE DATABASE ... TEMPLATE", f"CREATE DATABASE {copy} TEMPLATE {renamed}")]:
+        if what.startswith("CREATE"):
+            back = wait_until(admin, f"SELECT ({WORKERS} AND datname = %s) = 1", [renamed], timeout=25)
+            check("the renamed database has its worker again", back)
+        t0 = time.time()
+        try:
+            admin.execute(sql)
+            err = None
+        except psycopg.Error as e:
+            err = str(e)
+        check(f"{what} of a served database succeeds ({time.time() - t0:.2f} s)", err is None, err)
+    ok = wait_until(admin, f"SELECT ({WORKERS} AND datname = ANY(%s)) = 2", [[renamed, copy]], timeout=30)
+    check("the renamed database and its copy each have a worker", ok,
+          one(admin, WORKERS + " AND datname = ANY(%s)", [[renamed, copy]]))
+    admin.execute(f"DROP DATABASE {copy}")
+    admin.execute(f"ALTER DATABASE {renamed} RENAME TO {db}")
 
 
 def test_database_name_retired(admin):
@@ -185,18 +207,29 @@ def test_database_name_retired(admin):
     ok = wait_until(admin, f"SELECT ({WORKERS} AND datname = %s) = 1", [db], timeout=15)
     check("after the restart the databases with the extension are served again", ok)
     admin.execute("ALTER SYSTEM RESET lambda_fdw.database_name")
+    admin.execute("ALTER SYSTEM RESET lambda_fdw.max_queue_workers")
+    admin.execute("SELECT pg_reload_conf()")
     return admin
+
+
+def set_max_queue_workers(admin, n):
+    admin.execute(f"ALTER SYSTEM SET lambda_fdw.max_queue_workers = {n}")
+    admin.execute("SELECT pg_reload_conf()")
+    time.sleep(0.5)
 
 
 def main():
     os.makedirs(RECORDS, exist_ok=True)
     admin = connect()
+    # Room for this test's databases beside those the suites before it made.
+    set_max_queue_workers(admin, ROOM)
     conns = test_every_database(admin)
     test_first_enqueue_wakes(admin)
     test_drop_database(admin, conns)
     test_max_queue_workers(admin, conns)
     for c in conns.values():
         c.close()
+    test_rename_and_template(admin)
     admin = test_database_name_retired(admin)
     for db in [DBS[2], WAITER]:
         admin.execute(f"DROP DATABASE IF EXISTS {db}")
