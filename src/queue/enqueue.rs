@@ -99,7 +99,7 @@ fn warn_once_without_worker() {
         "lambda_fdw's queue worker is not running: queued invocations wait in lambda_fdw.invocations",
         "lambda_fdw",
     )
-    .set_hint("add lambda_fdw to shared_preload_libraries and restart PostgreSQL; the worker serves the database named by lambda_fdw.database_name")
+    .set_hint("add lambda_fdw to shared_preload_libraries and restart PostgreSQL; a worker then serves every database with the extension")
     .report(PgLogLevel::WARNING);
 }
 

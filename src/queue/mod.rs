@@ -8,15 +8,17 @@
 //!   [`Queued`] for INSERT into a foreign table (fdw/modify.rs);
 //! - `lambda_fdw.retry`, `lambda_fdw.retry_failed` and `lambda_fdw.cancel`
 //!   (SQL; `operations`);
-//! - [`init_preloaded`] and [`preloaded`]: the shared memory and commit
-//!   callback that wake the worker;
+//! - [`init_preloaded`] and [`preloaded`]: the shared memory (each
+//!   database's worker) and the commit callback that wakes it;
 //! - [`register_launcher`], from `_PG_init`, and the background workers'
 //!   entry points (`lambda_fdw_launcher_main`, `lambda_fdw_queue_main`,
 //!   found by name).
 //!
 //! Inside, as pg_net splits worker.c from core.c, imports pointing down:
 //! - `worker`: the queue worker's lifecycle, its entry point and loop;
-//!   `launcher`: the launcher, which starts it;
+//!   `launcher`: the launcher, which starts one in every database with the
+//!   extension; `database`: the databases listed, and whether one is being
+//!   dropped, renamed or copied;
 //! - `round`: one round in its transaction;
 //! - `send`: the calls in flight, on their own runtime;
 //! - `batch`: batched sends: the rows of a foreign table that batches,
@@ -34,6 +36,7 @@
 //! [`retry::decide`]: lambda_fdw_core::retry::decide
 
 mod batch;
+mod database;
 mod error;
 mod launcher;
 mod outcome;

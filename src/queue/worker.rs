@@ -1,7 +1,14 @@
 //! The queue worker's lifecycle: its entry point ([`lambda_fdw_queue_main`],
-//! started by the launcher for the database named by
-//! `lambda_fdw.database_name`) and its loop, which sends queued invocations
-//! after COMMIT.
+//! started by the launcher for one database) and its loop, which sends
+//! queued invocations after COMMIT.
+//!
+//! - It stays only where there is a queue to look after: it exits at once,
+//!   telling the launcher why (`wake::Probe`), when the database has no
+//!   `lambda_fdw.invocations`, when another worker serves the database,
+//!   when `lambda_fdw.max_queue_workers` workers run, or when a DROP
+//!   DATABASE, a RENAME or a copy of the database waits for its users to
+//!   leave (`database::being_changed`). It exits later, between rounds,
+//!   when the table is gone (DROP EXTENSION) or such a command waits.
 //!
 //! - It works the extension's queue table only (see `table::find`: the
 //!   relation `lambda_fdw.invocations` that, with its schema, is a member
@@ -48,15 +55,20 @@ use pgrx::prelude::*;
 
 use crate::settings::guc;
 
+use super::database;
 use super::outcome::Outcome;
 use super::round::{work_round, Idle, Plan, Round};
 use super::send::Sender;
 use super::signals::{reload_config_if_asked, shutdown_requested, POLL};
+use super::table;
 use super::transaction::{in_transaction, log_unexpected};
-use super::wake;
+use super::wake::{self, Claim, Probe};
 
 /// How often finished rows past their retention are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+/// How often the worker looks for a DROP DATABASE waiting for it.
+const DATABASE_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// The most rows a round claims when batches make a request carry many
 /// (without batches a round claims up to twice the concurrency).
@@ -75,10 +87,25 @@ struct QueueWorker {
     /// batch size, 1 without batches): a claim takes this many rows per
     /// request there is room for.
     rows_per_request: usize,
+    last_database_check: Instant,
+}
+
+/// Whether the worker goes on after a step.
+#[derive(PartialEq)]
+enum Next {
+    Continue,
+    Exit,
 }
 
 impl QueueWorker {
-    fn step(&mut self) {
+    fn step(&mut self) -> Next {
+        if self.last_database_check.elapsed() >= DATABASE_CHECK_EVERY {
+            self.last_database_check = Instant::now();
+            if in_transaction(database::being_changed).unwrap_or(false) {
+                log!("lambda_fdw queue worker: the database is being dropped, renamed or copied; exiting");
+                return Next::Exit;
+            }
+        }
         // SAFETY: MyLatch is this process's latch; reset before looking at
         // the queue, so a commit after the look sets it again.
         unsafe { pg_sys::ResetLatch(pg_sys::MyLatch) };
@@ -106,17 +133,23 @@ impl QueueWorker {
                 // next time, and nothing it claimed is sent.
                 log_unexpected("work the queue", &e);
                 BackgroundWorker::wait_latch(Some(POLL));
-                return;
+                return Next::Continue;
             }
         };
         let (table, jobs, widest, due, recovered) = match round {
+            Round::Idle(Idle::Missing) => {
+                // DROP EXTENSION: the launcher starts a worker again once
+                // the table is back.
+                log!("lambda_fdw queue worker: lambda_fdw.invocations does not exist in this database; exiting until CREATE EXTENSION lambda_fdw");
+                return Next::Exit;
+            }
             Round::Idle(idle) => {
                 if self.said.as_ref() != Some(&idle) {
                     idle.say();
                     self.said = Some(idle);
                 }
                 BackgroundWorker::wait_latch(Some(POLL));
-                return;
+                return Next::Continue;
             }
             Round::Worked {
                 table,
@@ -160,7 +193,7 @@ impl QueueWorker {
         self.sender.start(jobs, &mut self.finished);
         if !self.finished.is_empty() && self.sender.outstanding == 0 {
             // Rows that could not be sent: recorded at once, next round.
-            return;
+            return Next::Continue;
         }
         if self.sender.outstanding == 0 {
             let wait = due
@@ -169,9 +202,10 @@ impl QueueWorker {
             if !wait.is_zero() {
                 BackgroundWorker::wait_latch(Some(wait));
             }
-            return;
+            return Next::Continue;
         }
         self.sender.wait(&mut self.finished);
+        Next::Continue
     }
 
     /// On shutdown: writes back what finished, so that those rows are not
@@ -212,12 +246,41 @@ pub extern "C-unwind" fn lambda_fdw_queue_main(arg: pg_sys::Datum) {
     // As the bootstrap superuser, as PostgreSQL's own workers connect; the
     // rounds run as the queue table's owner (see the module's header).
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(db), None);
-    // SAFETY: MyProcPid is this process's pid; on_proc_exit registers a
-    // static function to run when the process exits, however it exits.
+    // What the database holds, and whether it is being dropped: a worker
+    // that does not stay says why to the launcher, and nothing in the log
+    // but for a worker too many.
+    let look = in_transaction(|| {
+        if database::being_changed() {
+            Some(Probe::Busy)
+        } else if table::find() == table::Lookup::Missing {
+            Some(Probe::Absent)
+        } else {
+            None
+        }
+    });
+    match look {
+        Ok(None) => {}
+        Ok(Some(probe)) => {
+            wake::set_probe(db, probe);
+            return;
+        }
+        Err(e) => {
+            log_unexpected("look for lambda_fdw.invocations", &e);
+            return;
+        }
+    }
+    // SAFETY: MyProcPid is this process's pid.
     let me = unsafe { pg_sys::MyProcPid };
-    if !wake::claim_worker_slot(me) {
-        log!("lambda_fdw queue worker: another queue worker is running; exiting");
-        return;
+    match wake::claim_worker_slot(db, me, guc::max_queue_workers()) {
+        Claim::Claimed => {}
+        Claim::Taken => {
+            log!("lambda_fdw queue worker: another queue worker serves this database; exiting");
+            return;
+        }
+        Claim::Full => {
+            wake::set_probe(db, Probe::Full);
+            return;
+        }
     }
     // SAFETY: registers a callback PostgreSQL calls once at this process's exit.
     unsafe { pg_sys::on_proc_exit(Some(leave_worker_slot), pg_sys::Datum::from(0)) };
@@ -235,10 +298,13 @@ pub extern "C-unwind" fn lambda_fdw_queue_main(arg: pg_sys::Datum) {
         said: None,
         last_purge: None,
         rows_per_request: 1,
+        last_database_check: Instant::now(),
     };
     while !shutdown_requested() {
         reload_config_if_asked();
-        worker.step();
+        if worker.step() == Next::Exit {
+            break;
+        }
     }
     worker.flush();
 }

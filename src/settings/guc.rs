@@ -6,7 +6,9 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 use lambda_fdw_core::settings::{DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS};
 
-use super::limits::{DEFAULT_MAX_SCAN_INVOCATIONS, MAX_CONCURRENCY_LIMIT, MAX_TIMEOUT_MS};
+use super::limits::{
+    DEFAULT_MAX_SCAN_INVOCATIONS, MAX_CONCURRENCY_LIMIT, MAX_QUEUE_WORKERS_LIMIT, MAX_TIMEOUT_MS,
+};
 
 pub(crate) static CONNECT_TIMEOUT_MS: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_CONNECT_TIMEOUT_MS as i32);
@@ -16,8 +18,14 @@ pub(crate) static ENDPOINT_OVERRIDE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 pub(crate) static DEFAULT_REGION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
+/// Retired in 0.6.0 (every database with the extension is served); still
+/// defined so that a postgresql.conf that sets it starts.
 pub(crate) static DATABASE_NAME: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+    GucSetting::<Option<CString>>::new(None);
+/// Default of lambda_fdw.max_queue_workers.
+pub(crate) const DEFAULT_MAX_QUEUE_WORKERS: i32 = 4;
+pub(crate) static MAX_QUEUE_WORKERS: GucSetting<i32> =
+    GucSetting::<i32>::new(DEFAULT_MAX_QUEUE_WORKERS);
 pub(crate) static QUEUE_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(32);
 pub(crate) static QUEUE_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 pub(crate) static MAX_SCAN_INVOCATIONS: GucSetting<i32> =
@@ -28,8 +36,8 @@ pub(crate) static STAT_MAX_ENTRIES: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_STAT_MAX_ENTRIES);
 
 /// Defines the settings; `preloading`: the library is being loaded from
-/// shared_preload_libraries, the only time the worker's server-start
-/// setting (`lambda_fdw.database_name`) can be defined.
+/// shared_preload_libraries, the only time the settings of the launcher
+/// and of the statistics' shared memory can be defined.
 pub(crate) fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"aws_lambda.connect_timeout_ms",
@@ -70,10 +78,20 @@ pub(crate) fn register(preloading: bool) {
     if preloading {
         GucRegistry::define_string_guc(
             c"lambda_fdw.database_name",
-            c"Database whose lambda_fdw.invocations the queue worker sends.",
-            c"Read when the server starts; the worker waits for the database and the extension to exist.",
+            c"Retired: every database with the lambda_fdw extension has its queue sent.",
+            c"Ignored since 0.6.0; defined so that configuration files that set it still load.",
             &DATABASE_NAME,
             GucContext::Postmaster,
+            GucFlags::default(),
+        );
+        GucRegistry::define_int_guc(
+            c"lambda_fdw.max_queue_workers",
+            c"Most queue workers, one per database with the lambda_fdw extension.",
+            c"A database beyond it waits until a worker exits. Each worker is a background worker: max_worker_processes bounds them too.",
+            &MAX_QUEUE_WORKERS,
+            1,
+            MAX_QUEUE_WORKERS_LIMIT as i32,
+            GucContext::Sighup,
             GucFlags::default(),
         );
         // Sizes the statistics' shared table (src/stats), which exists only
@@ -152,8 +170,14 @@ pub(crate) fn default_region() -> Option<String> {
     string_setting(&DEFAULT_REGION)
 }
 
-pub(crate) fn queue_database() -> String {
-    string_setting(&DATABASE_NAME).unwrap_or_else(|| "postgres".to_string())
+/// The retired `lambda_fdw.database_name`, if a configuration sets it.
+pub(crate) fn retired_database_name() -> Option<String> {
+    string_setting(&DATABASE_NAME)
+}
+
+/// Most queue workers at once.
+pub(crate) fn max_queue_workers() -> usize {
+    MAX_QUEUE_WORKERS.get().max(1) as usize
 }
 
 pub(crate) fn queue_concurrency() -> usize {

@@ -10,6 +10,9 @@ pub(crate) const MAX_ATTEMPTS_LIMIT: u32 = 10;
 /// Most invocations in flight: the server and table option
 /// `max_concurrency`, and the setting `lambda_fdw.queue_concurrency`.
 pub(crate) const MAX_CONCURRENCY_LIMIT: usize = 1000;
+/// Upper bound of `lambda_fdw.max_queue_workers`: the places in shared
+/// memory (src/queue/wake.rs).
+pub(crate) const MAX_QUEUE_WORKERS_LIMIT: usize = 64;
 
 /// Most rows per invocation: the table option `batch_size` (Redshift's
 /// own batches are bounded by bytes, 5 MB, not rows; 10,000 rows of a

@@ -169,7 +169,7 @@ pkg_check_deb() { # top
 pkg_check_cluster() {
   local out want i v
   v="$(pkg_version)"
-  if ! pkg_start_cluster "-c shared_preload_libraries=lambda_fdw -c lambda_fdw.database_name=pkg_queue"; then
+  if ! pkg_start_cluster "-c shared_preload_libraries=lambda_fdw"; then
     pkg_fail "a fresh cluster starts with shared_preload_libraries=lambda_fdw" "(see $PKG_CHECK/postgres.log)"
     return
   fi

@@ -90,14 +90,15 @@ start_postgres() {
   STARTED_PG=1
 }
 
-# The library preloaded, so that the after-commit queue worker runs, for the
-# database $QUEUE_DB (created by the tests that use it).
+# The library preloaded, so that the after-commit queue workers run (one in
+# every database with the extension; the tests that use one create the
+# database $QUEUE_DB).
 QUEUE_DB="${LAMBDA_FDW_QUEUE_DB:-lambda_fdw_queue}"
 pg_queue_options() {
   # LAMBDA_FDW_PRELOAD=0: without it (no worker, no statistics), as a
   # server that only CREATE EXTENSIONs lambda_fdw runs.
   if [[ "${LAMBDA_FDW_PRELOAD:-1}" != 0 ]]; then
-    printf '%s' "-c shared_preload_libraries=lambda_fdw -c lambda_fdw.database_name=$QUEUE_DB"
+    printf '%s' "-c shared_preload_libraries=lambda_fdw"
   fi
 }
 

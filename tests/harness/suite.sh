@@ -106,6 +106,13 @@ else
   failed=$((failed + 1)); status=1
 fi
 
+part multi_db "multi_db: the queue served in every database, DROP EXTENSION and DROP DATABASE, max_queue_workers"
+if LAMBDA_FDW_WORK="$WORK" LAMBDA_FDW_MINISTACK_PORT="$MINISTACK_PORT" "$VENV/bin/python" tests/scripts/multi_db.py; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); status=1
+fi
+
 part queue_ops "queue_ops: ordering keys, delayed sends, retry and cancel"
 if LAMBDA_FDW_MINISTACK_PORT="$MINISTACK_PORT" LAMBDA_FDW_STUB_PORT="$STUB_PORT" \
    LAMBDA_FDW_QUEUE_DB="$QUEUE_DB" "$VENV/bin/python" tests/scripts/queue_ops.py; then
