@@ -92,6 +92,23 @@ pub(crate) enum LambdaFdwError {
     #[error("ordering_key is {bytes} bytes, more than {limit} bytes")]
     OrderingKeyTooLong { bytes: usize, limit: usize },
 
+    #[error("on_complete function with OID {oid} does not exist")]
+    CallbackMissing { oid: u32 },
+
+    #[error("on_complete function \"{name}\" does not exist")]
+    CallbackNotFound { name: String },
+
+    #[error("on_complete {function} is not a function")]
+    CallbackNotAFunction { function: String },
+
+    #[error(
+        "on_complete function {function} must take one argument, of type lambda_fdw.invocations"
+    )]
+    CallbackSignature { function: String },
+
+    #[error("permission denied for function {function}")]
+    CallbackNoExecute { function: String },
+
     #[error("invocation {id} does not exist")]
     NoSuchInvocation { id: i64 },
 
@@ -404,6 +421,27 @@ impl From<LambdaFdwError> for ErrorReport {
             ),
             LambdaFdwError::OrderingKeyTooLong { .. } => {
                 report(ERRCODE_PROGRAM_LIMIT_EXCEEDED, message, None, None)
+            }
+            LambdaFdwError::CallbackMissing { .. } | LambdaFdwError::CallbackNotFound { .. } => report(
+                ERRCODE_UNDEFINED_FUNCTION,
+                message,
+                None,
+                Some("name it schema-qualified, e.g. 'public.order_done'::regproc".into()),
+            ),
+            LambdaFdwError::CallbackNotAFunction { .. } => report(
+                ERRCODE_WRONG_OBJECT_TYPE,
+                message,
+                Some("procedures, aggregates and window functions cannot be callbacks".into()),
+                None,
+            ),
+            LambdaFdwError::CallbackSignature { .. } => report(
+                ERRCODE_UNDEFINED_FUNCTION,
+                message,
+                None,
+                Some("CREATE FUNCTION ... (i lambda_fdw.invocations) RETURNS void ...".into()),
+            ),
+            LambdaFdwError::CallbackNoExecute { .. } => {
+                report(ERRCODE_INSUFFICIENT_PRIVILEGE, message, None, None)
             }
             LambdaFdwError::NoSuchInvocation { .. } => {
                 report(ERRCODE_UNDEFINED_OBJECT, message, None, None)

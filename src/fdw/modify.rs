@@ -22,7 +22,7 @@ use super::columns::{slot_columns, ColumnKind, RequestColumn};
 use super::state;
 use crate::error::{raise, LambdaFdwError, Result};
 use crate::pg::convert;
-use crate::queue::{check_queued, queue, Queued};
+use crate::queue::{check_queued, queue, resolve_callback, Queued};
 use crate::settings::route::{self, TableRoute};
 use lambda_fdw_core::{InvocationType, InvokeRequest, LogType};
 
@@ -268,7 +268,11 @@ fn queue_row(node: &InsertNode, row: RowValues) -> Result<i64> {
         signed,
         foreign_table: Some(node.relid),
         ordering_key: table.ordering_key.clone(),
-        on_complete: None,
+        on_complete: table
+            .on_complete
+            .as_deref()
+            .map(resolve_callback)
+            .transpose()?,
         not_before: None,
     })
 }

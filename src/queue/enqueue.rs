@@ -17,7 +17,7 @@ use crate::settings::route::{self, Signed};
 use lambda_fdw_core::request::{context_with_invocation_ids, encode_client_context};
 use lambda_fdw_core::{CoreError, InvocationType, InvokeRequest};
 
-use super::{table, wake};
+use super::{callback, table, wake};
 
 /// One invocation to queue, checked.
 pub(crate) struct Queued {
@@ -168,6 +168,13 @@ pub(crate) fn queue(q: Queued) -> Result<i64> {
         }
     }
     let owner = queue.owner;
+    if let Some(function) = q.on_complete {
+        // As the owner (pg_proc is readable by all; the privilege asked is
+        // the queuing role's), with the search_path pinned.
+        table::as_owner(owner, || {
+            table::with_pinned_search_path(|| callback::check(function, q.queued_by, &queue))
+        })?;
+    }
     let payload = String::from_utf8_lossy(&q.payload).into_owned();
     let server = q.signed.server.as_ref().map(|s| s.oid);
     let mut args: Vec<pgrx::datum::DatumWithOid> = vec![

@@ -6,6 +6,8 @@
 //! private):
 //! - `lambda_fdw.enqueue` (SQL), and [`queue`] / [`check_queued`] /
 //!   [`Queued`] for INSERT into a foreign table (fdw/modify.rs);
+//! - [`resolve_callback`]: the function a foreign table's `on_complete`
+//!   option names (`callback` checks and calls callbacks);
 //! - `lambda_fdw.retry`, `lambda_fdw.retry_failed` and `lambda_fdw.cancel`
 //!   (SQL; `operations`);
 //! - [`init_preloaded`] and [`preloaded`]: the shared memory (each
@@ -36,6 +38,7 @@
 //! [`retry::decide`]: lambda_fdw_core::retry::decide
 
 mod batch;
+mod callback;
 mod database;
 mod error;
 mod launcher;
@@ -54,6 +57,7 @@ mod operations;
 mod wake;
 mod worker;
 
+pub(crate) use callback::resolve as resolve_callback;
 pub(crate) use enqueue::{check_queued, queue, Queued};
 pub(crate) use launcher::register_launcher;
 pub(crate) use wake::init_preloaded;

@@ -14,10 +14,12 @@ use crate::pg::{catalog, origin};
 use crate::settings::guc;
 
 use super::batch::{self, Job};
+use super::callback;
 use super::error::WorkerError;
 use super::outcome::Outcome;
 use super::signing::{claim_ready, Ready};
 use super::sql;
+use super::state::RowState;
 use super::table;
 use super::transaction::{in_subtransaction, log_unexpected, panic_message};
 
@@ -153,6 +155,18 @@ pub(crate) fn work_round(plan: &Plan) -> Result<Round, WorkerError> {
         table::as_owner(queue.owner, || {
             let recovered = if first { Some(sql::recover()?) } else { None };
             sql::record(finished);
+            // Callbacks, in this transaction: of what finished now, and of
+            // what recovery failed for good.
+            let mut done: Vec<i64> = finished
+                .iter()
+                .filter(|o| matches!(o.state, RowState::Succeeded | RowState::Failed))
+                .map(|o| o.id)
+                .collect();
+            if let Some((_, failed)) = &recovered {
+                done.extend(failed);
+            }
+            callback::run(&done, &queue);
+            let recovered = recovered.map(|(requeued, failed)| (requeued, failed.len()));
             if !plan.unstarted.is_empty() && !first {
                 if let Err(e) = in_subtransaction(|| sql::put_back(plan.unstarted)).and_then(|r| r)
                 {

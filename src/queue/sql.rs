@@ -38,7 +38,7 @@ const RECOVER: &str = "UPDATE lambda_fdw.invocations SET \
      WHERE state OPERATOR(pg_catalog.=) 'sending' \
         OR (state OPERATOR(pg_catalog.=) 'queued' \
             AND attempts OPERATOR(pg_catalog.>=) max_attempts) \
-     RETURNING state";
+     RETURNING id, state";
 
 /// Rows claimed and never started (the worker stopped first): queued again
 /// with the attempt their claim counted given back, as no request left.
@@ -109,20 +109,30 @@ const PURGE: &str = "DELETE FROM lambda_fdw.invocations \
        AND finished_at OPERATOR(pg_catalog.<) (pg_catalog.clock_timestamp() \
            OPERATOR(pg_catalog.-) ($1 OPERATOR(pg_catalog.*) '1 second'::pg_catalog.interval))";
 
-/// Runs [`RECOVER`]; returns how many rows it queued again and how many it
-/// failed.
-pub(crate) fn recover() -> Result<(usize, usize), WorkerError> {
-    let states = Spi::connect_mut(|client| {
+/// Runs [`RECOVER`]; returns how many rows it queued again, and the ids of
+/// those it failed (finished: their callbacks are due).
+pub(crate) fn recover() -> Result<(usize, Vec<i64>), WorkerError> {
+    let rows = Spi::connect_mut(|client| {
         client
             .update(RECOVER, None, &[])?
-            .map(|row| row.get::<String>(1).map_err(WorkerError::from))
+            .map(|row| {
+                Ok((
+                    row.get::<i64>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?,
+                ))
+            })
             .collect::<Result<Vec<_>, WorkerError>>()
     })?;
-    let requeued = states
+    let requeued = rows
         .iter()
-        .filter(|s| s.as_deref().and_then(RowState::parse) == Some(RowState::Queued))
+        .filter(|(_, s)| s.as_deref().and_then(RowState::parse) == Some(RowState::Queued))
         .count();
-    Ok((requeued, states.len() - requeued))
+    let failed = rows
+        .iter()
+        .filter(|(_, s)| s.as_deref().and_then(RowState::parse) != Some(RowState::Queued))
+        .map(|(id, _)| *id)
+        .collect();
+    Ok((requeued, failed))
 }
 
 /// Runs [`UNSTARTED`] for rows `ids`.
@@ -440,7 +450,7 @@ mod tests {
         let spent = row(RowState::Sending, 3, 3);
         let stale = row(RowState::Queued, 4, 3);
         let done = row(RowState::Succeeded, 1, 3);
-        assert_eq!(recover().unwrap(), (1, 2));
+        assert_eq!(recover().map(|(q, f)| (q, f.len())).unwrap(), (1, 2));
         assert_eq!(
             stored(left),
             (

@@ -77,6 +77,7 @@ pub(crate) const TABLE_OPTIONS: &[&str] = &[
     "batch_size",
     "batch_format",
     "ordering_key",
+    "on_complete",
 ];
 /// IMPORT FOREIGN SCHEMA: `prefix` names the tables, the others are set on
 /// every table made.
@@ -342,6 +343,10 @@ pub(crate) struct TableOptions {
     /// The ordering key of every invocation an INSERT queues (0.6.0): they
     /// are sent one at a time, in order.
     pub ordering_key: Option<String>,
+    /// The completion callback of every invocation an INSERT queues (0.6.0),
+    /// as written: a schema-qualified function name, resolved and checked
+    /// when a row is queued.
+    pub on_complete: Option<String>,
 }
 
 impl TableOptions {
@@ -430,6 +435,16 @@ impl TableOptions {
             batch_size: int_option(map, "batch_size", 1, MAX_BATCH_SIZE)?.unwrap_or(1),
             batch_format,
             ordering_key,
+            on_complete: match map.get("on_complete") {
+                Some(v) if v.trim().is_empty() => {
+                    return Err(invalid(
+                        "on_complete",
+                        v,
+                        "a schema-qualified function name",
+                    ))
+                }
+                v => v.cloned(),
+            },
         })
     }
 }

@@ -222,6 +222,107 @@ def test_operations(conn):
         c.close()
 
 
+def test_callbacks(conn):
+    """Completion callbacks: a trigger queues an order's invocation, whose
+    callback writes the function's answer into the order row, in the
+    transaction that records the outcome, as the role that queued it."""
+    for sql in [
+        "DROP TABLE IF EXISTS public.cb_orders",
+        "CREATE TABLE public.cb_orders (id int PRIMARY KEY, answer jsonb, by_role text, xid bigint)",
+        "GRANT SELECT, INSERT, UPDATE ON public.cb_orders TO ops_carol",
+        """CREATE OR REPLACE FUNCTION public.cb_done(i lambda_fdw.invocations) RETURNS void LANGUAGE plpgsql AS $$
+           BEGIN
+             UPDATE public.cb_orders SET answer = i.response, by_role = current_user,
+                    xid = pg_catalog.txid_current() % 4294967296
+              WHERE id = (i.payload->>'seq')::int;
+           END $$""",
+        "CREATE OR REPLACE FUNCTION public.cb_boom(i lambda_fdw.invocations) RETURNS void LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'boom %', i.payload->>'seq'; END $$",
+        "CREATE OR REPLACE FUNCTION public.cb_escalate(i lambda_fdw.invocations) RETURNS void LANGUAGE plpgsql AS $$ BEGIN SET ROLE postgres; END $$",
+        "CREATE OR REPLACE FUNCTION public.cb_two(i lambda_fdw.invocations, n int) RETURNS void LANGUAGE sql AS $$ SELECT $$",
+        "CREATE OR REPLACE PROCEDURE public.cb_proc(i lambda_fdw.invocations) LANGUAGE sql AS $$ SELECT $$",
+        "REVOKE EXECUTE ON FUNCTION public.cb_done, public.cb_boom, public.cb_escalate, public.cb_two FROM PUBLIC",
+        "GRANT EXECUTE ON FUNCTION public.cb_done, public.cb_boom, public.cb_escalate, public.cb_two TO ops_carol",
+        """CREATE OR REPLACE FUNCTION public.cb_orders_queue() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+             PERFORM lambda_fdw.enqueue('timeline', jsonb_build_object('run', TG_ARGV[0], 'key', 'cb', 'seq', NEW.id, 'ms', 1),
+                                        'us-east-1', on_complete => 'public.cb_done'::regproc);
+             RETURN NEW;
+           END $$""",
+        f"CREATE TRIGGER cb_orders_queue AFTER INSERT ON public.cb_orders FOR EACH ROW EXECUTE FUNCTION public.cb_orders_queue('{RUN}-cb')",
+        "DROP FOREIGN TABLE IF EXISTS ops_with_callback",
+        "CREATE FOREIGN TABLE ops_with_callback (payload jsonb) SERVER ops_ms "
+        "OPTIONS (function_name 'timeline', on_complete 'public.cb_done')",
+        "GRANT INSERT ON ops_with_callback TO ops_carol",
+        "GRANT USAGE ON FOREIGN SERVER ops_ms TO ops_carol",
+    ]:
+        conn.execute(sql)
+    carol = connect("ops_carol")
+    carol.execute("INSERT INTO public.cb_orders (id) VALUES (1)")
+    order = wait_until(conn, "SELECT answer IS NOT NULL FROM public.cb_orders WHERE id = 1", timeout=20)
+    row = conn.execute("SELECT o.answer, o.by_role, o.xid = i.xmin::text::bigint, i.state, i.callback_error "
+                       "FROM public.cb_orders o, lambda_fdw.invocations i "
+                       "WHERE o.id = 1 AND i.payload->>'run' = %s AND (i.payload->>'seq')::int = 1",
+                       [f"{RUN}-cb"]).fetchone()
+    check("a trigger's invocation: its callback writes the answer into the order row, as the role that queued it, "
+          "in the transaction that recorded the outcome",
+          order and row == ({"key": "cb", "seq": 1}, "ops_carol", True, "succeeded", None), row)
+    # Through a foreign table's on_complete option.
+    carol.execute("INSERT INTO public.cb_orders (id) VALUES (2)")
+    carol.execute("INSERT INTO ops_with_callback (payload) VALUES (%s)",
+                  [json.dumps({"run": f"{RUN}-cbt", "key": "cbt", "seq": 2, "ms": 1})])
+    check("a foreign table's on_complete is called too", wait_until(
+        conn, "SELECT answer = '{\"key\": \"cbt\", \"seq\": 2}' FROM public.cb_orders WHERE id = 2", timeout=20))
+
+    def finished(payload, fn, user=carol, **extra):
+        extra_sql = "".join(f", {k} => {v}" for k, v in extra.items())
+        i = one(user, f"SELECT lambda_fdw.enqueue('timeline', %s, 'us-east-1', on_complete => %s::regproc{extra_sql})",
+                [json.dumps(payload), fn])
+        return i
+
+    run = f"{RUN}-boom"
+    boom = finished({"run": run, "key": "b", "seq": 7, "ms": 1}, "public.cb_boom")
+    check("a failing callback's invocation settles", settled(conn, [boom]))
+    time.sleep(0.5)
+    row = conn.execute("SELECT state, response, callback_error, attempts FROM lambda_fdw.invocations WHERE id = %s",
+                       [boom]).fetchone()
+    check("a callback that raises: the outcome is kept, callback_error says why, one attempt",
+          row == ("succeeded", {"key": "b", "seq": 7}, "boom 7", 1), row)
+    check("and the invocation was not sent again", len([e for e in timeline(run) if e["at"] == "start"]) == 1,
+          timeline(run))
+    later = finished({"run": f"{RUN}-more", "key": "m", "seq": 8, "ms": 1}, "public.cb_done")
+    check("the worker goes on with the next rows", settled(conn, [later]))
+    esc = finished({"run": f"{RUN}-esc", "key": "e", "seq": 9, "ms": 1}, "public.cb_escalate")
+    check("a callback that tries SET ROLE settles", settled(conn, [esc]))
+    time.sleep(0.5)
+    err = one(conn, "SELECT callback_error FROM lambda_fdw.invocations WHERE id = %s", [esc])
+    check("a callback runs security-restricted: it cannot SET ROLE",
+          err == 'cannot set parameter "role" within security-restricted operation', err)
+    # EXECUTE revoked between the enqueue and the call.
+    lost = finished({"run": f"{RUN}-lost", "key": "l", "seq": 10, "ms": 1}, "public.cb_done",
+                    not_before="clock_timestamp() + interval '2 seconds'")
+    conn.execute("REVOKE EXECUTE ON FUNCTION public.cb_done FROM ops_carol")
+    check("an invocation whose role lost EXECUTE on its callback settles", settled(conn, [lost], timeout=20))
+    time.sleep(0.5)
+    row = conn.execute("SELECT state, callback_error FROM lambda_fdw.invocations WHERE id = %s", [lost]).fetchone()
+    check("the callback is not called, and callback_error says why",
+          row == ("succeeded", "permission denied for function public.cb_done(lambda_fdw.invocations)"), row)
+    e = error_parts(carol, "SELECT lambda_fdw.enqueue('timeline', '{}', 'us-east-1', on_complete => 'public.cb_done'::regproc)")
+    check("enqueue refuses a callback the role may not execute (42501)", e == (
+        "42501", "permission denied for function public.cb_done(lambda_fdw.invocations)", None, None), e)
+    e = error_parts(carol, "SELECT lambda_fdw.enqueue('timeline', '{}', 'us-east-1', on_complete => 'public.cb_two'::regproc)")
+    check("enqueue refuses a callback of another signature (42883)", e == (
+        "42883", "on_complete function public.cb_two(lambda_fdw.invocations,integer) must take one argument, "
+        "of type lambda_fdw.invocations", None, "CREATE FUNCTION ... (i lambda_fdw.invocations) RETURNS void ..."), e)
+    e = error_of(conn, "SELECT lambda_fdw.enqueue('timeline', '{}', 'us-east-1', on_complete => 'public.cb_proc'::regproc)")
+    check("enqueue refuses a procedure (42809)", e == (
+        "42809", "on_complete public.cb_proc(lambda_fdw.invocations) is not a function"), e)
+    conn.execute("ALTER FOREIGN TABLE ops_with_callback OPTIONS (SET on_complete 'public.no_such_function')")
+    e = error_of(conn, "INSERT INTO ops_with_callback (payload) VALUES ('{}')")
+    check("INSERT through a table whose on_complete names no function", e == (
+        "42883", 'on_complete function "public.no_such_function" does not exist'), e)
+    carol.close()
+
+
 def test_status(conn):
     view = conn.execute("SELECT database, cancelled >= 1 FROM lambda_fdw.queue_status").fetchone()
     check("queue_status names its database and counts the cancelled", view == (DB, True), view)
@@ -239,6 +340,7 @@ def main():
     test_ordered_table(conn)
     test_not_before(conn)
     test_operations(conn)
+    test_callbacks(conn)
     test_status(conn)
     conn.close()
     print("queue_ops: all checks passed")

@@ -1,0 +1,195 @@
+//! Completion callbacks (0.6.0): `enqueue(..., on_complete => f)` and the
+//! foreign-table option `on_complete` name a function that the worker calls
+//! with the finished invocation's row (type `lambda_fdw.invocations`).
+//!
+//! The rules, each in one place here:
+//! - [`check`]: the function exists, is a plain function (no procedure,
+//!   aggregate or window function), takes exactly one argument, of the
+//!   queue table's row type, and the queuing role may EXECUTE it. Checked
+//!   when the invocation is queued (as the role that queues it) and again
+//!   before each call.
+//! - [`run`]: after the round has recorded outcomes, in the same
+//!   transaction, for each invocation that finished (`succeeded` or
+//!   `failed`, not one queued again for a retry) and has a callback: the
+//!   check again, then the call, as the role that queued the invocation
+//!   (never the owner or the bootstrap superuser), in a security-restricted
+//!   operation, with the round's pinned search_path (`pg_catalog, pg_temp`)
+//!   unless the function sets its own; each in a subtransaction of its own.
+//!   A callback that raises, or one that may no longer be called, leaves
+//!   `callback_error`; the outcome stays recorded and the invocation is not
+//!   sent again. Nothing here can fail the round.
+//! - The call is SQL naming the function by its quoted schema and name,
+//!   with an argument of exactly the checked type, so it resolves to the
+//!   checked function (an exact match wins overload resolution).
+
+use pgrx::pg_sys::{self, Oid};
+use pgrx::prelude::*;
+
+use crate::error::{LambdaFdwError, Result};
+
+use super::error::WorkerError;
+use super::table::{self, QueueTable};
+use super::transaction::{in_subtransaction, log_unexpected};
+
+/// What pg_proc says of function `$1` for role `$3`, with `$2` the queue
+/// table's row type: its name for messages, whether it is a plain
+/// function, whether it takes exactly that one argument, whether the role
+/// may execute it, and the statement that calls it.
+const LOOK: &str = "SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text, \
+       p.prokind OPERATOR(pg_catalog.=) 'f', \
+       p.pronargs OPERATOR(pg_catalog.=) 1 \
+         AND p.proargtypes[0] OPERATOR(pg_catalog.=) $2::pg_catalog.oid, \
+       pg_catalog.has_function_privilege($3::pg_catalog.oid, p.oid, 'EXECUTE'), \
+       pg_catalog.format('SELECT %I.%I(i) FROM lambda_fdw.invocations AS i \
+         WHERE i.id OPERATOR(pg_catalog.=) $1', n.nspname, p.proname) \
+     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
+     WHERE p.oid OPERATOR(pg_catalog.=) $1::pg_catalog.oid";
+
+/// Finished invocations among `$1` that have a callback: id, role, function.
+const DUE: &str = "SELECT id, queued_by::pg_catalog.oid, on_complete::pg_catalog.oid \
+     FROM lambda_fdw.invocations \
+     WHERE id OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.int8[]) \
+       AND on_complete IS NOT NULL \
+       AND state OPERATOR(pg_catalog.=) ANY (ARRAY['succeeded', 'failed']::pg_catalog.text[]) \
+     ORDER BY id";
+
+const CALLBACK_ERROR: &str = "UPDATE lambda_fdw.invocations SET callback_error = $2 \
+     WHERE id OPERATOR(pg_catalog.=) $1";
+
+/// The queue table's row type, the callbacks' one argument.
+fn row_type(queue: &QueueTable) -> Oid {
+    // SAFETY: a syscache lookup of an existing relation's pg_class row.
+    unsafe { pg_sys::get_rel_type_id(queue.relid) }
+}
+
+/// Checks that `role` may have function `function` called with its
+/// finished invocations (see the module's header); returns the statement
+/// that calls it. Run with the search_path pinned.
+pub(crate) fn check(function: Oid, role: Oid, queue: &QueueTable) -> Result<String> {
+    let looked = Spi::connect(|c| {
+        let rows = c.select(
+            LOOK,
+            Some(1),
+            &[function.into(), row_type(queue).into(), role.into()],
+        )?;
+        Ok::<_, pgrx::spi::SpiError>(match rows.into_iter().next() {
+            None => None,
+            Some(r) => Some((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<bool>(2)?.unwrap_or(false),
+                r.get::<bool>(3)?.unwrap_or(false),
+                r.get::<bool>(4)?.unwrap_or(false),
+                r.get::<String>(5)?.unwrap_or_default(),
+            )),
+        })
+    })
+    .map_err(|e| LambdaFdwError::QueueWrite(Some(e.to_string())))?;
+    let Some((name, plain, one_row, may_execute, call)) = looked else {
+        return Err(LambdaFdwError::CallbackMissing {
+            oid: function.to_u32(),
+        });
+    };
+    if !plain {
+        return Err(LambdaFdwError::CallbackNotAFunction { function: name });
+    }
+    if !one_row {
+        return Err(LambdaFdwError::CallbackSignature { function: name });
+    }
+    if !may_execute {
+        return Err(LambdaFdwError::CallbackNoExecute { function: name });
+    }
+    Ok(call)
+}
+
+/// The function a foreign table's `on_complete` option names (resolved
+/// with the search_path pinned: write it schema-qualified).
+pub(crate) fn resolve(name: &str) -> Result<Oid> {
+    let sql = if name.contains('(') {
+        "SELECT pg_catalog.to_regprocedure($1)::pg_catalog.oid"
+    } else {
+        "SELECT pg_catalog.to_regproc($1)::pg_catalog.oid"
+    };
+    table::with_pinned_search_path(|| Spi::get_one_with_args::<Oid>(sql, &[name.into()]))
+        .ok()
+        .flatten()
+        .ok_or_else(|| LambdaFdwError::CallbackNotFound {
+            name: name.to_string(),
+        })
+}
+
+/// Calls the callback of invocation `id`, checked again, as `role`.
+fn call_one(
+    id: i64,
+    role: Oid,
+    function: Oid,
+    queue: &QueueTable,
+) -> std::result::Result<(), String> {
+    // SAFETY: a syscache existence probe with one OID key.
+    let role_exists = unsafe {
+        pg_sys::SearchSysCacheExists(
+            pg_sys::SysCacheIdentifier::AUTHOID as i32,
+            role.into(),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+        )
+    };
+    if !role_exists {
+        return Err(format!(
+            "role with OID {} no longer exists; the callback was not called",
+            role.to_u32()
+        ));
+    }
+    let call = check(function, role, queue).map_err(|e| e.to_string())?;
+    match in_subtransaction(|| table::as_owner(role, || Spi::run_with_args(&call, &[id.into()]))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Runs the callbacks of the invocations among `ids` that finished (see the
+/// module's header); inside the round that recorded them, as the queue
+/// table's owner, search_path pinned.
+pub(crate) fn run(ids: &[i64], queue: &QueueTable) {
+    if ids.is_empty() || !queue.since_0_6 {
+        return;
+    }
+    let due = in_subtransaction(
+        || -> std::result::Result<Vec<(i64, Oid, Oid)>, WorkerError> {
+            // Read-write: a read-only call uses the round's first snapshot,
+            // which does not see the outcomes just recorded.
+            Ok(Spi::connect_mut(|c| {
+                c.update(DUE, None, &[ids.to_vec().into()])?
+                    .map(|r| {
+                        Ok((
+                            r.get::<i64>(1)?.unwrap_or_default(),
+                            r.get::<Oid>(2)?.unwrap_or(Oid::INVALID),
+                            r.get::<Oid>(3)?.unwrap_or(Oid::INVALID),
+                        ))
+                    })
+                    .collect::<std::result::Result<Vec<_>, pgrx::spi::SpiError>>()
+            })?)
+        },
+    );
+    let due = match due {
+        Ok(Ok(due)) => due,
+        Ok(Err(e)) | Err(e) => {
+            log_unexpected("find the callbacks to run", &e);
+            return;
+        }
+    };
+    for (id, role, function) in due {
+        let Err(why) = call_one(id, role, function, queue) else {
+            continue;
+        };
+        let stored = in_subtransaction(|| {
+            Spi::run_with_args(CALLBACK_ERROR, &[id.into(), why.as_str().into()])
+        });
+        if !matches!(stored, Ok(Ok(()))) {
+            log!(
+                "lambda_fdw queue worker: the callback of invocation {id} failed and that could not be recorded: {why}"
+            );
+        }
+    }
+}
