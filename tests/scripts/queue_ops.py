@@ -300,7 +300,7 @@ def test_callbacks(conn):
     time.sleep(0.5)
     err = one(conn, "SELECT callback_error FROM lambda_fdw.invocations WHERE id = %s", [esc])
     check("a callback runs security-restricted: it cannot SET ROLE",
-          err == 'cannot set parameter "role" within security-restricted operation', err)
+          err == 'cannot set parameter "role" within security-definer function', err)
     # EXECUTE revoked between the enqueue and the call.
     lost = finished({"run": f"{RUN}-lost", "key": "l", "seq": 10, "ms": 1}, "public.cb_done",
                     not_before="clock_timestamp() + interval '2 seconds'")
