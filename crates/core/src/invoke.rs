@@ -25,6 +25,7 @@ use crate::measure::{CallLog, CallStats};
 pub use crate::outcome::InvokeOutcome;
 use crate::request::{InvocationType, InvokeRequest, LogType};
 use crate::retry::{self, Decision, Retrier};
+use crate::throttle;
 
 fn sdk_invocation_type(t: InvocationType) -> SdkInvocationType {
     match t {
@@ -311,11 +312,26 @@ impl LambdaClient {
         self.invoke_once(req, req.payload.clone()).await
     }
 
+    /// Records a hold on the function after a 429 or a Retry-After, for
+    /// every caller that shares the table ([`throttle`]).
+    fn hold_if_throttled(&self, key: u64, error: &CoreError, retry_after: Option<Duration>) {
+        let throttled = matches!(error, CoreError::Service { status, code, .. }
+            if *status == 429 || code == "TooManyRequestsException");
+        if throttled || retry_after.is_some() {
+            let length =
+                throttle::hold_length(retry_after, Duration::from_millis(self.request_timeout_ms));
+            let now = throttle::now_ms();
+            throttle::table().hold(key, now + length.as_millis() as u64, now);
+        }
+    }
+
     async fn invoke_once(
         &self,
         req: &InvokeRequest,
         payload: Bytes,
     ) -> Result<InvokeOutcome, (CoreError, Option<std::time::Duration>)> {
+        let hold_key = throttle::key(&self.region, &req.target.function_name);
+        throttle::wait_while_held(hold_key).await;
         let out = self
             .inner
             .invoke()
@@ -327,7 +343,11 @@ impl LambdaClient {
             .payload(Blob::from_maybe_shared(payload))
             .send()
             .await
-            .map_err(|e| map_sdk_error(e, self, &req.target.display))?;
+            .map_err(|e| map_sdk_error(e, self, &req.target.display))
+            .map_err(|(error, retry_after)| {
+                self.hold_if_throttled(hold_key, &error, retry_after);
+                (error, retry_after)
+            })?;
         let request_id = out.request_id().map(str::to_string);
         let payload = out.payload.map(Blob::into_bytes).filter(|p| !p.is_empty());
         Ok(InvokeOutcome {
