@@ -555,7 +555,7 @@ impl Scan {
                         }
                         .boxed_local()
                     };
-                    let fan_out = fanout::ordered(batches, self.concurrency, start);
+                    let fan_out = fanout::ordered(batches, self.concurrency, start).slow_start();
                     Stream::Batches(if self.ramp {
                         fan_out.ramped().boxed_local()
                     } else {

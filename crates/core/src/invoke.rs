@@ -367,7 +367,8 @@ impl LambdaClient {
     /// outcome awaited, so a consumer that stops early (LIMIT) leaves the
     /// rest unsent. Each finished call leaves its statistics in `log`.
     /// Requests are taken from `requests` as their calls start, so a lazy
-    /// iterator builds each only then.
+    /// iterator builds each only then. It starts slowly (two calls, one more
+    /// per finished call, see [`fanout::Ordered::slow_start`]).
     pub fn invoke_all<I>(
         &self,
         requests: I,
@@ -383,6 +384,7 @@ impl LambdaClient {
             let (client, log) = (client.clone(), log.clone());
             async move { client.invoke(req, &log).await }
         })
+        .slow_start()
         .boxed_local()
     }
 }
