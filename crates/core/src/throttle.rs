@@ -19,8 +19,9 @@
 //! before). Two processes replacing the same expired slot at once can, at
 //! worst, give one function another's hold, which is bounded by [`MAX_HOLD`].
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How many slots a table has (shared memory holds exactly this many).
@@ -177,6 +178,41 @@ pub async fn wait_while_held(key: u64) {
     }
 }
 
+/// Functions this process has had an answer from (any answer but a 429),
+/// by key: a fan-out to one of them starts at full concurrency, one to
+/// any other starts slowly (see `fanout::Ordered::slow_start`).
+fn answered() -> &'static Mutex<HashSet<u64>> {
+    static ANSWERED: OnceLock<Mutex<HashSet<u64>>> = OnceLock::new();
+    ANSWERED.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+/// Notes that `key`'s function answered (a bounded set: cleared when full).
+pub fn note_answered(key: u64) {
+    let mut set = answered().lock().unwrap_or_else(|p| p.into_inner());
+    if set.len() >= SLOTS && !set.contains(&key) {
+        set.clear();
+    }
+    set.insert(key);
+}
+
+/// Forgets that `key`'s function answered (it was throttled).
+pub fn note_throttled(key: u64) {
+    answered()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&key);
+}
+
+/// Whether a fan-out to `key`'s function should start slowly: this process
+/// has had no answer from it since it was last throttled, or it is held.
+pub fn start_slowly(key: u64) -> bool {
+    let known = answered()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&key);
+    !known || table().held_for(key, now_ms()).is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +284,16 @@ mod tests {
     fn keys_ignore_nothing_but_are_never_zero() {
         assert_ne!(key("a", "bc"), key("ab", "c"));
         assert_ne!(key("r", "f"), 0);
+    }
+
+    #[test]
+    fn a_function_starts_slowly_until_it_answers_and_again_after_a_429() {
+        let k = key("slow-start-test", "f");
+        assert!(start_slowly(k));
+        note_answered(k);
+        assert!(!start_slowly(k));
+        note_throttled(k);
+        assert!(start_slowly(k));
     }
 
     #[test]
