@@ -52,11 +52,11 @@ def stub_window(conn, of, key):
     return row[0], row[1]
 
 
-def setup(conn, extra=""):
+def setup(conn, concurrency=MAX_CONCURRENCY):
     conn.execute("CREATE EXTENSION IF NOT EXISTS lambda_fdw")
     conn.execute("DROP SERVER IF EXISTS thr CASCADE")
     conn.execute(f"CREATE SERVER thr FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-west-2', "
-                 f"endpoint_url '{STUB}', max_attempts '5', max_concurrency '{MAX_CONCURRENCY}'{extra})")
+                 f"endpoint_url '{STUB}', max_attempts '5', max_concurrency '{concurrency}')")
     conn.execute("CREATE USER MAPPING FOR CURRENT_USER SERVER thr "
                  "OPTIONS (aws_access_key_id 'AKIDTHR', aws_secret_access_key 'thr-secret')")
 
@@ -116,7 +116,7 @@ def test_queue():
     check("the queue worker runs", wait_until(conn, "SELECT count(*) = 1 FROM pg_stat_activity "
           "WHERE backend_type = 'lambda_fdw queue worker'", timeout=20))
     if one(conn, "SELECT count(*) FROM pg_foreign_server WHERE srvoptions @> ARRAY['region=us-west-2']") == 0:
-        setup(conn, ", max_concurrency '2'")
+        setup(conn, 2)
     throttled = f"throttle-queue-{uuid.uuid4().hex[:8]}"
     other_key = f"qother-{uuid.uuid4().hex[:8]}"
     ids = []
