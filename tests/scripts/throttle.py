@@ -107,16 +107,22 @@ def test_scans():
 
 
 def test_queue():
+    # What this test makes in the worker's database it removes at the end,
+    # so the suites after it find the database as they would without it.
+    made_db = made_ext = made_server = False
     with connect("postgres") as admin:
         if one(admin, "SELECT count(*) FROM pg_database WHERE datname = %s", [QUEUE_DB]) == 0:
             admin.execute(f"CREATE DATABASE {QUEUE_DB}")
+            made_db = True
     conn = connect(QUEUE_DB)
     if one(conn, "SELECT count(*) FROM pg_extension WHERE extname = 'lambda_fdw'") == 0:
         conn.execute("CREATE EXTENSION lambda_fdw")
+        made_ext = True
     check("the queue worker runs", wait_until(conn, "SELECT count(*) = 1 FROM pg_stat_activity "
           "WHERE backend_type = 'lambda_fdw queue worker'", timeout=20))
     if one(conn, "SELECT count(*) FROM pg_foreign_server WHERE srvoptions @> ARRAY['region=us-west-2']") == 0:
         setup(conn, 2)
+        made_server = True
     throttled = f"throttle-queue-{uuid.uuid4().hex[:8]}"
     other_key = f"qother-{uuid.uuid4().hex[:8]}"
     ids = []
@@ -139,7 +145,14 @@ def test_queue():
           within <= limit, f"{within} of {calls}")
     ocalls, _ = stub_window(conn, "counted-echo", other_key)
     check("the other function's rows were each sent once", ocalls == 10, ocalls)
+    if made_server:
+        conn.execute("DROP SERVER thr CASCADE")
+    if made_ext:
+        conn.execute("DROP EXTENSION lambda_fdw CASCADE")
     conn.close()
+    if made_db:
+        with connect("postgres") as admin:
+            admin.execute(f"DROP DATABASE {QUEUE_DB} WITH (FORCE)")
 
 
 def main():
