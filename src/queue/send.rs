@@ -33,6 +33,9 @@ use super::transaction::panic_message;
 /// main thread, which does the SQL.
 const SENDING_THREADS: usize = 2;
 
+/// How many functions' slots are kept before unused ones are forgotten.
+const MAX_FUNCTIONS: usize = 1024;
+
 /// A claimed row with its request and client, waiting for a free slot.
 struct ToSend {
     id: i64,
@@ -153,21 +156,42 @@ impl Sender {
             while let Some(queued) = incoming.recv().await {
                 let (available, starting, answers) =
                     (available.clone(), starting.clone(), answers.clone());
-                // Each request waits for its function's slot and hold
-                // first, then for one of the worker's: a function that is
-                // held or at its limit keeps none of the worker's slots.
+                let Queued {
+                    work,
+                    function,
+                    function_slots,
+                } = queued;
+                // A request whose function has a free slot and is not held
+                // starts in turn, as it always did: the dispatcher waits for
+                // one of the worker's slots. One whose function is at its
+                // limit or held waits apart, holding none of the worker's
+                // slots, so the requests behind it go on.
+                let ready = match function_slots.clone().try_acquire_owned() {
+                    Ok(p)
+                        if throttle::table()
+                            .held_for(function, throttle::now_ms())
+                            .is_none() =>
+                    {
+                        match available.clone().acquire_owned().await {
+                            Ok(permit) => Some((p, permit)),
+                            Err(_) => break,
+                        }
+                    }
+                    _ => None,
+                };
                 tokio::spawn(async move {
-                    let Queued {
-                        work,
-                        function,
-                        function_slots,
-                    } = queued;
-                    let Ok(function_permit) = function_slots.acquire_owned().await else {
-                        return;
-                    };
-                    throttle::wait_while_held(function).await;
-                    let Ok(permit) = available.acquire_owned().await else {
-                        return;
+                    let (function_permit, permit) = match ready {
+                        Some(permits) => permits,
+                        None => {
+                            let Ok(function_permit) = function_slots.acquire_owned().await else {
+                                return;
+                            };
+                            throttle::wait_while_held(function).await;
+                            let Ok(permit) = available.acquire_owned().await else {
+                                return;
+                            };
+                            (function_permit, permit)
+                        }
                     };
                     let ids = work.ids();
                     {
@@ -253,6 +277,10 @@ impl Sender {
         let (region, name) = work.function();
         let function = throttle::key(region, name);
         let limit = signing::function_limit(region, name).unwrap_or(self.slots.max(1));
+        if self.function_slots.len() >= MAX_FUNCTIONS {
+            // Forget the functions nothing is waiting for or sending to.
+            self.function_slots.retain(|_, s| Arc::strong_count(s) > 1);
+        }
         let function_slots = self
             .function_slots
             .entry((function, limit))
