@@ -53,6 +53,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -784,6 +785,9 @@ def main_one(new_on, new_off):
     refused.bound("queue multi-database throughput", multi, results["queue_multi_db_ideal_per_s"],
                   lambda v, i: v > i)
 
+    # 6. Throttling: requests sent while a function is held after a 429.
+    results.update(throttle_figure(new_on))
+
     report_one(results, refused)
     return 3 if refused.names else 0
 
@@ -1062,6 +1066,20 @@ def commit_to_send(server):
     return statistics.median(waits)
 
 
+def throttle_figure(server):
+    """`throttle_wasted_requests`: the requests the stub saw during its 1 s
+    Retry-After window when 8 backends fan out at once to a function it
+    throttles (tests/scripts/throttle.py's scan part; target <= 2 x the
+    backends), and the number of backends."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "scripts", "throttle.py")
+    out = subprocess.run([sys.executable, script, "--scans-only"], env=server.env,
+                         capture_output=True, text=True)
+    m = re.search(r"throttle_wasted_requests=(\d+) backends=(\d+)", out.stdout)
+    if out.returncode != 0 or not m:
+        fail(f"the throttle test failed: {out.stdout[-2000:]}{out.stderr[-2000:]}")
+    return {"throttle_wasted_requests": int(m.group(1)), "throttle_backends": int(m.group(2))}
+
+
 def fmt_or_refused(refused, figure, text):
     return "REFUSED (see below)" if figure in refused.names else text
 
@@ -1131,6 +1149,9 @@ def report_one(r, refused):
                         "{:+.2f} % [{:+.2f}, {:+.2f}]".format(r["stats_overhead_pct"],
                                                              *median_ci(r["_stats_pct_rounds"]))), "<= 3 %"),
     ]
+    targets.append(("throttle: requests in the Retry-After window",
+                    f"{r['throttle_wasted_requests']} ({r['throttle_backends']} backends)",
+                    f"<= {2 * r['throttle_backends']}"))
     print(f"lambda_fdw benchmark: N = {N}, sequential calls in {rounds_note}, {platform.machine()}, "
           f"{os.cpu_count()} cores, {platform.platform()}")
     print(describe_placement())
@@ -1146,7 +1167,8 @@ def report_one(r, refused):
             "stats_overhead_pct", "per_call_cpu_us", "sdk_cpu_per_call_us", "per_call_vs_sdk",
             "stats_on_cpu_per_call_us", "stats_off_cpu_per_call_us",
             "batch_rows_per_s", "batch_cpu_us_per_row", "batch_peak_rss_mb", "batch_speedup",
-            "queue_batch_rows_per_s", "queue_batch_worker_cpu_us_per_row"]
+            "queue_batch_rows_per_s", "queue_batch_worker_cpu_us_per_row",
+            "throttle_wasted_requests", "throttle_backends"]
     refused_keys = {"aws_lambda.invoke, per call": ["per_call_us"], "invoke / SDK": ["per_call_vs_sdk"],
                     "statistics overhead": ["stats_overhead_pct"], "fanout efficiency": ["fanout_efficiency"],
                     "data_fanout efficiency": ["data_fanout_efficiency"],
@@ -1295,6 +1317,10 @@ def main():
             fail("BENCH_STUB_PID is needed to place the stub (or BENCH_LAYOUT=free)")
         pin(STUB_PID, PLACE["stub"])
     servers = servers_from_env()
+    if os.environ.get("BENCH_ONLY") == "throttle":
+        # The throttle figure alone (a few seconds).
+        print(json.dumps(throttle_figure(servers["new"][True])))
+        return 0
     if "old" in servers:
         return main_compare(servers, os.environ.get("BENCH_BASELINE", "baseline"))
     return main_one(servers["new"][True], servers["new"][False])

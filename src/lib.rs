@@ -36,6 +36,7 @@ pub extern "C-unwind" fn _PG_init() {
     if preloading {
         queue::init_preloaded();
         stats::init_preloaded();
+        pg::holds::init_preloaded();
         queue::register_launcher();
     }
 }

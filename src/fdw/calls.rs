@@ -538,6 +538,7 @@ impl Scan {
                 Some(batching) => {
                     let batches = requests.batches(batching);
                     let (format, batching) = (batching.format, batching.clone());
+                    let slowly = client.starts_slowly(&requests.request(0).target.function_name);
                     let start = move |batch: BatchOf| {
                         let (client, log, requests) =
                             (client.clone(), log.clone(), requests.clone());
@@ -556,6 +557,11 @@ impl Scan {
                         .boxed_local()
                     };
                     let fan_out = fanout::ordered(batches, self.concurrency, start);
+                    let fan_out = if slowly {
+                        fan_out.slow_start()
+                    } else {
+                        fan_out
+                    };
                     Stream::Batches(if self.ramp {
                         fan_out.ramped().boxed_local()
                     } else {

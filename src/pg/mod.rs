@@ -8,10 +8,13 @@
 //! - [`convert`]: json/jsonb datums from and to Rust bytes;
 //! - [`origin`]: the instance, database, statement and request ids that
 //!   batch metadata carries;
+//! - [`holds`]: the throttling holds' table in shared memory, shared by
+//!   every backend and the queue worker when preloaded;
 //! - [`PG_INTERRUPTS`]: query cancel and termination for the core's waits.
 
 pub(crate) mod catalog;
 pub(crate) mod convert;
+pub(crate) mod holds;
 mod interrupts;
 pub(crate) mod origin;
 

@@ -82,6 +82,13 @@ pub(crate) struct Batch {
     pub(crate) owner: Owner,
 }
 
+impl Batch {
+    /// The function's name (without qualifier), for its limit and holds.
+    pub(crate) fn function_name(&self) -> &str {
+        &self.target.function_name
+    }
+}
+
 /// The request id of a batch: `q<first row's id>-<its attempt>` (a part
 /// after a 413 adds `.<part>`): unique per request, the same for no two
 /// claims.

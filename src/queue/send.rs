@@ -15,6 +15,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::stats;
+use lambda_fdw_core::throttle;
 use lambda_fdw_core::{
     block_on_until, client_for, sending_runtime, CallStats, ClientSettings, Interrupts,
     InvokeRequest, LambdaClient,
@@ -24,12 +25,16 @@ use super::batch::{self, Batch, Job};
 use super::error::WorkerError;
 use super::outcome::{classify, Outcome, Owner};
 use super::signals::{latch_set, shutdown_requested, POLL};
+use super::signing;
 use super::state::RowState;
 use super::transaction::panic_message;
 
 /// Threads that run the calls (SigV4 signing and HTTP), beside the worker's
 /// main thread, which does the SQL.
 const SENDING_THREADS: usize = 2;
+
+/// How many functions' slots are kept before unused ones are forgotten.
+const MAX_FUNCTIONS: usize = 1024;
 
 /// A claimed row with its request and client, waiting for a free slot.
 struct ToSend {
@@ -47,7 +52,26 @@ enum Work {
     Batch(Box<Batch>, LambdaClient),
 }
 
+/// A request with its function's share of the slots: it starts only while
+/// fewer than that function's limit of its calls are in flight and the
+/// function is not held after a 429 (see `throttle`), so one slow or
+/// throttled function cannot take every slot.
+struct Queued {
+    work: Work,
+    /// The function's key (`throttle::key`).
+    function: u64,
+    function_slots: Arc<Semaphore>,
+}
+
 impl Work {
+    /// The region and function name its calls go to.
+    fn function(&self) -> (&str, &str) {
+        match self {
+            Work::One(job) => (&job.client.region, &job.request.target.function_name),
+            Work::Batch(b, client) => (&client.region, b.function_name()),
+        }
+    }
+
     fn ids(&self) -> Vec<i64> {
         match self {
             Work::One(job) => vec![job.id],
@@ -87,7 +111,10 @@ async fn send_one(job: ToSend) -> Outcome {
 /// call ends, whatever the worker's main thread is doing (its SQL).
 pub(crate) struct Sender {
     runtime: Runtime,
-    jobs: mpsc::UnboundedSender<Work>,
+    jobs: mpsc::UnboundedSender<Queued>,
+    /// Each function's slots, by key and limit (a changed limit gets new
+    /// ones).
+    function_slots: HashMap<(u64, usize), Arc<Semaphore>>,
     outcomes: mpsc::UnboundedReceiver<Vec<Outcome>>,
     permits: Arc<Semaphore>,
     /// `lambda_fdw.queue_concurrency`, as last followed.
@@ -119,28 +146,62 @@ fn lock_starts(starts: &Mutex<Starts>) -> std::sync::MutexGuard<'_, Starts> {
 impl Sender {
     pub(crate) fn new(slots: usize) -> Result<Self, WorkerError> {
         let runtime = sending_runtime(SENDING_THREADS)?;
-        let (jobs, mut incoming) = mpsc::unbounded_channel::<Work>();
+        let (jobs, mut incoming) = mpsc::unbounded_channel::<Queued>();
         let (answers, outcomes) = mpsc::unbounded_channel::<Vec<Outcome>>();
         let permits = Arc::new(Semaphore::new(slots));
         let available = permits.clone();
         let starts = Arc::new(Mutex::new(Starts::default()));
         let starting = starts.clone();
         runtime.spawn(async move {
-            while let Some(work) = incoming.recv().await {
-                let Ok(permit) = available.clone().acquire_owned().await else {
-                    break;
-                };
-                let ids = work.ids();
-                {
-                    let mut s = lock_starts(&starting);
-                    if s.stopped {
-                        // Stopping: nothing more starts; the rows go back.
-                        continue;
+            while let Some(queued) = incoming.recv().await {
+                let (available, starting, answers) =
+                    (available.clone(), starting.clone(), answers.clone());
+                let Queued {
+                    work,
+                    function,
+                    function_slots,
+                } = queued;
+                // A request whose function has a free slot and is not held
+                // starts in turn, as it always did: the dispatcher waits for
+                // one of the worker's slots. One whose function is at its
+                // limit or held waits apart, holding none of the worker's
+                // slots, so the requests behind it go on.
+                let ready = match function_slots.clone().try_acquire_owned() {
+                    Ok(p)
+                        if throttle::table()
+                            .held_for(function, throttle::now_ms())
+                            .is_none() =>
+                    {
+                        match available.clone().acquire_owned().await {
+                            Ok(permit) => Some((p, permit)),
+                            Err(_) => break,
+                        }
                     }
-                    s.started.extend(ids.iter().copied());
-                }
-                let answers = answers.clone();
+                    _ => None,
+                };
                 tokio::spawn(async move {
+                    let (function_permit, permit) = match ready {
+                        Some(permits) => permits,
+                        None => {
+                            let Ok(function_permit) = function_slots.acquire_owned().await else {
+                                return;
+                            };
+                            throttle::wait_while_held(function).await;
+                            let Ok(permit) = available.acquire_owned().await else {
+                                return;
+                            };
+                            (function_permit, permit)
+                        }
+                    };
+                    let ids = work.ids();
+                    {
+                        let mut s = lock_starts(&starting);
+                        if s.stopped {
+                            // Stopping: nothing more starts; the rows go back.
+                            return;
+                        }
+                        s.started.extend(ids.iter().copied());
+                    }
                     let call = async move {
                         match work {
                             Work::One(job) => vec![send_one(*job).await],
@@ -161,6 +222,7 @@ impl Sender {
                             });
                     let _ = answers.send(outcomes);
                     drop(permit);
+                    drop(function_permit);
                 });
             }
         });
@@ -170,6 +232,7 @@ impl Sender {
             outcomes,
             permits,
             slots,
+            function_slots: HashMap::new(),
             outstanding: 0,
             requests: 0,
             handed: HashSet::new(),
@@ -211,7 +274,24 @@ impl Sender {
 
     fn submit(&mut self, work: Work) {
         let ids = work.ids();
-        if self.jobs.send(work).is_ok() {
+        let (region, name) = work.function();
+        let function = throttle::key(region, name);
+        let limit = signing::function_limit(region, name).unwrap_or(self.slots.max(1));
+        if self.function_slots.len() >= MAX_FUNCTIONS {
+            // Forget the functions nothing is waiting for or sending to.
+            self.function_slots.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        let function_slots = self
+            .function_slots
+            .entry((function, limit))
+            .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+            .clone();
+        let queued = Queued {
+            work,
+            function,
+            function_slots,
+        };
+        if self.jobs.send(queued).is_ok() {
             self.outstanding += ids.len();
             self.requests += 1;
             self.handed.extend(ids);

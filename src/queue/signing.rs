@@ -6,6 +6,7 @@
 //! checks out, or differs from what the row recorded, is failed unsent
 //! ([`NotSent`]). [`claim_ready`] claims rows and makes each [`Ready`].
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -14,8 +15,11 @@ use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 
 use crate::pg::{catalog, origin};
+use crate::settings::options::ServerOptions;
 use crate::settings::route;
 use lambda_fdw_core::batch::BatchFormat;
+use lambda_fdw_core::settings::DEFAULT_MAX_CONCURRENCY;
+use lambda_fdw_core::throttle;
 use lambda_fdw_core::{parse_function_name, ClientSettings, InvocationType, InvokeRequest};
 
 use super::error::{NotSent, WorkerError};
@@ -28,6 +32,10 @@ use super::transaction::in_subtransaction;
 #[derive(Clone)]
 struct Signing {
     settings: ClientSettings,
+    /// The calls to its function the worker may have in flight: the
+    /// foreign table's `max_concurrency`, else its server's, else the
+    /// default (see [`function_limit`]).
+    max_concurrency: usize,
     server: Option<(Oid, String)>,
     batching: Option<Rc<Batching>>,
 }
@@ -99,6 +107,7 @@ fn signing_of(c: &Claimed) -> Result<Signing, WorkerError> {
         }
     }
     let mut batching = None;
+    let mut table_limit = None;
     let signed = match c.foreign_table {
         None => {
             // Who may call: EXECUTE on enqueue, still (revoked from PUBLIC
@@ -127,6 +136,7 @@ fn signing_of(c: &Claimed) -> Result<Signing, WorkerError> {
                 .into());
             }
             let table_route = route::table_route(table)?;
+            table_limit = table_route.table.max_concurrency;
             batching = table_route.table.batching().map(|format| {
                 Rc::new(Batching {
                     size: table_route.table.batch_size,
@@ -187,10 +197,47 @@ fn signing_of(c: &Claimed) -> Result<Signing, WorkerError> {
     let mut settings = signed.settings;
     // The queue schedules its own retries, in the row.
     settings.max_attempts = 1;
+    let server_limit = match &signed.server {
+        // The route just parsed the same options.
+        Some(s) => ServerOptions::parse(&catalog::server_options(s.oid)?)
+            .ok()
+            .and_then(|o| o.max_concurrency),
+        None => None,
+    };
     Ok(Signing {
         settings,
+        max_concurrency: table_limit
+            .or(server_limit)
+            .unwrap_or(DEFAULT_MAX_CONCURRENCY),
         server: signed.server.map(|s| (s.oid, s.name)),
         batching,
+    })
+}
+
+thread_local! {
+    /// Each function's limit, as the last round's signings found it, keyed
+    /// by `throttle::key` (region and function name).
+    static LIMITS: RefCell<HashMap<u64, usize>> = RefCell::new(HashMap::new());
+}
+
+fn remember_limit(region: &str, function_name: &str, limit: usize) {
+    LIMITS.with(|l| {
+        let mut l = l.borrow_mut();
+        let kept = l
+            .entry(throttle::key(region, function_name))
+            .or_insert(limit);
+        *kept = (*kept).min(limit);
+    });
+}
+
+/// How many calls to `function_name` in `region` the worker may have in
+/// flight, as the signings of the rows claimed for it said (the lowest of
+/// them when they differ); `None` for a function of no claimed row.
+pub(crate) fn function_limit(region: &str, function_name: &str) -> Option<usize> {
+    LIMITS.with(|l| {
+        l.borrow()
+            .get(&throttle::key(region, function_name))
+            .copied()
     })
 }
 
@@ -263,6 +310,7 @@ pub(crate) fn claim_ready(
     // a round, in a subtransaction, so that a catalog error fails those
     // rows, not the round.
     let mut signings: HashMap<SigningKey, Result<Signing, Rc<WorkerError>>> = HashMap::new();
+    LIMITS.with(|l| l.borrow_mut().clear());
     Ok(sql::claim(limit, foreign_table_column, ordered)?
         .into_iter()
         .map(|c| {
@@ -318,6 +366,11 @@ pub(crate) fn claim_ready(
                 batch,
                 prepared: request_of(&c).map_err(Rc::new).and_then(|r| {
                     signed.map(|s| {
+                        remember_limit(
+                            &s.settings.region,
+                            &r.target.function_name,
+                            s.max_concurrency,
+                        );
                         let owner = Owner {
                             role: c.queued_by,
                             server: s.server,

@@ -98,6 +98,13 @@ if "$VENV/bin/python" tests/scripts/aborts.py; then passed=$((passed + 1)); else
 part load "load: 8 sessions x 300 invocations"
 if python3 tests/scripts/load.py; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
 
+part throttle "throttle: a 429 holds a function for every backend and the worker"
+if LAMBDA_FDW_STUB_PORT="$STUB_PORT" LAMBDA_FDW_QUEUE_DB="$QUEUE_DB" "$VENV/bin/python" tests/scripts/throttle.py; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)); status=1
+fi
+
 part after_commit "after_commit: the queue, its worker, rollbacks, retries, crashes and restarts"
 if LAMBDA_FDW_WORK="$WORK" LAMBDA_FDW_MINISTACK_PORT="$MINISTACK_PORT" LAMBDA_FDW_STUB_PORT="$STUB_PORT" \
    LAMBDA_FDW_QUEUE_DB="$QUEUE_DB" "$VENV/bin/python" tests/scripts/after_commit.py; then

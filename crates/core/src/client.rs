@@ -27,6 +27,8 @@ pub struct LambdaClient {
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub max_attempts: u32,
+    /// The region, for the key of a throttling hold ([`crate::throttle`]).
+    pub region: String,
 }
 
 thread_local! {
@@ -125,6 +127,7 @@ async fn build_client(s: &ClientSettings) -> LambdaClient {
         connect_timeout_ms: s.connect_timeout_ms,
         request_timeout_ms: s.request_timeout_ms,
         max_attempts: s.max_attempts.max(1),
+        region: s.region.clone(),
     }
 }
 

@@ -20,6 +20,8 @@ use futures::stream::{FuturesUnordered, Stream, StreamExt};
 /// How many calls may be started ahead of the next result to yield, as a
 /// multiple of the concurrency.
 pub const WINDOW_FACTOR: usize = 2;
+/// Calls a slow start runs before any has finished ([`Ordered::slow_start`]).
+pub const SLOW_START: usize = 2;
 
 /// A future tagged with its position in the request order.
 struct Indexed<F> {
@@ -46,6 +48,9 @@ pub struct Ordered<I: Iterator, S, F: Future> {
     next_start: usize,
     next_yield: usize,
     concurrency: usize,
+    /// How many may run now: `concurrency`, or while starting slowly (see
+    /// [`Ordered::slow_start`]) fewer, one more per finished call.
+    limit: usize,
     window: usize,
     /// How many calls may be started ahead of the next result to yield
     /// now: the window, or while ramping up (see [`Ordered::ramped`]) one
@@ -73,6 +78,7 @@ where
         next_start: 0,
         next_yield: 0,
         concurrency,
+        limit: concurrency,
         window: concurrency * WINDOW_FACTOR,
         ahead: concurrency * WINDOW_FACTOR,
         exhausted: false,
@@ -80,6 +86,18 @@ where
 }
 
 impl<I: Iterator, S, F: Future> Ordered<I, S, F> {
+    /// Runs at most [`SLOW_START`] calls at first, one more each time a call
+    /// finishes, up to the concurrency: as TCP's slow start, about double
+    /// per round trip. Many sessions starting at once against a throttled
+    /// function then send a few requests each before the first answer (a
+    /// 429 holds the function for every caller, see `throttle`), not
+    /// `concurrency` each. Retries happen inside a call, so a throttled call
+    /// does not finish, and does not widen the limit, until it is answered.
+    pub fn slow_start(mut self) -> Self {
+        self.limit = SLOW_START.min(self.concurrency);
+        self
+    }
+
     /// Starts one call, then doubles how many may run ahead of the next
     /// result at each result yielded, up to the window: a consumer that
     /// stops after the first result (`LIMIT` over batches of many rows)
@@ -104,7 +122,7 @@ where
         let this = &mut *self;
         loop {
             while !this.exhausted
-                && this.running.len() < this.concurrency
+                && this.running.len() < this.limit
                 && this.next_start < this.next_yield + this.ahead
             {
                 match this.items.next() {
@@ -130,6 +148,7 @@ where
             }
             match this.running.poll_next_unpin(cx) {
                 Poll::Ready(Some((index, out))) => {
+                    this.limit = (this.limit + 1).min(this.concurrency);
                     // A started call is never behind the next one to yield.
                     let offset = index - this.next_yield;
                     if this.finished.len() <= offset {
@@ -289,5 +308,34 @@ mod tests {
         let (out, _, started) = run(Vec::new(), 5, usize::MAX);
         assert!(out.is_empty());
         assert_eq!(started, 0);
+    }
+
+    #[test]
+    fn a_slow_start_runs_two_then_one_more_per_finished_call() {
+        let running = Rc::new(Cell::new(0usize));
+        let peaks = Rc::new(RefCell::new(Vec::new()));
+        let out = runtime().block_on({
+            let (running, peaks) = (running.clone(), peaks.clone());
+            async move {
+                ordered(vec![10u64; 40], 8, move |ms| {
+                    let (running, peaks) = (running.clone(), peaks.clone());
+                    async move {
+                        running.set(running.get() + 1);
+                        peaks.borrow_mut().push(running.get());
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        running.set(running.get() - 1);
+                        ms
+                    }
+                })
+                .slow_start()
+                .collect::<Vec<_>>()
+                .await
+            }
+        });
+        assert_eq!(out.len(), 40);
+        let peaks = peaks.borrow();
+        assert_eq!(&peaks[..2], &[1, 2], "two before any answer");
+        assert!(peaks[..2].iter().all(|&p| p <= SLOW_START));
+        assert_eq!(peaks.iter().max(), Some(&8), "full concurrency later");
     }
 }

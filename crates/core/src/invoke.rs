@@ -25,6 +25,7 @@ use crate::measure::{CallLog, CallStats};
 pub use crate::outcome::InvokeOutcome;
 use crate::request::{InvocationType, InvokeRequest, LogType};
 use crate::retry::{self, Decision, Retrier};
+use crate::throttle;
 
 fn sdk_invocation_type(t: InvocationType) -> SdkInvocationType {
     match t {
@@ -311,11 +312,27 @@ impl LambdaClient {
         self.invoke_once(req, req.payload.clone()).await
     }
 
+    /// Records a hold on the function after a 429 or a Retry-After, for
+    /// every caller that shares the table ([`throttle`]).
+    fn hold_if_throttled(&self, key: u64, error: &CoreError, retry_after: Option<Duration>) {
+        let throttled = matches!(error, CoreError::Service { status, code, .. }
+            if *status == 429 || code == "TooManyRequestsException");
+        if throttled || retry_after.is_some() {
+            let length =
+                throttle::hold_length(retry_after, Duration::from_millis(self.request_timeout_ms));
+            let now = throttle::now_ms();
+            throttle::table().hold(key, now + length.as_millis() as u64, now);
+            throttle::note_throttled(key);
+        }
+    }
+
     async fn invoke_once(
         &self,
         req: &InvokeRequest,
         payload: Bytes,
     ) -> Result<InvokeOutcome, (CoreError, Option<std::time::Duration>)> {
+        let hold_key = throttle::key(&self.region, &req.target.function_name);
+        throttle::wait_while_held(hold_key).await;
         let out = self
             .inner
             .invoke()
@@ -327,7 +344,12 @@ impl LambdaClient {
             .payload(Blob::from_maybe_shared(payload))
             .send()
             .await
-            .map_err(|e| map_sdk_error(e, self, &req.target.display))?;
+            .map_err(|e| map_sdk_error(e, self, &req.target.display))
+            .map_err(|(error, retry_after)| {
+                self.hold_if_throttled(hold_key, &error, retry_after);
+                (error, retry_after)
+            })?;
+        throttle::note_answered(hold_key);
         let request_id = out.request_id().map(str::to_string);
         let payload = out.payload.map(Blob::into_bytes).filter(|p| !p.is_empty());
         Ok(InvokeOutcome {
@@ -347,7 +369,9 @@ impl LambdaClient {
     /// outcome awaited, so a consumer that stops early (LIMIT) leaves the
     /// rest unsent. Each finished call leaves its statistics in `log`.
     /// Requests are taken from `requests` as their calls start, so a lazy
-    /// iterator builds each only then.
+    /// iterator builds each only then. A function not known to answer
+    /// starts slowly (two calls, one more per finished call, see
+    /// [`fanout::Ordered::slow_start`] and [`LambdaClient::starts_slowly`]).
     pub fn invoke_all<I>(
         &self,
         requests: I,
@@ -359,11 +383,26 @@ impl LambdaClient {
         I::IntoIter: Unpin + 'static,
     {
         let client = self.clone();
-        fanout::ordered(requests, concurrency, move |req| {
+        let mut requests = requests.into_iter().peekable();
+        let slowly = requests
+            .peek()
+            .is_some_and(|r| self.starts_slowly(&r.target.function_name));
+        let fan_out = fanout::ordered(requests, concurrency, move |req| {
             let (client, log) = (client.clone(), log.clone());
             async move { client.invoke(req, &log).await }
-        })
-        .boxed_local()
+        });
+        if slowly {
+            fan_out.slow_start().boxed_local()
+        } else {
+            fan_out.boxed_local()
+        }
+    }
+
+    /// Whether a fan-out to `function_name` starts slowly: until this
+    /// process has had an answer from it, again after a 429, and while it
+    /// is held ([`throttle::start_slowly`]).
+    pub fn starts_slowly(&self, function_name: &str) -> bool {
+        throttle::start_slowly(throttle::key(&self.region, function_name))
     }
 }
 

@@ -15,6 +15,8 @@
 //! - [`CallLog`]/[`CallStats`]: what each call cost, for statistics;
 //! - [`CoreError`]: every way a call can fail, with its SQLSTATE-free
 //!   classification.
+//! - [`throttle`]: holds after a 429, shared by every caller of a
+//!   function once the extension installs a table in shared memory;
 //! - [`batch`]: many rows per invocation: cutting rows into batches, the
 //!   request of each batch format and the check of its reply (issue 21; not
 //!   used by the extension yet).
@@ -32,6 +34,7 @@ pub mod request;
 pub mod retry;
 pub mod runtime;
 pub mod settings;
+pub mod throttle;
 
 pub use client::{client_for, LambdaClient};
 pub use error::{CoreError, CoreResult};

@@ -22,7 +22,12 @@
 //! - `reset`: the first `fail` calls per key reset the connection unanswered.
 //! - `counted-404`: 404, counting calls per key.
 //! - `calls`: the count of calls to function `of` (default `flaky`) with
-//!   `key`, and how many milliseconds ago the last one arrived.
+//!   `key`, how many milliseconds ago the last one arrived, and how many
+//!   arrived within `window_ms` (default 1000) of the first.
+//! - `throttle-<anything>`: for one second after its first request, 429
+//!   TooManyRequestsException with `Retry-After: 1` and Lambda's body
+//!   (`retryAfterSeconds`), then the payload echoed; every request is
+//!   counted under key `throttle` (read them with `calls`).
 //! - `truncated`: a 200 whose body stops before its Content-Length.
 //! - `reset-mid-body`: headers and half a body, then a reset.
 //! - `silence`: reads the request and never answers.
@@ -101,6 +106,9 @@ enum Fault {
     /// Never answer.
     Silence,
 }
+
+/// How long a `throttle-*` function answers 429 after its first request.
+const THROTTLE_WINDOW: Duration = Duration::from_secs(1);
 
 /// The size of the chunks of a chunked answer.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -432,7 +440,47 @@ async fn answer(req: &Request, delay: Duration, counters: &Counters) -> Response
             let last_ms_ago = seen
                 .and_then(|times| times.last())
                 .map(|t| t.elapsed().as_secs_f64() * 1000.0);
-            Response::json(200, json!({"calls": n, "last_ms_ago": last_ms_ago}))
+            // How many arrived within `window_ms` of the first.
+            let window = Duration::from_millis(num("window_ms", 1000));
+            let within = seen.map_or(0, |times| {
+                times
+                    .iter()
+                    .filter(|t| t.duration_since(times[0]) < window)
+                    .count()
+            });
+            Response::json(
+                200,
+                json!({"calls": n, "last_ms_ago": last_ms_ago, "within_window": within}),
+            )
+        }
+        n if n.starts_with("throttle-") => {
+            // Every request is counted under the name (key `throttle`); for
+            // THROTTLE_WINDOW after the first, 429 as Lambda throttles.
+            let calls = count(counters, n, "throttle");
+            if calls[calls.len() - 1].duration_since(calls[0]) < THROTTLE_WINDOW {
+                let mut r = Response::json(
+                    429,
+                    json!({
+                        "message": "Rate Exceeded.",
+                        "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
+                        "Type": "User",
+                        "retryAfterSeconds": "1"
+                    }),
+                );
+                r.headers
+                    .push(("x-amzn-ErrorType", "TooManyRequestsException".into()));
+                r.headers.push(("Retry-After", "1".into()));
+                r
+            } else {
+                Response {
+                    status,
+                    headers: vec![("Content-Type", "application/json".into())],
+                    body: req.body.clone(),
+                    fault: Fault::None,
+                    request_id: String::new(),
+                    chunked: false,
+                }
+            }
         }
         "truncated" => {
             let mut r = Response::json(200, json!({"data": "x".repeat(1000)}));
