@@ -1321,6 +1321,20 @@ def main():
         # The throttle figure alone (a few seconds).
         print(json.dumps(throttle_figure(servers["new"][True])))
         return 0
+    if os.environ.get("BENCH_ONLY") == "queue":
+        # The queue's figures of 0.6.0 alone (a few minutes): callbacks,
+        # several databases, and the throttle.
+        server = servers["new"][True]
+        setup(server, BASE_SETUP + CALLBACK_SETUP)
+        out = {"queue_throughput_per_s": queue_throughput(server, "q")}
+        pct, plain, called = queue_callback_overhead(server)
+        out.update(queue_callback_overhead_pct=pct, queue_callback_plain_per_s=plain, queue_callback_per_s=called)
+        multi, single = queue_multi_db(server)
+        out.update(queue_multi_db_per_s=multi, queue_single_db_per_s=single,
+                   queue_multi_db_ideal_per_s=QUEUE_DBS * QUEUE_CONCURRENCY * 1000.0 / QUEUE_DELAY_MS)
+        out.update(throttle_figure(server))
+        print(json.dumps(out))
+        return 0
     if "old" in servers:
         return main_compare(servers, os.environ.get("BENCH_BASELINE", "baseline"))
     return main_one(servers["new"][True], servers["new"][False])
