@@ -312,7 +312,10 @@ def servers_from_env():
 
 BASE_SETUP = [
     "CREATE EXTENSION lambda_fdw",
-    f"CREATE SERVER stub FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-west-2', endpoint_url '{STUB}', max_attempts '1')",
+    # max_concurrency: since 0.6.0 the queue worker sends at most that many
+    # calls of one function at once (tables set their own for scans).
+    f"CREATE SERVER stub FOREIGN DATA WRAPPER lambda_fdw OPTIONS (region 'us-west-2', endpoint_url '{STUB}', "
+    f"max_attempts '1', max_concurrency '{QUEUE_CONCURRENCY}')",
     "CREATE USER MAPPING FOR CURRENT_USER SERVER stub OPTIONS (aws_access_key_id 'AKIDBENCH', aws_secret_access_key 'bench-secret')",
 ]
 TABLES = [
