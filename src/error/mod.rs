@@ -109,6 +109,9 @@ pub(crate) enum LambdaFdwError {
     #[error("permission denied for function {function}")]
     CallbackNoExecute { function: String },
 
+    #[error("on_complete function {function} is not owned by a superuser")]
+    CallbackUntrusted { function: String },
+
     #[error("invocation {id} does not exist")]
     NoSuchInvocation { id: i64 },
 
@@ -443,6 +446,12 @@ impl From<LambdaFdwError> for ErrorReport {
             LambdaFdwError::CallbackNoExecute { .. } => {
                 report(ERRCODE_INSUFFICIENT_PRIVILEGE, message, None, None)
             }
+            LambdaFdwError::CallbackUntrusted { .. } => report(
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+                message,
+                Some("a superuser's invocation calls only functions that superusers own: the queue worker would run it later, as that superuser".into()),
+                None,
+            ),
             LambdaFdwError::NoSuchInvocation { .. } => {
                 report(ERRCODE_UNDEFINED_OBJECT, message, None, None)
             }

@@ -7,7 +7,9 @@
 //!   aggregate or window function), takes exactly one argument, of the
 //!   queue table's row type, and the queuing role may EXECUTE it. Checked
 //!   when the invocation is queued (as the role that queues it) and again
-//!   before each call.
+//!   before each call. A superuser's invocation calls only a function a
+//!   superuser owns: the worker runs it later, as that superuser, and a
+//!   table owner's `on_complete` must not become a superuser's code.
 //! - [`run`]: after the round has recorded outcomes, in the same
 //!   transaction, for each invocation that finished (`succeeded` or
 //!   `failed`, not one queued again for a retry) and has a callback: the
@@ -41,7 +43,11 @@ const LOOK: &str = "SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text, \
          AND p.proargtypes[0] OPERATOR(pg_catalog.=) $2::pg_catalog.oid, \
        pg_catalog.has_function_privilege($3::pg_catalog.oid, p.oid, 'EXECUTE'), \
        pg_catalog.format('SELECT %I.%I(i) FROM lambda_fdw.invocations AS i \
-         WHERE i.id OPERATOR(pg_catalog.=) $1', n.nspname, p.proname) \
+         WHERE i.id OPERATOR(pg_catalog.=) $1', n.nspname, p.proname), \
+       NOT COALESCE((SELECT r.rolsuper FROM pg_catalog.pg_roles r \
+                      WHERE r.oid OPERATOR(pg_catalog.=) $3::pg_catalog.oid), false) \
+         OR COALESCE((SELECT r.rolsuper FROM pg_catalog.pg_roles r \
+                       WHERE r.oid OPERATOR(pg_catalog.=) p.proowner), false) \
      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
      WHERE p.oid OPERATOR(pg_catalog.=) $1::pg_catalog.oid";
 
@@ -80,11 +86,12 @@ pub(crate) fn check(function: Oid, role: Oid, queue: &QueueTable) -> Result<Stri
                 r.get::<bool>(3)?.unwrap_or(false),
                 r.get::<bool>(4)?.unwrap_or(false),
                 r.get::<String>(5)?.unwrap_or_default(),
+                r.get::<bool>(6)?.unwrap_or(false),
             )),
         })
     })
     .map_err(|e| LambdaFdwError::QueueWrite(Some(e.to_string())))?;
-    let Some((name, plain, one_row, may_execute, call)) = looked else {
+    let Some((name, plain, one_row, may_execute, call, trusted)) = looked else {
         return Err(LambdaFdwError::CallbackMissing {
             oid: function.to_u32(),
         });
@@ -97,6 +104,9 @@ pub(crate) fn check(function: Oid, role: Oid, queue: &QueueTable) -> Result<Stri
     }
     if !may_execute {
         return Err(LambdaFdwError::CallbackNoExecute { function: name });
+    }
+    if !trusted {
+        return Err(LambdaFdwError::CallbackUntrusted { function: name });
     }
     Ok(call)
 }

@@ -320,6 +320,19 @@ def test_callbacks(conn):
     e = error_of(conn, "SELECT lambda_fdw.enqueue('timeline', '{}', 'us-east-1', on_complete => 'public.cb_proc'::regproc)")
     check("enqueue refuses a procedure (42809)", e == (
         "42809", "on_complete public.cb_proc(lambda_fdw.invocations) is not a function"), e)
+    # A superuser's invocation calls only what superusers own: a table's
+    # owner must not make a superuser's INSERT run the owner's code later.
+    conn.execute("CREATE OR REPLACE FUNCTION public.cb_daves(i lambda_fdw.invocations) RETURNS void LANGUAGE sql AS $$ SELECT $$")
+    conn.execute("ALTER FUNCTION public.cb_daves(lambda_fdw.invocations) OWNER TO ops_dave")
+    e = error_parts(conn, "SELECT lambda_fdw.enqueue('timeline', '{}', 'us-east-1', on_complete => 'public.cb_daves'::regproc)")
+    check("a superuser's invocation refuses a callback a non-superuser owns (42501)", e == (
+        "42501", "on_complete function public.cb_daves(lambda_fdw.invocations) is not owned by a superuser",
+        "a superuser's invocation calls only functions that superusers own: the queue worker would run it later, "
+        "as that superuser", None), e)
+    conn.execute("ALTER FOREIGN TABLE ops_with_callback OPTIONS (SET on_complete 'public.cb_daves')")
+    e = error_of(conn, "INSERT INTO ops_with_callback (payload) VALUES ('{}')")
+    check("and so does a superuser's INSERT through a table that names one", e == (
+        "42501", "on_complete function public.cb_daves(lambda_fdw.invocations) is not owned by a superuser"), e)
     conn.execute("ALTER FOREIGN TABLE ops_with_callback OPTIONS (SET on_complete 'public.no_such_function')")
     e = error_of(conn, "INSERT INTO ops_with_callback (payload) VALUES ('{}')")
     check("INSERT through a table whose on_complete names no function", e == (
