@@ -150,10 +150,14 @@ fn call_one(
             role.to_u32()
         ));
     }
-    let call = check(function, role, queue).map_err(|e| e.to_string())?;
-    match in_subtransaction(|| table::as_owner(role, || Spi::run_with_args(&call, &[id.into()]))) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
+    // The check and the call in one subtransaction: an error in either is
+    // this callback's only.
+    let called = in_subtransaction(|| {
+        let call = check(function, role, queue).map_err(|e| e.to_string())?;
+        table::as_owner(role, || Spi::run_with_args(&call, &[id.into()])).map_err(|e| e.to_string())
+    });
+    match called {
+        Ok(result) => result,
         Err(e) => Err(e.to_string()),
     }
 }
