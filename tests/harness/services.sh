@@ -86,6 +86,10 @@ start_postgres() {
   chown postgres "$WORK" "$PGHOST"
   sudo -u postgres "$PG_BIN/initdb" -D "$WORK/pgdata" -A trust -U postgres >"$WORK/initdb.log" 2>&1 \
     || { cat "$WORK/initdb.log"; return 1; }
+  # Room for a queue worker in each database the suites leave with the
+  # extension (regression, drivers, aborts, load, the queue's own): in the
+  # file, so that a test's ALTER SYSTEM still overrides it.
+  printf '%s\n' "max_worker_processes = 48" "lambda_fdw.max_queue_workers = 32" >>"$WORK/pgdata/postgresql.conf"
   pg_start_cluster || { cat "$WORK/postgres.log"; return 1; }
   STARTED_PG=1
 }
