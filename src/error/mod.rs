@@ -106,6 +106,9 @@ pub(crate) enum LambdaFdwError {
     )]
     CallbackSignature { function: String },
 
+    #[error("on_complete function {function} returns a set")]
+    CallbackReturnsSet { function: String },
+
     #[error("permission denied for function {function}")]
     CallbackNoExecute { function: String },
 
@@ -442,6 +445,12 @@ impl From<LambdaFdwError> for ErrorReport {
                 message,
                 None,
                 Some("CREATE FUNCTION ... (i lambda_fdw.invocations) RETURNS void ...".into()),
+            ),
+            LambdaFdwError::CallbackReturnsSet { .. } => report(
+                ERRCODE_WRONG_OBJECT_TYPE,
+                message,
+                None,
+                Some("a callback is called once per invocation: declare it RETURNS void, or any single value".into()),
             ),
             LambdaFdwError::CallbackNoExecute { .. } => {
                 report(ERRCODE_INSUFFICIENT_PRIVILEGE, message, None, None)

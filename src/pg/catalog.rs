@@ -137,6 +137,21 @@ pub(crate) fn superuser_servers_for_region(region: &str) -> Result<Vec<ServerRef
     Ok(out)
 }
 
+/// Whether the catalog row `oid` exists in syscache `cache` (a role, a
+/// server, a foreign table, a user mapping).
+pub(crate) fn exists(cache: pg_sys::SysCacheIdentifier::Type, oid: Oid) -> bool {
+    // SAFETY: a syscache existence probe with one OID key.
+    unsafe {
+        pg_sys::SearchSysCacheExists(
+            cache as i32,
+            oid.into(),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+            pg_sys::Datum::from(0),
+        )
+    }
+}
+
 /// Whether `role` is a superuser (an OID of no role is not).
 pub(crate) fn is_superuser(role: Oid) -> bool {
     // SAFETY: a syscache lookup of the role; a missing role is false.

@@ -5,7 +5,8 @@
 //! The rules, each in one place here:
 //! - [`check`]: the function exists, is a plain function (no procedure,
 //!   aggregate or window function), takes exactly one argument, of the
-//!   queue table's row type, and the queuing role may EXECUTE it. Checked
+//!   queue table's row type, returns no set, and the queuing role may
+//!   EXECUTE it. Checked
 //!   when the invocation is queued (as the role that queues it) and again
 //!   before each call. A superuser's invocation calls only a function a
 //!   superuser owns: the worker runs it later, as that superuser, and a
@@ -20,14 +21,18 @@
 //!   A callback that raises, or one that may no longer be called, leaves
 //!   `callback_error`; the outcome stays recorded and the invocation is not
 //!   sent again. Nothing here can fail the round.
-//! - The call is SQL naming the function by its quoted schema and name,
-//!   with an argument of exactly the checked type, so it resolves to the
-//!   checked function (an exact match wins overload resolution).
+//! - The call goes through the function manager by the function's OID (as
+//!   PostgreSQL calls a trigger function), with the row read as the
+//!   owner: no name is resolved, so no function another role made can be
+//!   picked instead, and the queuing role needs no privilege on the queue
+//!   table. The function's own SET clauses and SECURITY DEFINER apply as
+//!   for any call; what it returns (NULL or not) is ignored.
 
 use pgrx::pg_sys::{self, Oid};
 use pgrx::prelude::*;
 
 use crate::error::{LambdaFdwError, Result};
+use crate::pg::catalog;
 
 use super::error::WorkerError;
 use super::table::{self, QueueTable};
@@ -35,21 +40,24 @@ use super::transaction::{in_subtransaction, log_unexpected};
 
 /// What pg_proc says of function `$1` for role `$3`, with `$2` the queue
 /// table's row type: its name for messages, whether it is a plain
-/// function, whether it takes exactly that one argument, whether the role
-/// may execute it, and the statement that calls it.
+/// function, whether it takes exactly that one argument, whether it
+/// returns a set, whether the role may execute it, and whether a superuser
+/// owns it where the role is one.
 const LOOK: &str = "SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text, \
        p.prokind OPERATOR(pg_catalog.=) 'f', \
        p.pronargs OPERATOR(pg_catalog.=) 1 \
          AND p.proargtypes[0] OPERATOR(pg_catalog.=) $2::pg_catalog.oid, \
+       p.proretset, \
        pg_catalog.has_function_privilege($3::pg_catalog.oid, p.oid, 'EXECUTE'), \
-       pg_catalog.format('SELECT %I.%I(i) FROM lambda_fdw.invocations AS i \
-         WHERE i.id OPERATOR(pg_catalog.=) $1', n.nspname, p.proname), \
        NOT COALESCE((SELECT r.rolsuper FROM pg_catalog.pg_roles r \
                       WHERE r.oid OPERATOR(pg_catalog.=) $3::pg_catalog.oid), false) \
          OR COALESCE((SELECT r.rolsuper FROM pg_catalog.pg_roles r \
                        WHERE r.oid OPERATOR(pg_catalog.=) p.proowner), false) \
-     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace \
+     FROM pg_catalog.pg_proc p \
      WHERE p.oid OPERATOR(pg_catalog.=) $1::pg_catalog.oid";
+
+/// The finished invocation `$1`'s row, the callback's argument.
+const ROW: &str = "SELECT i FROM lambda_fdw.invocations AS i WHERE i.id OPERATOR(pg_catalog.=) $1";
 
 /// Finished invocations among `$1` that have a callback: id, role, function.
 const DUE: &str = "SELECT id, queued_by::pg_catalog.oid, on_complete::pg_catalog.oid \
@@ -69,9 +77,9 @@ fn row_type(queue: &QueueTable) -> Oid {
 }
 
 /// Checks that `role` may have function `function` called with its
-/// finished invocations (see the module's header); returns the statement
-/// that calls it. Run with the search_path pinned.
-pub(crate) fn check(function: Oid, role: Oid, queue: &QueueTable) -> Result<String> {
+/// finished invocations (see the module's header). Run with the
+/// search_path pinned.
+pub(crate) fn check(function: Oid, role: Oid, queue: &QueueTable) -> Result<()> {
     let looked = Spi::connect(|c| {
         let rows = c.select(
             LOOK,
@@ -84,14 +92,14 @@ pub(crate) fn check(function: Oid, role: Oid, queue: &QueueTable) -> Result<Stri
                 r.get::<String>(1)?.unwrap_or_default(),
                 r.get::<bool>(2)?.unwrap_or(false),
                 r.get::<bool>(3)?.unwrap_or(false),
-                r.get::<bool>(4)?.unwrap_or(false),
-                r.get::<String>(5)?.unwrap_or_default(),
+                r.get::<bool>(4)?.unwrap_or(true),
+                r.get::<bool>(5)?.unwrap_or(false),
                 r.get::<bool>(6)?.unwrap_or(false),
             )),
         })
     })
     .map_err(|e| LambdaFdwError::QueueWrite(Some(e.to_string())))?;
-    let Some((name, plain, one_row, may_execute, call, trusted)) = looked else {
+    let Some((name, plain, one_row, returns_set, may_execute, trusted)) = looked else {
         return Err(LambdaFdwError::CallbackMissing {
             oid: function.to_u32(),
         });
@@ -102,13 +110,16 @@ pub(crate) fn check(function: Oid, role: Oid, queue: &QueueTable) -> Result<Stri
     if !one_row {
         return Err(LambdaFdwError::CallbackSignature { function: name });
     }
+    if returns_set {
+        return Err(LambdaFdwError::CallbackReturnsSet { function: name });
+    }
     if !may_execute {
         return Err(LambdaFdwError::CallbackNoExecute { function: name });
     }
     if !trusted {
         return Err(LambdaFdwError::CallbackUntrusted { function: name });
     }
-    Ok(call)
+    Ok(())
 }
 
 /// The function a foreign table's `on_complete` option names (resolved
@@ -134,17 +145,7 @@ fn call_one(
     function: Oid,
     queue: &QueueTable,
 ) -> std::result::Result<(), String> {
-    // SAFETY: a syscache existence probe with one OID key.
-    let role_exists = unsafe {
-        pg_sys::SearchSysCacheExists(
-            pg_sys::SysCacheIdentifier::AUTHOID as i32,
-            role.into(),
-            pg_sys::Datum::from(0),
-            pg_sys::Datum::from(0),
-            pg_sys::Datum::from(0),
-        )
-    };
-    if !role_exists {
+    if !catalog::exists(pg_sys::SysCacheIdentifier::AUTHOID, role) {
         return Err(format!(
             "role with OID {} no longer exists; the callback was not called",
             role.to_u32()
@@ -153,12 +154,56 @@ fn call_one(
     // The check and the call in one subtransaction: an error in either is
     // this callback's only.
     let called = in_subtransaction(|| {
-        let call = check(function, role, queue).map_err(|e| e.to_string())?;
-        table::as_owner(role, || Spi::run_with_args(&call, &[id.into()])).map_err(|e| e.to_string())
+        check(function, role, queue).map_err(|e| e.to_string())?;
+        // Read-write, as in `run`: the row as just recorded.
+        Spi::connect_mut(|c| {
+            let rows = c.update(ROW, Some(1), &[id.into()])?;
+            if rows.is_empty() {
+                return Ok::<_, pgrx::spi::SpiError>(None);
+            }
+            let row = rows.first().get_datum_by_ordinal(1)?;
+            // The row stays in SPI's memory until the connection ends,
+            // after the call.
+            Ok(row.map(|row| table::as_owner(role, || call_function(function, row))))
+        })
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!("invocation {id} is no longer in the queue; the callback was not called")
+        })
     });
     match called {
         Ok(result) => result,
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Calls plain function `function` (checked) with its one argument `arg`,
+/// not NULL, through the function manager, ignoring what it returns.
+fn call_function(function: Oid, arg: pg_sys::Datum) {
+    // SAFETY: fmgr_info fills `flinfo` for an existing function (just
+    // checked, in this transaction; it raises an error otherwise). The call
+    // information is zeroed with room for exactly one argument, filled as
+    // PostgreSQL's InitFunctionCallInfoData does, and lives across the
+    // call; the call crosses the FFI guard, so an error the function raises
+    // unwinds to the caller's subtransaction.
+    unsafe {
+        let mut flinfo = pg_sys::FmgrInfo::default();
+        pg_sys::fmgr_info(function, &mut flinfo);
+        let Some(addr) = flinfo.fn_addr else {
+            return;
+        };
+        let size = std::mem::size_of::<pg_sys::FunctionCallInfoBaseData>()
+            + std::mem::size_of::<pg_sys::NullableDatum>();
+        let fcinfo = pg_sys::palloc0(size).cast::<pg_sys::FunctionCallInfoBaseData>();
+        (*fcinfo).flinfo = &mut flinfo;
+        (*fcinfo).fncollation = Oid::INVALID;
+        (*fcinfo).nargs = 1;
+        (*fcinfo).args.as_mut_slice(1)[0] = pg_sys::NullableDatum {
+            value: arg,
+            isnull: false,
+        };
+        pg_sys::ffi::pg_guard_ffi_boundary(|| addr(fcinfo));
+        pg_sys::pfree(fcinfo.cast());
     }
 }
 

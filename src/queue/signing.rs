@@ -52,19 +52,6 @@ pub(crate) struct Batching {
     pub(crate) user: String,
 }
 
-fn exists(cache: pg_sys::SysCacheIdentifier::Type, oid: Oid) -> bool {
-    // SAFETY: a syscache existence probe with one OID key.
-    unsafe {
-        pg_sys::SearchSysCacheExists(
-            cache as i32,
-            oid.into(),
-            pg_sys::Datum::from(0),
-            pg_sys::Datum::from(0),
-            pg_sys::Datum::from(0),
-        )
-    }
-}
-
 /// How a server is named in errors: its name, or its OID once it is gone.
 fn server_label(server: Option<Oid>) -> String {
     match server {
@@ -98,11 +85,11 @@ fn may_enqueue(role: Oid) -> Result<bool, WorkerError> {
 /// What signs a claimed row now, resolved again as the path that queued it
 /// resolves a call, as the role that queued it; or why it is not sent.
 fn signing_of(c: &Claimed) -> Result<Signing, WorkerError> {
-    if !exists(pg_sys::SysCacheIdentifier::AUTHOID, c.queued_by) {
+    if !catalog::exists(pg_sys::SysCacheIdentifier::AUTHOID, c.queued_by) {
         return Err(NotSent::RoleGone { role: c.queued_by }.into());
     }
     if let Some(server) = c.server {
-        if !exists(pg_sys::SysCacheIdentifier::FOREIGNSERVEROID, server) {
+        if !catalog::exists(pg_sys::SysCacheIdentifier::FOREIGNSERVEROID, server) {
             return Err(NotSent::ServerGone { server }.into());
         }
     }
@@ -124,7 +111,7 @@ fn signing_of(c: &Claimed) -> Result<Signing, WorkerError> {
             let Some(server) = c.server else {
                 return Err(NotSent::TableWithoutServer { table }.into());
             };
-            if !exists(pg_sys::SysCacheIdentifier::FOREIGNTABLEREL, table) {
+            if !catalog::exists(pg_sys::SysCacheIdentifier::FOREIGNTABLEREL, table) {
                 return Err(NotSent::TableGone { table }.into());
             }
             // Who may call: INSERT on the foreign table, still.
@@ -180,7 +167,7 @@ fn signing_of(c: &Claimed) -> Result<Signing, WorkerError> {
             .as_ref()
             .map_or_else(String::new, |s| s.name.clone());
         return Err(match c.user_mapping {
-            Some(umid) if !exists(pg_sys::SysCacheIdentifier::USERMAPPINGOID, umid) => {
+            Some(umid) if !catalog::exists(pg_sys::SysCacheIdentifier::USERMAPPINGOID, umid) => {
                 NotSent::MappingGone { server }
             }
             Some(_) => NotSent::MappingNoLongerApplies {

@@ -12,6 +12,14 @@
 //! instead of at its next poll. A database with no worker yet has the
 //! launcher's latch set instead, and the launcher looks at once.
 //!
+//! `CREATE EXTENSION` and `ALTER EXTENSION` mark their transaction the same
+//! way (an `object_access_hook` sees the pg_extension row made or changed),
+//! so a database whose queue table appears gets its worker when that
+//! commits, not at the launcher's next listing. The hook does not look at
+//! which extension it is (a new row is not visible yet), so any such
+//! command in a database without a worker costs one listing and one
+//! short-lived worker.
+//!
 //! Lock rules: none. Every word is an atomic read and written with
 //! sequentially consistent operations; a place is claimed by a
 //! compare-and-swap from 0 and given up by one back to 0, by its own
@@ -79,14 +87,44 @@ fn db_of(word: u64) -> u32 {
     (word >> 32) as u32
 }
 
+static mut PREV_OBJECT_ACCESS_HOOK: pg_sys::object_access_hook_type = None;
+
 /// From `_PG_init` while shared_preload_libraries are loaded: asks for the
-/// shared memory.
+/// shared memory and watches for `CREATE EXTENSION` and `ALTER EXTENSION`.
 pub(crate) fn init_preloaded() {
     PRELOADED.store(true, Ordering::SeqCst);
     pg_shmem_init!(SLOTS = [const { AtomicU64::new(0) }; MAX_SLOTS]);
     pg_shmem_init!(LAUNCHER_PID);
     pg_shmem_init!(RESCAN);
     pg_shmem_init!(PROBE);
+    // SAFETY: _PG_init runs in the postmaster, single-threaded, before any
+    // hook is called; the previous hook is kept and called first.
+    unsafe {
+        PREV_OBJECT_ACCESS_HOOK = pg_sys::object_access_hook;
+        pg_sys::object_access_hook = Some(on_object_access);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_object_access(
+    access: pg_sys::ObjectAccessType::Type,
+    class_id: Oid,
+    object_id: Oid,
+    sub_id: std::ffi::c_int,
+    arg: *mut c_void,
+) {
+    // SAFETY: the hook we replaced, called as PostgreSQL would have; an
+    // error it raises crosses this frame through the FFI guard.
+    unsafe {
+        if let Some(prev) = PREV_OBJECT_ACCESS_HOOK {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| prev(access, class_id, object_id, sub_id, arg));
+        }
+    }
+    let made_or_changed = access == pg_sys::ObjectAccessType::OAT_POST_CREATE
+        || access == pg_sys::ObjectAccessType::OAT_POST_ALTER;
+    if made_or_changed && class_id == pg_sys::ExtensionRelationId {
+        wake_on_commit();
+    }
 }
 
 pub(crate) fn preloaded() -> bool {
@@ -249,7 +287,8 @@ unsafe extern "C-unwind" fn on_xact_event(event: pg_sys::XactEvent::Type, _arg: 
     }
 }
 
-/// Marks the current transaction as having queued: its commit wakes the worker.
+/// Marks the current transaction as having queued (or created an
+/// extension): its commit wakes the worker, or the launcher.
 pub(crate) fn wake_on_commit() {
     if !CALLBACK_REGISTERED.with(Cell::get) {
         // SAFETY: registers a static function, once per backend; it stays

@@ -240,8 +240,18 @@ def test_callbacks(conn):
         "CREATE OR REPLACE FUNCTION public.cb_escalate(i lambda_fdw.invocations) RETURNS void LANGUAGE plpgsql AS $$ BEGIN SET ROLE postgres; END $$",
         "CREATE OR REPLACE FUNCTION public.cb_two(i lambda_fdw.invocations, n int) RETURNS void LANGUAGE sql AS $$ SELECT $$",
         "CREATE OR REPLACE PROCEDURE public.cb_proc(i lambda_fdw.invocations) LANGUAGE sql AS $$ SELECT $$",
-        "REVOKE EXECUTE ON FUNCTION public.cb_done, public.cb_boom, public.cb_escalate, public.cb_two FROM PUBLIC",
-        "GRANT EXECUTE ON FUNCTION public.cb_done, public.cb_boom, public.cb_escalate, public.cb_two TO ops_carol",
+        "CREATE OR REPLACE FUNCTION public.cb_set(i lambda_fdw.invocations) RETURNS SETOF int LANGUAGE sql AS $$ SELECT 1 $$",
+        "DROP TABLE IF EXISTS public.cb_notes",
+        "CREATE TABLE public.cb_notes (seq int, note text)",
+        "GRANT INSERT ON public.cb_notes TO ops_carol",
+        # A SQL function whose result is NULL: what a callback returns is ignored.
+        """CREATE OR REPLACE FUNCTION public.cb_null(i lambda_fdw.invocations) RETURNS int LANGUAGE sql AS $$
+           INSERT INTO public.cb_notes VALUES ((i.payload->>'seq')::int, i.state || ' as ' || current_user)
+           RETURNING NULL::int $$""",
+        "REVOKE EXECUTE ON FUNCTION public.cb_done, public.cb_boom, public.cb_escalate, public.cb_two, public.cb_null"
+        " FROM PUBLIC",
+        "GRANT EXECUTE ON FUNCTION public.cb_done, public.cb_boom, public.cb_escalate, public.cb_two, public.cb_null"
+        " TO ops_carol",
         """CREATE OR REPLACE FUNCTION public.cb_orders_queue() RETURNS trigger LANGUAGE plpgsql AS $$
            BEGIN
              PERFORM lambda_fdw.enqueue('timeline', jsonb_build_object('run', TG_ARGV[0], 'key', 'cb', 'seq', NEW.id, 'ms', 1),
@@ -301,6 +311,21 @@ def test_callbacks(conn):
     err = one(conn, "SELECT callback_error FROM lambda_fdw.invocations WHERE id = %s", [esc])
     check("a callback runs security-restricted: it cannot SET ROLE",
           err == 'cannot set parameter "role" within security-definer function', err)
+    # The call is by the function's OID, with the row the worker read: the
+    # queuing role needs no SELECT on the queue table, and a NULL result is
+    # no error.
+    conn.execute("REVOKE SELECT ON lambda_fdw.invocations FROM PUBLIC")
+    try:
+        noted = finished({"run": f"{RUN}-null", "key": "n", "seq": 11, "ms": 1}, "public.cb_null")
+        check("with SELECT on the queue table revoked from PUBLIC, a callback's invocation settles",
+              settled(conn, [noted]))
+    finally:
+        conn.execute("GRANT SELECT ON lambda_fdw.invocations TO PUBLIC")
+    time.sleep(0.5)
+    row = (one(conn, "SELECT callback_error FROM lambda_fdw.invocations WHERE id = %s", [noted]),
+           conn.execute("SELECT seq, note FROM public.cb_notes").fetchall())
+    check("its SQL callback, which returns NULL, ran once as the queuing role", row == (None, [(11, "succeeded as ops_carol")]),
+          row)
     # EXECUTE revoked between the enqueue and the call.
     lost = finished({"run": f"{RUN}-lost", "key": "l", "seq": 10, "ms": 1}, "public.cb_done",
                     not_before="clock_timestamp() + interval '2 seconds'")
@@ -320,6 +345,10 @@ def test_callbacks(conn):
     e = error_of(conn, "SELECT lambda_fdw.enqueue('timeline', '{}', 'us-east-1', on_complete => 'public.cb_proc'::regproc)")
     check("enqueue refuses a procedure (42809)", e == (
         "42809", "on_complete public.cb_proc(lambda_fdw.invocations) is not a function"), e)
+    e = error_parts(conn, "SELECT lambda_fdw.enqueue('timeline', '{}', 'us-east-1', on_complete => 'public.cb_set'::regproc)")
+    check("enqueue refuses a set-returning function (42809)", e == (
+        "42809", "on_complete function public.cb_set(lambda_fdw.invocations) returns a set", None,
+        "a callback is called once per invocation: declare it RETURNS void, or any single value"), e)
     # A superuser's invocation calls only what superusers own: a table's
     # owner must not make a superuser's INSERT run the owner's code later.
     conn.execute("CREATE OR REPLACE FUNCTION public.cb_daves(i lambda_fdw.invocations) RETURNS void LANGUAGE sql AS $$ SELECT $$")
