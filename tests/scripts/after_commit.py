@@ -17,17 +17,14 @@ import sys
 import time
 
 import psycopg
-from psycopg.rows import tuple_row
 
-from pgcheck import error_of, error_parts, one, wait_until
+from pgcheck import PG_LOG, RECORDS, connect as connect_db, error_of, error_parts, log_count, one, recorded, wait_for, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DB = os.environ.get("LAMBDA_FDW_QUEUE_DB", "lambda_fdw_queue")
 MINISTACK = f"http://127.0.0.1:{os.environ.get('LAMBDA_FDW_MINISTACK_PORT', '45660')}"
 STUB = f"http://127.0.0.1:{os.environ.get('LAMBDA_FDW_STUB_PORT', '45661')}"
-RECORDS = "/tmp/lambda_fdw_records"
 RUN = str(int(time.time()))  # keys are unique per run
-PG_LOG = os.path.join(os.environ.get("LAMBDA_FDW_WORK", "/tmp/lambda_fdw_work"), "postgres.log")
 # Owns the worker's database, and is no superuser.
 MALLORY = "queue_mallory"
 # The states a row goes through: the worker's RowState (src/queue/state.rs,
@@ -41,27 +38,14 @@ def check(what, ok, detail=""):
         sys.exit(1)
 
 
-def connect(db=DB, retries=100):
-    for _ in range(retries):
-        try:
-            return psycopg.connect(dbname=db, autocommit=True, row_factory=tuple_row)
-        except psycopg.OperationalError:
-            time.sleep(0.2)
-    return psycopg.connect(dbname=db, autocommit=True)
+def connect(db=DB):
+    return connect_db(db)
 
 
 def settled(conn, ids, timeout=30.0):
     """Waits until the invocations `ids` are all succeeded or failed."""
     return wait_until(conn, "SELECT bool_and(state IN ('succeeded', 'failed')) AND count(*) = %s "
                       "FROM lambda_fdw.invocations WHERE id = ANY(%s)", [len(ids), ids], timeout)
-
-
-def recorded(key):
-    path = os.path.join(RECORDS, key)
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return sum(1 for _ in f)
 
 
 def stub_calls(conn, of, key):
@@ -659,20 +643,6 @@ def test_batch_crash(conn):
                                                                if attempts[k] < c][:10])
     conn.execute("DROP FOREIGN TABLE b_crash")
     return conn
-
-
-def log_count(text):
-    with open(PG_LOG) as f:
-        return f.read().count(text)
-
-
-def wait_for(pred, timeout=30.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # The columns of lambda_fdw.invocations (sql/queue.sql), for a planted copy.

@@ -17,15 +17,12 @@ import sys
 import time
 
 import psycopg
-from psycopg.rows import tuple_row
 
-from pgcheck import one, wait_until
+from pgcheck import RECORDS, connect, log_count, one, recorded, wait_for, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MINISTACK = f"http://127.0.0.1:{os.environ.get('LAMBDA_FDW_MINISTACK_PORT', '45660')}"
-RECORDS = "/tmp/lambda_fdw_records"
 RUN = str(int(time.time()))
-PG_LOG = os.path.join(os.environ.get("LAMBDA_FDW_WORK", "/tmp/lambda_fdw_work"), "postgres.log")
 DBS = ["lambda_fdw_md_a", "lambda_fdw_md_b", "lambda_fdw_md_c"]
 WAITER = "lambda_fdw_md_d"
 ROOM = 16
@@ -36,37 +33,6 @@ def check(what, ok, detail=""):
     print(f"multi_db: {what}: {'ok' if ok else 'FAILED ' + str(detail)}", flush=True)
     if not ok:
         sys.exit(1)
-
-
-def connect(db="postgres", retries=100):
-    for _ in range(retries):
-        try:
-            return psycopg.connect(dbname=db, autocommit=True, row_factory=tuple_row)
-        except psycopg.OperationalError:
-            time.sleep(0.2)
-    return psycopg.connect(dbname=db, autocommit=True)
-
-
-def recorded(key):
-    path = os.path.join(RECORDS, key)
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return sum(1 for _ in f)
-
-
-def wait_for(pred, timeout):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def log_count(text):
-    with open(PG_LOG) as f:
-        return f.read().count(text)
 
 
 def served(admin, db):
@@ -211,7 +177,7 @@ def test_database_name_retired(admin):
     admin.execute("ALTER SYSTEM SET lambda_fdw.database_name = 'old_queue_db'")
     admin.close()
     subprocess.run(["bash", "-c", "source tests/harness/services.sh && restart_postgres"], cwd=ROOT, check=True)
-    admin = connect()
+    admin = connect("postgres")
     said = wait_for(lambda: log_count(line) == 1, timeout=5)
     check("a postgresql.conf that sets lambda_fdw.database_name starts, and the launcher says once it is ignored",
           said, log_count(line))
@@ -232,7 +198,7 @@ def set_max_queue_workers(admin, n):
 
 def main():
     os.makedirs(RECORDS, exist_ok=True)
-    admin = connect()
+    admin = connect("postgres")
     # Room for this test's databases beside those the suites before it made.
     set_max_queue_workers(admin, ROOM)
     conns = test_every_database(admin)

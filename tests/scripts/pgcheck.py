@@ -1,9 +1,53 @@
 """Query helpers shared by the scripted tests (after_commit.py, upgrade.py,
-names.py), and Checks, the check-and-report of upgrade.py and names.py."""
+names.py, multi_db.py, ...), and Checks, the check-and-report of upgrade.py
+and names.py."""
+import os
 import sys
 import time
 
 import psycopg
+from psycopg.rows import tuple_row
+
+# Where ministack's `record` function appends what it receives, a file per key.
+RECORDS = "/tmp/lambda_fdw_records"
+# The suite cluster's server log.
+PG_LOG = os.path.join(os.environ.get("LAMBDA_FDW_WORK", "/tmp/lambda_fdw_work"), "postgres.log")
+
+
+def connect(db, retries=100):
+    """An autocommit connection to database `db` giving tuples, retried while
+    the server is (re)starting."""
+    for _ in range(retries):
+        try:
+            return psycopg.connect(dbname=db, autocommit=True, row_factory=tuple_row)
+        except psycopg.OperationalError:
+            time.sleep(0.2)
+    return psycopg.connect(dbname=db, autocommit=True, row_factory=tuple_row)
+
+
+def recorded(key):
+    """How many times ministack's `record` function received `key`."""
+    path = os.path.join(RECORDS, key)
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for _ in f)
+
+
+def log_count(text):
+    """How many times `text` is in the server log."""
+    with open(PG_LOG) as f:
+        return f.read().count(text)
+
+
+def wait_for(pred, timeout=30.0):
+    """Whether `pred()` becomes true within `timeout` seconds (polled)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def one(conn, sql, args=None):
