@@ -178,14 +178,17 @@ fn call_one(
 }
 
 /// Calls plain function `function` (checked) with its one argument `arg`,
-/// not NULL, through the function manager, ignoring what it returns.
+/// not NULL, through the function manager, ignoring what it returns. It
+/// counts in `pg_stat_user_functions` (with `track_functions`) as a
+/// trigger function's call does.
 fn call_function(function: Oid, arg: pg_sys::Datum) {
     // SAFETY: fmgr_info fills `flinfo` for an existing function (just
     // checked, in this transaction; it raises an error otherwise). The call
     // information is zeroed with room for exactly one argument, filled as
     // PostgreSQL's InitFunctionCallInfoData does, and lives across the
-    // call; the call crosses the FFI guard, so an error the function raises
-    // unwinds to the caller's subtransaction.
+    // call, as does the statistics' usage record (plain data, filled by
+    // pgstat_init_function_usage); the call crosses the FFI guard, so an
+    // error the function raises unwinds to the caller's subtransaction.
     unsafe {
         let mut flinfo = pg_sys::FmgrInfo::default();
         pg_sys::fmgr_info(function, &mut flinfo);
@@ -202,7 +205,10 @@ fn call_function(function: Oid, arg: pg_sys::Datum) {
             value: arg,
             isnull: false,
         };
+        let mut usage: pg_sys::PgStat_FunctionCallUsage = std::mem::zeroed();
+        pg_sys::pgstat_init_function_usage(fcinfo, &mut usage);
         pg_sys::ffi::pg_guard_ffi_boundary(|| addr(fcinfo));
+        pg_sys::pgstat_end_function_usage(&mut usage, true);
         pg_sys::pfree(fcinfo.cast());
     }
 }

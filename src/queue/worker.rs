@@ -26,7 +26,8 @@
 //!   checks out is failed, never sent. The calls run on a runtime of their
 //!   own (`send`); retryable failures are rescheduled in the row (no
 //!   sleeping; `outcome`). It sleeps on its latch, which a committing
-//!   transaction that queued sets (see `wake`).
+//!   transaction that queued sets (see `wake`). Between rounds it flushes
+//!   its statistics, so autovacuum sees the queue table's dead rows.
 //! - No row can stop it: outcomes are recorded in one statement, and if
 //!   that fails each in a subtransaction of its own, a row whose answer
 //!   cannot be stored (jsonb refuses it, say) being failed with why; a row
@@ -237,6 +238,18 @@ unsafe extern "C-unwind" fn leave_worker_slot(_code: i32, _arg: pg_sys::Datum) {
     wake::release_worker_slot(unsafe { pg_sys::MyProcPid });
 }
 
+/// Flushes this process's pending statistics, between transactions (at
+/// most once a second; what is left waits for the next call, at most a
+/// poll away). A background worker has no PostgreSQL main loop to do it:
+/// without this, the rows its rounds update and delete (and what callbacks
+/// write) would not count in `pg_stat_user_tables`, nor towards autovacuum
+/// of the queue table, until the worker exits.
+fn report_statistics() {
+    // SAFETY: called between transactions of this connected worker, as
+    // PostgreSQL's own main loop calls it when idle.
+    let _ = unsafe { pg_sys::pgstat_report_stat(false) };
+}
+
 /// The queue worker's main function; its argument is the database's OID.
 #[pg_guard]
 #[no_mangle]
@@ -302,6 +315,7 @@ pub extern "C-unwind" fn lambda_fdw_queue_main(arg: pg_sys::Datum) {
     };
     while !shutdown_requested() {
         reload_config_if_asked();
+        report_statistics();
         if worker.step() == Next::Exit {
             break;
         }

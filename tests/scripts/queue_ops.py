@@ -78,6 +78,8 @@ def test_ordering(conn):
     # 1,000 invocations over 10 keys, queued by 4 transactions whose rows
     # interleave the keys.
     rows = [(f"k{n % 10}", n) for n in range(1000)]
+    updated = "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'lambda_fdw.invocations'::regclass"
+    updates_before = one(conn, updated)
     for part in range(4):
         with conn.transaction():
             conn.execute(
@@ -90,6 +92,12 @@ def test_ordering(conn):
     check("they all succeed", settled(conn, ids, timeout=240) and one(
         conn, "SELECT bool_and(state = 'succeeded') FROM lambda_fdw.invocations WHERE id = ANY(%s)", [ids]))
     print(f"queue_ops: (1,000 keyed invocations, 20 ms each, settled in {time.time() - t0:.1f} s)", flush=True)
+    # The worker updates each row at least twice (claimed, then finished).
+    # Its statistics reach pg_stat_user_tables while it runs, so autovacuum
+    # sees the queue table's dead rows.
+    check("the worker's updates of the queue table are in pg_stat_user_tables while it runs", wait_until(
+        conn, f"SELECT ({updated}) >= %s", [updates_before + 2000], timeout=15),
+        (updates_before, one(conn, updated)))
     queued = collections.defaultdict(list)
     for key, seq in conn.execute("SELECT ordering_key, (payload->>'seq')::int FROM lambda_fdw.invocations "
                                  "WHERE payload->>'run' = %s ORDER BY id", [run]):
