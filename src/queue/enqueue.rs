@@ -171,9 +171,7 @@ pub(crate) fn queue(q: Queued) -> Result<i64> {
     if let Some(function) = q.on_complete {
         // As the owner (pg_proc is readable by all; the privilege asked is
         // the queuing role's), with the search_path pinned.
-        table::as_owner(owner, || {
-            table::with_pinned_search_path(|| callback::check(function, q.queued_by, &queue))
-        })?;
+        table::as_owner_pinned(owner, || callback::check(function, q.queued_by, &queue))?;
     }
     let payload = String::from_utf8_lossy(&q.payload).into_owned();
     let server = q.signed.server.as_ref().map(|s| s.oid);
@@ -198,16 +196,14 @@ pub(crate) fn queue(q: Queued) -> Result<i64> {
     } else {
         INSERT
     };
-    let id = table::as_owner(owner, || {
-        table::with_pinned_search_path(|| {
-            if let Some(key) = &q.ordering_key {
-                Spi::run_with_args(
-                    LOCK_ORDERING_KEY,
-                    &[ORDERING_LOCK_CLASS.into(), key.as_str().into()],
-                )?;
-            }
-            Spi::get_one_with_args::<i64>(insert, &args)
-        })
+    let id = table::as_owner_pinned(owner, || {
+        if let Some(key) = &q.ordering_key {
+            Spi::run_with_args(
+                LOCK_ORDERING_KEY,
+                &[ORDERING_LOCK_CLASS.into(), key.as_str().into()],
+            )?;
+        }
+        Spi::get_one_with_args::<i64>(insert, &args)
     })
     .map_err(|e| LambdaFdwError::QueueWrite(Some(e.to_string())))?
     .ok_or(LambdaFdwError::QueueWrite(None))?;

@@ -109,18 +109,12 @@ fn spi_error(e: pgrx::spi::SpiError) -> LambdaFdwError {
     LambdaFdwError::QueueWrite(Some(e.to_string()))
 }
 
-/// Runs `sql` (with `{again}` filled in) as the queue table's owner, with
-/// the search_path pinned.
-fn as_owner<T>(queue: &table::QueueTable, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    table::as_owner(queue.owner, || table::with_pinned_search_path(f))
-}
-
 /// Retries or cancels invocation `id`, checked.
 fn one(operation: Operation, id: i64) -> Result<()> {
     let queue = queue_for(operation.verb())?;
     // SAFETY: GetUserId has no preconditions inside a transaction.
     let user = unsafe { pg_sys::GetUserId() };
-    as_owner(&queue, || {
+    table::as_owner_pinned(queue.owner, || {
         // Read-write: FOR UPDATE is refused in a read-only SPI call.
         let found = Spi::connect_mut(|c| {
             let rows = c.update(LOOK, Some(1), &[id.into()])?;
@@ -173,7 +167,7 @@ fn retry_failed(
         let user = pg_sys::GetUserId();
         (user, pg_sys::superuser_arg(user))
     };
-    let count = as_owner(&queue, || {
+    let count = table::as_owner_pinned(queue.owner, || {
         Spi::get_one_with_args::<i64>(
             &RETRY_FAILED.replace("{again}", AGAIN),
             &[

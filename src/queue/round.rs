@@ -151,103 +151,100 @@ pub(crate) fn work_round(plan: &Plan) -> Result<Round, WorkerError> {
     let foreign_table_column = queue.has_foreign_table_column;
     let ordered = queue.since_0_6;
     flush_at_commit();
-    table::with_pinned_search_path(|| {
-        table::as_owner(queue.owner, || {
-            let recovered = if first { Some(sql::recover()?) } else { None };
-            sql::record(finished);
-            // Callbacks, in this transaction: of what finished now, and of
-            // what recovery failed for good.
-            let mut done: Vec<i64> = finished
-                .iter()
-                .filter(|o| matches!(o.state, RowState::Succeeded | RowState::Failed))
-                .map(|o| o.id)
-                .collect();
-            if let Some((_, failed)) = &recovered {
-                done.extend(failed);
+    table::as_owner_pinned(queue.owner, || {
+        let recovered = if first { Some(sql::recover()?) } else { None };
+        sql::record(finished);
+        // Callbacks, in this transaction: of what finished now, and of
+        // what recovery failed for good.
+        let mut done: Vec<i64> = finished
+            .iter()
+            .filter(|o| matches!(o.state, RowState::Succeeded | RowState::Failed))
+            .map(|o| o.id)
+            .collect();
+        if let Some((_, failed)) = &recovered {
+            done.extend(failed);
+        }
+        callback::run(&done, &queue);
+        let recovered = recovered.map(|(requeued, failed)| (requeued, failed.len()));
+        if !plan.unstarted.is_empty() && !first {
+            if let Err(e) = in_subtransaction(|| sql::put_back(plan.unstarted)).and_then(|r| r) {
+                log_unexpected("put back invocations never sent", &e);
             }
-            callback::run(&done, &queue);
-            let recovered = recovered.map(|(requeued, failed)| (requeued, failed.len()));
-            if !plan.unstarted.is_empty() && !first {
-                if let Err(e) = in_subtransaction(|| sql::put_back(plan.unstarted)).and_then(|r| r)
-                {
-                    log_unexpected("put back invocations never sent", &e);
-                }
+        }
+        if plan.purge {
+            let retention = guc::queue_retention_s() as f64;
+            if let Err(e) = in_subtransaction(|| sql::purge(retention)).and_then(|r| r) {
+                log_unexpected("delete finished invocations", &e);
             }
-            if plan.purge {
-                let retention = guc::queue_retention_s() as f64;
-                if let Err(e) = in_subtransaction(|| sql::purge(retention)).and_then(|r| r) {
-                    log_unexpected("delete finished invocations", &e);
-                }
-            }
-            let ready = if plan.free > 0 {
-                match in_subtransaction(|| claim_ready(plan.free, foreign_table_column, ordered))
-                    .and_then(|r| r)
-                {
-                    Ok(ready) => ready,
-                    Err(e) => {
-                        log_unexpected("claim invocations", &e);
-                        Vec::new()
-                    }
-                }
-            } else {
-                Vec::new()
-            };
-            let widest = batch::widest(&ready);
-            let claimed: Vec<(i64, i32, i32)> = ready
-                .iter()
-                .map(|r| (r.id, r.attempts, r.max_attempts))
-                .collect();
-            let grouped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                batch::jobs(ready, plan.requests, || {
-                    (origin::cluster_label(), origin::database_name())
-                })
-            }));
-            let (mut jobs, beyond) = match grouped {
-                Ok(grouped) => grouped,
-                // Not expected; the claimed rows fail rather than come
-                // back to fail every round.
-                Err(panic) if panic.downcast_ref::<CaughtError>().is_some() => {
-                    std::panic::resume_unwind(panic)
-                }
-                Err(panic) => {
-                    let error = Rc::new(WorkerError::PreparePanicked(panic_message(&*panic)));
-                    let failed = claimed
-                        .into_iter()
-                        .map(|(id, attempts, max_attempts)| {
-                            Job::One(Ready {
-                                id,
-                                attempts,
-                                max_attempts,
-                                prepared: Err(error.clone()),
-                                batch: None,
-                            })
-                        })
-                        .collect();
-                    (failed, Vec::new())
-                }
-            };
-            if !beyond.is_empty() {
-                // Claimed for rows of batches that turned out smaller (or
-                // not batched): given back unsent, with their attempt; if
-                // that fails they are sent now.
-                let ids = batch::ids_of(&beyond);
-                if let Err(e) = in_subtransaction(|| sql::put_back(&ids)).and_then(|r| r) {
-                    log_unexpected("put back invocations claimed ahead", &e);
-                    jobs.extend(beyond);
+        }
+        let ready = if plan.free > 0 {
+            match in_subtransaction(|| claim_ready(plan.free, foreign_table_column, ordered))
+                .and_then(|r| r)
+            {
+                Ok(ready) => ready,
+                Err(e) => {
+                    log_unexpected("claim invocations", &e);
+                    Vec::new()
                 }
             }
-            let due = if plan.idle && jobs.is_empty() {
-                sql::next_due(ordered)?
-            } else {
-                None
-            };
-            Ok(Round::Worked {
-                table: queue.relid,
-                jobs,
-                widest,
-                due,
-                recovered,
+        } else {
+            Vec::new()
+        };
+        let widest = batch::widest(&ready);
+        let claimed: Vec<(i64, i32, i32)> = ready
+            .iter()
+            .map(|r| (r.id, r.attempts, r.max_attempts))
+            .collect();
+        let grouped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            batch::jobs(ready, plan.requests, || {
+                (origin::cluster_label(), origin::database_name())
             })
+        }));
+        let (mut jobs, beyond) = match grouped {
+            Ok(grouped) => grouped,
+            // Not expected; the claimed rows fail rather than come
+            // back to fail every round.
+            Err(panic) if panic.downcast_ref::<CaughtError>().is_some() => {
+                std::panic::resume_unwind(panic)
+            }
+            Err(panic) => {
+                let error = Rc::new(WorkerError::PreparePanicked(panic_message(&*panic)));
+                let failed = claimed
+                    .into_iter()
+                    .map(|(id, attempts, max_attempts)| {
+                        Job::One(Ready {
+                            id,
+                            attempts,
+                            max_attempts,
+                            prepared: Err(error.clone()),
+                            batch: None,
+                        })
+                    })
+                    .collect();
+                (failed, Vec::new())
+            }
+        };
+        if !beyond.is_empty() {
+            // Claimed for rows of batches that turned out smaller (or
+            // not batched): given back unsent, with their attempt; if
+            // that fails they are sent now.
+            let ids = batch::ids_of(&beyond);
+            if let Err(e) = in_subtransaction(|| sql::put_back(&ids)).and_then(|r| r) {
+                log_unexpected("put back invocations claimed ahead", &e);
+                jobs.extend(beyond);
+            }
+        }
+        let due = if plan.idle && jobs.is_empty() {
+            sql::next_due(ordered)?
+        } else {
+            None
+        };
+        Ok(Round::Worked {
+            table: queue.relid,
+            jobs,
+            widest,
+            due,
+            recovered,
         })
     })
 }

@@ -405,7 +405,7 @@ mod tests {
             answered(ids[2], r#"{"n": 3}"#),
         ];
         let queue = table::queue_table().expect("the extension's queue table");
-        table::with_pinned_search_path(|| table::as_owner(queue.owner, || record(&outcomes)));
+        table::as_owner_pinned(queue.owner, || record(&outcomes));
         assert_eq!(
             stored(ids[0]),
             (

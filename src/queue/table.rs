@@ -224,6 +224,13 @@ pub(crate) fn as_owner<R>(owner: Oid, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` as role `owner` (see [`as_owner`]) with the search_path pinned
+/// (see [`with_pinned_search_path`]): how every statement on the queue
+/// table runs.
+pub(crate) fn as_owner_pinned<R>(owner: Oid, f: impl FnOnce() -> R) -> R {
+    as_owner(owner, || with_pinned_search_path(f))
+}
+
 /// In-database tests (`cargo pgrx test`) of the queue table's lookup, the
 /// pinned search_path and the owner's identity. Each runs in a transaction
 /// that is rolled back.
