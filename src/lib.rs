@@ -49,6 +49,8 @@ pub mod pg_test {
     pub fn setup(_options: Vec<&str>) {}
 
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        // Set, though this cluster does not preload the library: see
+        // pg_tests' without_the_preload_settings_are_kept.
+        vec!["lambda_fdw.max_queue_workers = 7"]
     }
 }

@@ -110,6 +110,14 @@ mod tests {
         Spi::run("SELECT * FROM lambda_fdw.stat_invocations").unwrap();
     }
 
+    /// Without the preload, the queue's settings from postgresql.conf are
+    /// still this library's (none is removed as unknown, with a warning).
+    #[pg_test]
+    fn without_the_preload_settings_are_kept() {
+        let workers = Spi::get_one::<String>("SHOW lambda_fdw.max_queue_workers");
+        assert_eq!(workers, Ok(Some("7".to_string())));
+    }
+
     #[pg_test(
         error = "lambda_fdw must be loaded via \"shared_preload_libraries\" to count invocations"
     )]

@@ -36,8 +36,8 @@ pub(crate) static STAT_MAX_ENTRIES: GucSetting<i32> =
     GucSetting::<i32>::new(DEFAULT_STAT_MAX_ENTRIES);
 
 /// Defines the settings; `preloading`: the library is being loaded from
-/// shared_preload_libraries, the only time the settings of the launcher
-/// and of the statistics' shared memory can be defined.
+/// shared_preload_libraries, the only time the postmaster settings (the
+/// retired `database_name`, the statistics' shared memory) can be defined.
 pub(crate) fn register(preloading: bool) {
     GucRegistry::define_int_guc(
         c"aws_lambda.connect_timeout_ms",
@@ -84,16 +84,6 @@ pub(crate) fn register(preloading: bool) {
             GucContext::Postmaster,
             GucFlags::default(),
         );
-        GucRegistry::define_int_guc(
-            c"lambda_fdw.max_queue_workers",
-            c"Most queue workers, one per database with the lambda_fdw extension.",
-            c"A database beyond it waits until a worker exits. Each worker is a background worker: max_worker_processes bounds them too.",
-            &MAX_QUEUE_WORKERS,
-            1,
-            MAX_QUEUE_WORKERS_LIMIT as i32,
-            GucContext::Sighup,
-            GucFlags::default(),
-        );
         // Sizes the statistics' shared table (src/stats), which exists only
         // when preloaded.
         GucRegistry::define_int_guc(
@@ -107,6 +97,20 @@ pub(crate) fn register(preloading: bool) {
             GucFlags::default(),
         );
     }
+    // Read by the launcher only, but defined in every process that loads
+    // the library (it is no postmaster setting): a postgresql.conf that sets
+    // it gives no "invalid configuration parameter" warning in a session
+    // that loads the library without the preload.
+    GucRegistry::define_int_guc(
+        c"lambda_fdw.max_queue_workers",
+        c"Most queue workers, one per database with the lambda_fdw extension.",
+        c"A database beyond it waits until a worker exits. Each worker is a background worker: max_worker_processes bounds them too.",
+        &MAX_QUEUE_WORKERS,
+        1,
+        MAX_QUEUE_WORKERS_LIMIT as i32,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"lambda_fdw.queue_concurrency",
         c"Queued invocations the queue worker sends at once.",
