@@ -109,6 +109,11 @@ pg_queue_options() {
   if [[ "${LAMBDA_FDW_PRELOAD:-1}" != 0 ]]; then
     printf '%s' "-c shared_preload_libraries=lambda_fdw"
   fi
+  # LAMBDA_FDW_PG_OPTIONS: more postgres options (the benchmark's baseline
+  # builds before 0.6.0 serve only the queue of lambda_fdw.database_name).
+  if [[ -n "${LAMBDA_FDW_PG_OPTIONS:-}" ]]; then
+    printf ' %s' "$LAMBDA_FDW_PG_OPTIONS"
+  fi
 }
 
 # Starts the cluster start_postgres made, in a clean AWS environment: no
