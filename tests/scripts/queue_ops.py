@@ -322,18 +322,27 @@ def test_callbacks(conn):
     # The call is by the function's OID, with the row the worker read: the
     # queuing role needs no SELECT on the queue table, and a NULL result is
     # no error.
+    # With track_functions, the worker's call counts as a trigger's does.
     conn.execute("REVOKE SELECT ON lambda_fdw.invocations FROM PUBLIC")
+    conn.execute("ALTER SYSTEM SET track_functions = 'all'")
+    conn.execute("SELECT pg_reload_conf()")
+    time.sleep(1.5)  # the worker reloads at its next loop, within a second
     try:
         noted = finished({"run": f"{RUN}-null", "key": "n", "seq": 11, "ms": 1}, "public.cb_null")
         check("with SELECT on the queue table revoked from PUBLIC, a callback's invocation settles",
               settled(conn, [noted]))
     finally:
         conn.execute("GRANT SELECT ON lambda_fdw.invocations TO PUBLIC")
+        conn.execute("ALTER SYSTEM RESET track_functions")
+        conn.execute("SELECT pg_reload_conf()")
     time.sleep(0.5)
     row = (one(conn, "SELECT callback_error FROM lambda_fdw.invocations WHERE id = %s", [noted]),
            conn.execute("SELECT seq, note FROM public.cb_notes").fetchall())
     check("its SQL callback, which returns NULL, ran once as the queuing role", row == (None, [(11, "succeeded as ops_carol")]),
           row)
+    check("the call is counted in pg_stat_user_functions", wait_until(
+        conn, "SELECT coalesce(sum(calls), 0) = 1 FROM pg_stat_user_functions WHERE funcid = 'public.cb_null'::regproc",
+        timeout=10), one(conn, "SELECT sum(calls) FROM pg_stat_user_functions WHERE funcid = 'public.cb_null'::regproc"))
     # EXECUTE revoked between the enqueue and the call.
     lost = finished({"run": f"{RUN}-lost", "key": "l", "seq": 10, "ms": 1}, "public.cb_done",
                     not_before="clock_timestamp() + interval '2 seconds'")
